@@ -1,0 +1,243 @@
+"""The pure core: frequencies, slots and period keys, due-ness, retry delays and SMTP reply classes.
+
+No I/O and no clock: every instant is a parameter, every instant is timezone-aware.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+
+class Frequency(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When each frequency's slot falls, in the subscriber's own timezone."""
+
+    send_time: time = time(8, 0)
+    weekly_day: int = 0  # Monday, as date.weekday() counts
+    monthly_day: int = 1  # past the month's end means its last day
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    frequency: Frequency
+    at: datetime  # UTC
+    key: str  # names the period: 2026-11-24, 2026-W48, 2026-11
+
+
+def period_key(frequency: Frequency, local_day: date) -> str:
+    if frequency is Frequency.DAILY:
+        return local_day.isoformat()
+    if frequency is Frequency.WEEKLY:
+        iso = local_day.isocalendar()
+        return f"{iso.year}-W{iso.week:02d}"
+    return f"{local_day.year}-{local_day.month:02d}"
+
+
+def _slot_day(frequency: Frequency, schedule: Schedule, local_day: date) -> date:
+    """The day of the slot in the period that contains local_day."""
+    if frequency is Frequency.DAILY:
+        return local_day
+    if frequency is Frequency.WEEKLY:
+        return local_day + timedelta(days=schedule.weekly_day - local_day.weekday())
+    last_day = calendar.monthrange(local_day.year, local_day.month)[1]
+    return local_day.replace(day=min(schedule.monthly_day, last_day))
+
+
+def _shift_period(frequency: Frequency, local_day: date, periods: int) -> date:
+    """A day inside the period `periods` away from the one containing local_day."""
+    if frequency is Frequency.DAILY:
+        return local_day + timedelta(days=periods)
+    if frequency is Frequency.WEEKLY:
+        return local_day + timedelta(weeks=periods)
+    month_index = local_day.year * 12 + local_day.month - 1 + periods
+    return date(month_index // 12, month_index % 12 + 1, 1)
+
+
+def _slot_of_period(
+    frequency: Frequency, schedule: Schedule, tz: ZoneInfo, local_day: date
+) -> Slot:
+    day = _slot_day(frequency, schedule, local_day)
+    # A send time inside a DST gap resolves forward (fold=0), so slots stay in order.
+    local = datetime.combine(day, schedule.send_time, tzinfo=tz)
+    return Slot(frequency, local.astimezone(UTC), period_key(frequency, day))
+
+
+def latest_slot(frequency: Frequency, schedule: Schedule, tz: ZoneInfo, now: datetime) -> Slot:
+    """The latest slot at or before now."""
+    local_day = now.astimezone(tz).date()
+    slot = _slot_of_period(frequency, schedule, tz, local_day)
+    if slot.at > now:
+        slot = _slot_of_period(frequency, schedule, tz, _shift_period(frequency, local_day, -1))
+    return slot
+
+
+def next_slot(frequency: Frequency, schedule: Schedule, tz: ZoneInfo, now: datetime) -> Slot:
+    """The first slot strictly after now."""
+    local_day = now.astimezone(tz).date()
+    slot = _slot_of_period(frequency, schedule, tz, local_day)
+    if slot.at <= now:
+        slot = _slot_of_period(frequency, schedule, tz, _shift_period(frequency, local_day, 1))
+    return slot
+
+
+def is_late(slot: Slot, now: datetime, max_lateness: timedelta | None) -> bool:
+    """Whether a slot is too old to be caught up; None means one period, which never is."""
+    return max_lateness is not None and now - slot.at > max_lateness
+
+
+def due_slot(
+    status: SubscriberStatus,
+    frequency: Frequency,
+    tz: ZoneInfo,
+    anchor: datetime,
+    now: datetime,
+    schedule: Schedule,
+    max_lateness: timedelta | None = None,
+) -> Slot | None:
+    """The slot to send now, or None when the subscriber is not due.
+
+    Due means active, and the latest slot at or before now is later than the anchor (the slot of
+    the last digest, or the confirmation instant). Only the latest slot counts, so downtime that
+    spans several slots yields one catch-up digest, not one per missed slot.
+    """
+    if status is not SubscriberStatus.ACTIVE:
+        return None
+    slot = latest_slot(frequency, schedule, tz, now)
+    if slot.at <= anchor or is_late(slot, now, max_lateness):
+        return None
+    return slot
+
+
+def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
+    """Exponential backoff after the given number of failed attempts (1, 2, ...)."""
+    exponent = max(attempts - 1, 0)
+    if exponent >= 32:
+        return cap
+    return min(base * (2**exponent), cap)
+
+
+class SmtpStage(StrEnum):
+    CONNECT = "connect"
+    HELO = "helo"
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+
+
+class ReplyClass(StrEnum):
+    TRANSIENT = "transient"  # try again later
+    PERMANENT = "permanent"  # this recipient will not take mail
+    CONFIG = "config"  # our settings are wrong: stop, blame no subscriber
+
+
+def classify_reply(stage: SmtpStage, code: int | None) -> ReplyClass:
+    """Classify a failed SMTP step; code None means a dropped connection or a timeout."""
+    # 552 is "storage exceeded": RFC 5321 §4.5.3.1.10 says treat it as temporary.
+    if code is None or 400 <= code < 500 or code == 552:
+        return ReplyClass.TRANSIENT
+    if stage in (SmtpStage.RCPT, SmtpStage.DATA):
+        return ReplyClass.PERMANENT
+    return ReplyClass.CONFIG
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    sent: int = 0
+    skipped: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+    def __add__(self, other: RunSummary) -> RunSummary:
+        return RunSummary(
+            self.sent + other.sent,
+            self.skipped + other.skipped,
+            self.retrying + other.retrying,
+            self.failed + other.failed,
+        )
+
+    def line(self) -> str:
+        return (
+            f"sent {self.sent}, skipped {self.skipped}, "
+            f"retrying {self.retrying}, failed {self.failed}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleDraft:
+    """An article as a feed or a person gives it, before it has an ingest sequence."""
+
+    url: str
+    title: str
+    summary: str
+    category: str
+    reading_minutes: int
+    published_at: datetime  # UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    seq: int  # the ingest sequence: cursors run on this, not on published_at
+    url: str
+    title: str
+    summary: str  # sanitised HTML or plain text, safe to mark safe after nh3
+    category: str
+    reading_minutes: int
+    published_at: datetime  # UTC
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberDraft:
+    email: str  # normalised
+    frequency: Frequency
+    timezone: str  # a valid IANA name
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery this worker holds the lease on, with what it needs to build the mail."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    frequency: Frequency
+    token_version: int
+    period_key: str
+    cursor_from: int  # exclusive
+    cursor_to: int  # inclusive: the newest article at planning time
+    message_id: str  # fixed at planning, the same on every retry
+    planned_at: datetime  # the Date header, fixed at planning
+    attempts: int
+
+    @property
+    def window(self) -> tuple[Frequency, int, int]:
+        """Claims with the same window get the same body."""
+        return (self.frequency, self.cursor_from, self.cursor_to)

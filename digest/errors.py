@@ -1,0 +1,75 @@
+"""The one exception tree of digest.
+
+    DigestError                    anything digest reports to a person; `exit_code` for the CLI
+    ├── ConfigError                a setting is missing or wrong (names the key)
+    ├── InvalidInput               an address, timezone, frequency, CSV row, feed or option is wrong
+    │   └── DuplicateSubscriber    the address is already subscribed
+    ├── NotFound                   no such subscriber
+    ├── InvalidToken               a link token is tampered, of another purpose, stale or unknown
+    │   └── ExpiredToken           a confirm token that was valid but is too old
+    ├── DatabaseError              the database is unreachable, busy, or its schema is not current
+    └── DeliveryError              one SMTP transaction failed
+        ├── TransientDeliveryError     try again later (4xx, 552, timeouts, dropped connections)
+        ├── PermanentDeliveryError     this recipient will not take mail (5xx on RCPT or DATA)
+        └── SmtpConfigError            our own settings are wrong (5xx on MAIL FROM or AUTH): stop the run
+
+Adapters translate foreign exceptions into these once, keeping the cause (`raise ... from exc`);
+the edges (CLI, web) decide how to show them.
+"""
+
+from __future__ import annotations
+
+
+class DigestError(Exception):
+    exit_code = 2
+
+
+class ConfigError(DigestError):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"setting {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class InvalidInput(DigestError):
+    pass
+
+
+class DuplicateSubscriber(InvalidInput):
+    pass
+
+
+class NotFound(DigestError):
+    pass
+
+
+class InvalidToken(DigestError):
+    pass
+
+
+class ExpiredToken(InvalidToken):
+    pass
+
+
+class DatabaseError(DigestError):
+    pass
+
+
+class DeliveryError(DigestError):
+    exit_code = 1
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientDeliveryError(DeliveryError):
+    pass
+
+
+class PermanentDeliveryError(DeliveryError):
+    pass
+
+
+class SmtpConfigError(DeliveryError):
+    exit_code = 2
