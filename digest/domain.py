@@ -138,10 +138,9 @@ def due_slot(
 
 def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
     """Exponential backoff after the given number of failed attempts (1, 2, ...)."""
-    exponent = max(attempts - 1, 0)
-    if exponent >= 32:
-        return cap
-    return min(base * (2**exponent), cap)
+    exponent = min(max(attempts - 1, 0), 32)
+    delay: timedelta = base * (2**exponent)
+    return min(delay, cap)
 
 
 class SmtpStage(StrEnum):

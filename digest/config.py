@@ -1,0 +1,304 @@
+"""Settings: one table of keys, defaults and help; `load(path, environ)` builds one validated object.
+
+Sources, later wins: the table's defaults, the TOML file, `DIGEST_<KEY>` environment variables.
+The same table writes config/digest.toml's comments and is checked against the README by a test.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import time, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from digest.addresses import check_timezone, normalise_address, parse_frequency
+from digest.domain import WEEKDAYS, Frequency, Schedule
+from digest.errors import ConfigError, InvalidInput
+
+DEFAULT_PATH = Path("config/digest.toml")
+PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+MIN_SECRET_LENGTH = 32
+
+Raw = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    name: str
+    default: Raw
+    help: str
+
+    @property
+    def env(self) -> str:
+        return f"DIGEST_{self.name.upper()}"
+
+
+KEYS: tuple[Key, ...] = (
+    Key("database_url", "sqlite:///digest.db", "SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"),
+    Key("smtp_host", "localhost", "SMTP server that relays the mail"),
+    Key("smtp_port", 25, "SMTP server port"),
+    Key("smtp_user", None, "SMTP user name, if the server wants AUTH"),
+    Key("smtp_password", None, "SMTP password, if the server wants AUTH"),
+    Key("smtp_security", "none", "none, starttls or tls (implicit TLS, usually port 465)"),
+    Key("smtp_connections", 4, "SMTP connections kept open at once: how many messages are in flight"),
+    Key("smtp_timeout", 60, "seconds to wait for the SMTP server on connect and each command"),
+    Key("secret_key", None, "signing key for links, 32+ characters; comma-separated to rotate: the first signs, all verify"),
+    Key("base_url", "http://localhost:8000", "public URL of the web endpoints, used in every link"),
+    Key("sender", None, "From address of the digests, e.g. Mia's Feed <digest@example.org>"),
+    Key("site_name", "Mia's Feed", "the site's name, shown in every mail"),
+    Key("site_url", "", "the site's home page, linked from the mails; empty means base_url"),
+    Key("send_time", "08:00", "local time of day (HH:MM) at which digests go out, in each reader's timezone"),
+    Key("weekly_day", "monday", "weekday of the weekly digest"),
+    Key("monthly_day", 1, "day of month of the monthly digest; past the month's end means its last day"),
+    Key("default_frequency", "weekly", "frequency for new readers who do not choose one"),
+    Key("default_timezone", "UTC", "timezone for new readers who do not give one"),
+    Key("max_articles", 20, "most articles in one digest; the rest are linked as 'and N more'"),
+    Key("max_lateness_hours", 0, "a slot older than this is not caught up late but rolls into the next; 0 means one period"),
+    Key("bounce_limit", 3, "permanent failures in a row after which a reader is marked bounced"),
+    Key("retry_limit", 8, "attempts at one digest before it is marked failed"),
+    Key("retry_base_seconds", 60, "first retry delay after a transient failure; it doubles each time, up to an hour"),
+    Key("batch_size", 500, "deliveries claimed, sent and recorded together"),
+    Key("lease_seconds", 900, "how long a claimed delivery is ours; longer than a whole SMTP transaction"),
+    Key("confirm_max_age_days", 7, "days a confirmation link stays valid"),
+    Key("templates_dir", "", "folder of the mail and page templates; empty means the ones shipped with digest"),
+)  # fmt: skip
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    smtp_host: str
+    smtp_port: int
+    smtp_user: str | None
+    smtp_password: str | None
+    smtp_security: str
+    smtp_connections: int
+    smtp_timeout: float
+    secret_keys: tuple[str, ...]
+    base_url: str
+    sender: str | None
+    site_name: str
+    site_url: str
+    schedule: Schedule
+    default_frequency: Frequency
+    default_timezone: str
+    max_articles: int
+    max_lateness: timedelta | None
+    bounce_limit: int
+    retry_limit: int
+    retry_base: timedelta
+    batch_size: int
+    lease: timedelta
+    confirm_max_age: timedelta
+    templates_dir: Path
+
+    def require_secret_keys(self) -> tuple[str, ...]:
+        if not self.secret_keys:
+            raise ConfigError(
+                _label("secret_key"), "is required to sign links; set DIGEST_SECRET_KEY"
+            )
+        return self.secret_keys
+
+    def require_sender(self) -> str:
+        if self.sender is None:
+            raise ConfigError(_label("sender"), "is required to send mail; set DIGEST_SENDER")
+        return self.sender
+
+    @property
+    def one_click(self) -> bool:
+        """RFC 8058 requires https for one-click unsubscribe."""
+        return self.base_url.startswith("https://")
+
+
+def _label(name: str) -> str:
+    return f"{name} ({KEYS_BY_NAME[name].env})"
+
+
+def load(path: Path | None, environ: Mapping[str, str]) -> Settings:
+    """Build Settings from defaults, the TOML file at path (or the default file if present) and environ."""
+    raw: dict[str, Raw] = {key.name: key.default for key in KEYS}
+    raw.update(_read_toml(path, environ))
+    for key in KEYS:
+        if key.env in environ:
+            raw[key.name] = environ[key.env]
+    return _build(raw)
+
+
+def _read_toml(path: Path | None, environ: Mapping[str, str]) -> dict[str, Raw]:
+    explicit = path is not None or "DIGEST_CONFIG" in environ
+    file = path or Path(environ.get("DIGEST_CONFIG", str(DEFAULT_PATH)))
+    if not explicit and not file.exists():
+        return {}
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("config file", f"cannot read {file}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config file", f"{file} is not valid TOML: {exc}") from exc
+    for name, value in data.items():
+        if name not in KEYS_BY_NAME:
+            raise ConfigError(name, f"unknown setting in {file}")
+        if isinstance(value, dict | list):
+            raise ConfigError(_label(name), f"must be a single value in {file}")
+    return data
+
+
+def _build(raw: Mapping[str, Raw]) -> Settings:
+    def get(name: str, parse: Callable[[Raw], Any]) -> Any:
+        try:
+            return parse(raw[name])
+        except (ValueError, InvalidInput) as exc:
+            raise ConfigError(_label(name), str(exc)) from exc
+
+    base_url = get("base_url", _base_url)
+    site_url = get("site_url", _optional_text) or base_url
+    templates = get("templates_dir", _optional_text)
+    return Settings(
+        database_url=get("database_url", _database_url),
+        smtp_host=get("smtp_host", _text),
+        smtp_port=get("smtp_port", _ranged(1, 65535)),
+        smtp_user=get("smtp_user", _optional_text),
+        smtp_password=get("smtp_password", _optional_text),
+        smtp_security=get("smtp_security", _choice("none", "starttls", "tls")),
+        smtp_connections=get("smtp_connections", _ranged(1, 100)),
+        smtp_timeout=float(get("smtp_timeout", _ranged(1, 3600))),
+        secret_keys=get("secret_key", _secret_keys),
+        base_url=base_url,
+        sender=get("sender", _sender),
+        site_name=get("site_name", _text),
+        site_url=site_url,
+        schedule=Schedule(
+            send_time=get("send_time", _clock_time),
+            weekly_day=get("weekly_day", _weekday),
+            monthly_day=get("monthly_day", _ranged(1, 31)),
+        ),
+        default_frequency=get("default_frequency", lambda v: parse_frequency(_text(v))),
+        default_timezone=get("default_timezone", lambda v: check_timezone(_text(v))),
+        max_articles=get("max_articles", _ranged(1, 200)),
+        max_lateness=get("max_lateness_hours", _lateness),
+        bounce_limit=get("bounce_limit", _ranged(1, 100)),
+        retry_limit=get("retry_limit", _ranged(1, 100)),
+        retry_base=timedelta(seconds=get("retry_base_seconds", _ranged(1, 86400))),
+        batch_size=get("batch_size", _ranged(1, 10000)),
+        lease=timedelta(seconds=get("lease_seconds", _ranged(60, 86400))),
+        confirm_max_age=timedelta(days=get("confirm_max_age_days", _ranged(1, 365))),
+        templates_dir=Path(templates) if templates else PROJECT_TEMPLATES,
+    )
+
+
+def _text(value: Raw) -> str:
+    if value is None or not str(value).strip():
+        raise ValueError("must not be empty")
+    text = str(value).strip()
+    if LINE_BREAKS.intersection(text):
+        raise ValueError("must not contain a line break")
+    return text
+
+
+def _optional_text(value: Raw) -> str | None:
+    return None if value is None or str(value).strip() == "" else _text(value)
+
+
+def _ranged(low: int, high: int) -> Callable[[Raw], int]:
+    def parse(value: Raw) -> int:
+        try:
+            number = int(str(value).strip()) if not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[Raw], str]:
+    def parse(value: Raw) -> str:
+        text = _text(value).lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _database_url(value: Raw) -> str:
+    url = _text(value)
+    if not url.startswith(("sqlite://", "postgresql")):
+        raise ValueError(f"must be a sqlite:/// or postgresql+psycopg:// URL, got {url!r}")
+    return url
+
+
+def _base_url(value: Raw) -> str:
+    url = _text(value).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def _secret_keys(value: Raw) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    keys = tuple(part.strip() for part in str(value).split(","))
+    if any(len(key) < MIN_SECRET_LENGTH for key in keys):
+        raise ValueError(f"each key must be at least {MIN_SECRET_LENGTH} characters long")
+    return keys
+
+
+def _sender(value: Raw) -> str | None:
+    text = _optional_text(value)
+    if text is None:
+        return None
+    address = parseaddr(text)[1]
+    if not address:
+        raise ValueError(
+            f'must be an address like "Mia\'s Feed <digest@example.org>", got {text!r}'
+        )
+    normalise_address(address)
+    return text
+
+
+def _clock_time(value: Raw) -> time:
+    text = _text(value)
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"must be a time of day like 08:00, got {text!r}") from None
+
+
+def _weekday(value: Raw) -> int:
+    text = _text(value).lower()
+    if text not in WEEKDAYS:
+        raise ValueError(f"must be a weekday name like monday, got {value!r}")
+    return WEEKDAYS.index(text)
+
+
+def _lateness(value: Raw) -> timedelta | None:
+    hours = _ranged(0, 24 * 366)(value)
+    return timedelta(hours=hours) if hours else None
+
+
+def sender_address(sender: str) -> str:
+    """The bare address of a From value, for the SMTP envelope."""
+    return parseaddr(sender)[1]
+
+
+def example_toml() -> str:
+    """config/digest.toml as shipped: every key, commented with its default and help."""
+    lines = [
+        "# digest settings. Every key can be overridden by the environment variable DIGEST_<KEY>.",
+        "# Each key is shown with its default; uncomment and change what you need.",
+        "",
+    ]
+    for key in KEYS:
+        value = "" if key.default is None else key.default
+        rendered = f'"{value}"' if isinstance(value, str) else str(value)
+        lines += [f"# {key.help} ({key.env})", f"# {key.name} = {rendered}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Signed link tokens: one itsdangerous serializer per purpose, so a token of one cannot do another's job.
+
+Payloads are readable base64, so they hold the subscriber id and token_version, never the address;
+a confirm token names its address by a short hash and carries its issue time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from itsdangerous import BadData, URLSafeSerializer
+
+from digest.errors import ExpiredToken, InvalidToken
+
+
+class Purpose(StrEnum):
+    UNSUBSCRIBE = "unsubscribe"
+    PREFERENCES = "preferences"
+    CONFIRM = "confirm"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSubject:
+    subscriber_id: int
+    token_version: int
+    address_hash: str | None = None
+
+
+def address_hash(email: str) -> str:
+    return hashlib.sha256(email.encode("utf-8")).hexdigest()[:16]
+
+
+class Tokens:
+    def __init__(self, secret_keys: Sequence[str], confirm_max_age: timedelta) -> None:
+        if not secret_keys:
+            raise ValueError("at least one secret key is needed")
+        # itsdangerous signs with the *last* key and verifies with all; our setting names the
+        # signing key first.
+        keys = list(reversed(secret_keys))
+        self._serializers = {
+            purpose: URLSafeSerializer(
+                keys, salt=f"digest.{purpose}", signer_kwargs={"digest_method": hashlib.sha256}
+            )
+            for purpose in Purpose
+        }
+        self._confirm_max_age = confirm_max_age
+
+    def link_token(self, purpose: Purpose, subscriber_id: int, token_version: int) -> str:
+        if purpose is Purpose.CONFIRM:
+            raise ValueError("confirm tokens name an address: use confirm_token")
+        return self._serializers[purpose].dumps([subscriber_id, token_version])
+
+    def confirm_token(
+        self, subscriber_id: int, token_version: int, email: str, now: datetime
+    ) -> str:
+        payload = [subscriber_id, token_version, address_hash(email), int(now.timestamp())]
+        return self._serializers[Purpose.CONFIRM].dumps(payload)
+
+    def read(self, purpose: Purpose, token: str, now: datetime) -> TokenSubject:
+        """The token's subject; InvalidToken for anything tampered, foreign or malformed."""
+        try:
+            payload = self._serializers[purpose].loads(token)
+        except BadData as exc:
+            raise InvalidToken("this link is not valid") from exc
+        if purpose is Purpose.CONFIRM:
+            return self._read_confirm(payload, now)
+        if not _is_ints(payload, 2):
+            raise InvalidToken("this link is not valid")
+        return TokenSubject(payload[0], payload[1])
+
+    def _read_confirm(self, payload: object, now: datetime) -> TokenSubject:
+        if not (
+            isinstance(payload, list)
+            and len(payload) == 4
+            and _is_ints(payload[:2], 2)
+            and isinstance(payload[2], str)
+            and isinstance(payload[3], int)
+        ):
+            raise InvalidToken("this link is not valid")
+        issued = datetime.fromtimestamp(payload[3], tz=now.tzinfo)
+        if now - issued > self._confirm_max_age:
+            raise ExpiredToken("this confirmation link has expired")
+        return TokenSubject(payload[0], payload[1], payload[2])
+
+
+def _is_ints(payload: object, count: int) -> bool:
+    return (
+        isinstance(payload, list)
+        and len(payload) == count
+        and all(isinstance(item, int) and not isinstance(item, bool) for item in payload)
+    )

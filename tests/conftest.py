@@ -1,0 +1,1 @@
+pytest_plugins = ["pg_cluster", "db_fixtures"]

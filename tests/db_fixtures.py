@@ -1,0 +1,29 @@
+"""Database fixtures: every store test runs on SQLite and on a throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from digest import database
+from digest.store import Store
+from pg_cluster import PgCluster
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'digest.db'}"
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"t_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    engine = database.connect(database_url)
+    database.upgrade(engine)
+    yield Store(engine)
+    engine.dispose()

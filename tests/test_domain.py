@@ -1,0 +1,251 @@
+"""The pure core, tested with tables of instants: midnight, DST both ways, ISO week 53, month ends."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from digest.domain import (
+    Frequency,
+    ReplyClass,
+    RunSummary,
+    Schedule,
+    SmtpStage,
+    SubscriberStatus,
+    classify_reply,
+    due_slot,
+    latest_slot,
+    next_slot,
+    period_key,
+    retry_delay,
+)
+
+D, W, M = Frequency.DAILY, Frequency.WEEKLY, Frequency.MONTHLY
+UTC_ZONE = ZoneInfo("UTC")
+MADRID = ZoneInfo("Europe/Madrid")
+NEW_YORK = ZoneInfo("America/New_York")
+SYDNEY = ZoneInfo("Australia/Sydney")
+DEFAULT = Schedule()
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("frequency", "day", "key"),
+    [
+        (D, date(2026, 11, 24), "2026-11-24"),
+        (W, date(2026, 11, 23), "2026-W48"),
+        (W, date(2026, 11, 29), "2026-W48"),  # Sunday still belongs to the Monday's week
+        (W, date(2026, 12, 31), "2026-W53"),  # 2026 has an ISO week 53
+        (W, date(2027, 1, 3), "2026-W53"),  # ... that runs into January 2027
+        (W, date(2027, 1, 4), "2027-W01"),
+        (W, date(2024, 12, 30), "2025-W01"),  # ISO year differs from calendar year
+        (M, date(2026, 11, 30), "2026-11"),
+        (M, date(2028, 2, 29), "2028-02"),
+    ],
+)
+def test_period_key_names_the_period_of_a_local_day(
+    frequency: Frequency, day: date, key: str
+) -> None:
+    assert period_key(frequency, day) == key
+
+
+@pytest.mark.parametrize(
+    ("frequency", "zone", "now", "slot_at", "key"),
+    [
+        # daily at 08:00 local: before 08:00 the latest slot is yesterday's
+        (D, UTC_ZONE, "2026-11-24T07:59", "2026-11-23T08:00", "2026-11-23"),
+        (D, UTC_ZONE, "2026-11-24T08:00", "2026-11-24T08:00", "2026-11-24"),
+        (D, UTC_ZONE, "2026-11-24T23:59", "2026-11-24T08:00", "2026-11-24"),
+        # Madrid is UTC+1 in November: 08:00 local is 07:00 UTC
+        (D, MADRID, "2026-11-24T07:00", "2026-11-24T07:00", "2026-11-24"),
+        (D, MADRID, "2026-11-24T06:59", "2026-11-23T07:00", "2026-11-23"),
+        # Sydney's local date is already the 25th at 22:00 UTC on the 24th
+        (D, SYDNEY, "2026-11-24T22:00", "2026-11-24T21:00", "2026-11-25"),
+        # weekly on Monday 08:00: a Sunday evening still points at the previous Monday
+        (W, UTC_ZONE, "2026-11-29T23:00", "2026-11-23T08:00", "2026-W48"),
+        (W, UTC_ZONE, "2026-11-30T07:59", "2026-11-23T08:00", "2026-W48"),
+        (W, UTC_ZONE, "2026-11-30T08:00", "2026-11-30T08:00", "2026-W49"),
+        (W, UTC_ZONE, "2027-01-01T12:00", "2026-12-28T08:00", "2026-W53"),
+        # monthly on the 1st 08:00
+        (M, UTC_ZONE, "2026-12-01T07:59", "2026-11-01T08:00", "2026-11"),
+        (M, UTC_ZONE, "2026-12-01T08:00", "2026-12-01T08:00", "2026-12"),
+        (M, UTC_ZONE, "2027-01-01T00:00", "2026-12-01T08:00", "2026-12"),
+    ],
+)
+def test_latest_slot_is_the_last_send_time_at_or_before_now(
+    frequency: Frequency, zone: ZoneInfo, now: str, slot_at: str, key: str
+) -> None:
+    slot = latest_slot(frequency, DEFAULT, zone, utc(now))
+    assert (slot.at, slot.key) == (utc(slot_at), key)
+
+
+@pytest.mark.parametrize(
+    ("day", "now", "slot_at", "key"),
+    [
+        # a monthly day of 31 means the month's last day
+        (31, "2027-02-28T09:00", "2027-02-28T08:00", "2027-02"),
+        (31, "2027-02-28T07:00", "2027-01-31T08:00", "2027-01"),
+        (31, "2028-02-29T08:00", "2028-02-29T08:00", "2028-02"),  # leap year
+        (30, "2026-04-30T08:00", "2026-04-30T08:00", "2026-04"),
+        (29, "2027-03-01T00:00", "2027-02-28T08:00", "2027-02"),
+        (29, "2028-03-01T00:00", "2028-02-29T08:00", "2028-02"),
+    ],
+)
+def test_monthly_day_past_the_month_end_means_its_last_day(
+    day: int, now: str, slot_at: str, key: str
+) -> None:
+    schedule = Schedule(monthly_day=day)
+    slot = latest_slot(M, schedule, UTC_ZONE, utc(now))
+    assert (slot.at, slot.key) == (utc(slot_at), key)
+
+
+@pytest.mark.parametrize(
+    ("now", "slot_at"),
+    [
+        # Madrid springs forward on 2026-03-29 (CET → CEST): 08:00 local moves from 07:00 to 06:00 UTC
+        ("2026-03-28T07:00", "2026-03-28T07:00"),
+        ("2026-03-29T06:00", "2026-03-29T06:00"),
+        ("2026-03-29T05:59", "2026-03-28T07:00"),
+        # ... and falls back on 2026-10-25: 08:00 local moves from 06:00 to 07:00 UTC
+        ("2026-10-24T06:00", "2026-10-24T06:00"),
+        ("2026-10-25T06:30", "2026-10-24T06:00"),
+        ("2026-10-25T07:00", "2026-10-25T07:00"),
+    ],
+)
+def test_daily_slot_follows_local_send_time_across_dst_changes(now: str, slot_at: str) -> None:
+    assert latest_slot(D, DEFAULT, MADRID, utc(now)).at == utc(slot_at)
+
+
+def test_send_time_inside_a_dst_gap_resolves_forward_and_slots_stay_ordered() -> None:
+    # 02:30 does not exist in New York on 2026-03-08; the slot still comes once, after 02:00.
+    schedule = Schedule(send_time=time(2, 30))
+    slots = [
+        latest_slot(D, schedule, NEW_YORK, utc("2026-03-07T12:00") + timedelta(hours=h)).at
+        for h in range(0, 72)
+    ]
+    assert sorted(set(slots)) == [
+        utc("2026-03-07T07:30"),  # 02:30 EST
+        utc("2026-03-08T07:30"),  # 03:30 EDT: where 02:30 EST would have been
+        utc("2026-03-09T06:30"),  # 02:30 EDT
+        utc("2026-03-10T06:30"),
+    ]
+    assert slots == sorted(slots)
+
+
+def test_weekly_slot_honours_the_configured_weekday() -> None:
+    friday = Schedule(weekly_day=4, send_time=time(17, 0))
+    slot = latest_slot(W, friday, UTC_ZONE, utc("2026-11-24T10:00"))
+    assert slot.at == utc("2026-11-20T17:00")
+    assert slot.key == "2026-W47"
+
+
+@pytest.mark.parametrize(
+    ("frequency", "now", "expected"),
+    [
+        (D, "2026-11-24T08:00", "2026-11-25T08:00"),  # strictly after now
+        (D, "2026-11-24T07:59", "2026-11-24T08:00"),
+        (W, "2026-11-24T10:00", "2026-11-30T08:00"),
+        (M, "2026-11-24T10:00", "2026-12-01T08:00"),
+        (M, "2026-12-31T10:00", "2027-01-01T08:00"),
+    ],
+)
+def test_next_slot_is_the_first_send_time_after_now(
+    frequency: Frequency, now: str, expected: str
+) -> None:
+    assert next_slot(frequency, DEFAULT, UTC_ZONE, utc(now)).at == utc(expected)
+
+
+def _due(
+    frequency: Frequency,
+    anchor: str,
+    now: str,
+    status: SubscriberStatus = SubscriberStatus.ACTIVE,
+    zone: ZoneInfo = UTC_ZONE,
+    max_lateness: timedelta | None = None,
+) -> str | None:
+    slot = due_slot(status, frequency, zone, utc(anchor), utc(now), DEFAULT, max_lateness)
+    return None if slot is None else slot.key
+
+
+def test_weekly_reader_confirmed_on_tuesday_waits_for_next_monday_0800() -> None:
+    assert _due(W, anchor="2026-11-24T10:00", now="2026-11-29T23:59") is None
+    assert _due(W, anchor="2026-11-24T10:00", now="2026-11-30T07:59") is None
+    assert _due(W, anchor="2026-11-24T10:00", now="2026-11-30T08:00") == "2026-W49"
+
+
+def test_reader_is_not_due_again_in_the_same_period_after_a_digest() -> None:
+    assert _due(D, anchor="2026-11-24T08:00", now="2026-11-24T20:00") is None
+    assert _due(D, anchor="2026-11-24T08:00", now="2026-11-25T08:00") == "2026-11-25"
+
+
+def test_downtime_over_several_slots_yields_one_catch_up_for_the_latest_slot() -> None:
+    # Last digest on the 1st; the service was down until the 5th: one digest, for the 5th.
+    assert _due(D, anchor="2026-11-01T08:00", now="2026-11-05T12:00") == "2026-11-05"
+    assert _due(W, anchor="2026-10-05T08:00", now="2026-11-24T12:00") == "2026-W48"
+
+
+def test_a_slot_older_than_max_lateness_is_not_caught_up_late() -> None:
+    six_hours = timedelta(hours=6)
+    assert _due(D, "2026-11-23T08:00", "2026-11-24T13:59", max_lateness=six_hours) == "2026-11-24"
+    assert _due(D, "2026-11-23T08:00", "2026-11-24T14:01", max_lateness=six_hours) is None
+
+
+@pytest.mark.parametrize(
+    "status", [s for s in SubscriberStatus if s is not SubscriberStatus.ACTIVE]
+)
+def test_only_active_readers_are_ever_due(status: SubscriberStatus) -> None:
+    assert _due(D, "2026-11-01T08:00", "2026-11-24T12:00", status=status) is None
+
+
+def test_readers_in_madrid_and_sydney_are_each_due_at_their_own_0800() -> None:
+    anchor = "2026-11-20T00:00"
+    # 21:00 UTC on the 24th is 08:00 on the 25th in Sydney (AEDT, UTC+11), 22:00 in Madrid.
+    assert _due(D, anchor, "2026-11-24T20:59", zone=SYDNEY) == "2026-11-24"
+    assert _due(D, "2026-11-24T21:00", "2026-11-24T21:00", zone=SYDNEY) is None
+    assert _due(D, "2026-11-24T20:00", "2026-11-24T21:00", zone=SYDNEY) == "2026-11-25"
+    assert _due(D, "2026-11-24T07:00", "2026-11-24T21:00", zone=MADRID) is None
+    assert _due(D, "2026-11-24T06:59", "2026-11-24T21:00", zone=MADRID) == "2026-11-24"
+
+
+@pytest.mark.parametrize(
+    ("attempts", "seconds"),
+    [(1, 60), (2, 120), (3, 240), (6, 1920), (7, 3600), (40, 3600), (1000, 3600)],
+)
+def test_retry_delay_doubles_from_the_base_up_to_the_cap(attempts: int, seconds: int) -> None:
+    delay = retry_delay(attempts, timedelta(seconds=60), timedelta(hours=1))
+    assert delay == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("stage", "code", "expected"),
+    [
+        (SmtpStage.CONNECT, None, ReplyClass.TRANSIENT),
+        (SmtpStage.CONNECT, 421, ReplyClass.TRANSIENT),
+        (SmtpStage.CONNECT, 554, ReplyClass.CONFIG),
+        (SmtpStage.AUTH, 535, ReplyClass.CONFIG),
+        (SmtpStage.AUTH, 454, ReplyClass.TRANSIENT),
+        (SmtpStage.MAIL, 553, ReplyClass.CONFIG),
+        (SmtpStage.MAIL, 451, ReplyClass.TRANSIENT),
+        (SmtpStage.MAIL, 552, ReplyClass.TRANSIENT),
+        (SmtpStage.RCPT, 550, ReplyClass.PERMANENT),
+        (SmtpStage.RCPT, 552, ReplyClass.TRANSIENT),
+        (SmtpStage.RCPT, 450, ReplyClass.TRANSIENT),
+        (SmtpStage.DATA, 554, ReplyClass.PERMANENT),
+        (SmtpStage.DATA, 451, ReplyClass.TRANSIENT),
+        (SmtpStage.DATA, None, ReplyClass.TRANSIENT),
+    ],
+)
+def test_smtp_replies_are_classified_as_reliability_rule_6_says(
+    stage: SmtpStage, code: int | None, expected: ReplyClass
+) -> None:
+    assert classify_reply(stage, code) is expected
+
+
+def test_run_summary_adds_up_and_prints_the_documented_line() -> None:
+    total = RunSummary(sent=2, skipped=1) + RunSummary(sent=1, retrying=3, failed=1)
+    assert total.line() == "sent 3, skipped 1, retrying 3, failed 1"

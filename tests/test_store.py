@@ -1,0 +1,296 @@
+"""The delivery ledger and the catalogue, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from digest.domain import (
+    ArticleDraft,
+    Claim,
+    DeliveryStatus,
+    Frequency,
+    RunSummary,
+    Schedule,
+    SubscriberDraft,
+    SubscriberStatus,
+)
+from digest.errors import DuplicateSubscriber, NotFound
+from digest.store import Failure, FinishRules, Only, PlanRules, Store
+
+MONDAY_0900 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+WEEK_BEFORE = MONDAY_0900 - timedelta(days=7)
+RULES = PlanRules(Schedule(), max_lateness=None, batch_size=2, message_domain="example.org")
+FINISH = FinishRules(
+    retry_limit=3,
+    retry_base=timedelta(minutes=1),
+    retry_cap=timedelta(hours=1),
+    bounce_limit=2,
+)
+LEASE = timedelta(minutes=15)
+
+
+def article(n: int, published: datetime = WEEK_BEFORE) -> ArticleDraft:
+    return ArticleDraft(
+        url=f"https://miasfeed.example/articles/{n}",
+        title=f"Article {n}",
+        summary=f"Summary {n}",
+        category="Medical News & Research",
+        reading_minutes=2,
+        published_at=published,
+    )
+
+
+def reader(email: str, frequency: Frequency = Frequency.WEEKLY, tz: str = "UTC") -> SubscriberDraft:
+    return SubscriberDraft(email, frequency, tz)
+
+
+def seed(store: Store, *emails: str, articles: int = 3) -> None:
+    store.add_subscribers([reader(e) for e in emails], confirmed=True, now=WEEK_BEFORE)
+    store.upsert_articles([article(n) for n in range(articles)], WEEK_BEFORE + timedelta(hours=1))
+
+
+def claim_all(store: Store, owner: str = "w1", now: datetime = MONDAY_0900) -> list[Claim]:
+    return store.claim(owner, now, LEASE, 100)
+
+
+def statuses(store: Store, email: str) -> list[DeliveryStatus]:
+    return [status for _, status, _, _ in store.deliveries_of(email)]
+
+
+def test_planning_twice_creates_one_pending_delivery_per_reader_and_period(store: Store) -> None:
+    seed(store, "a@example.org", "b@example.org", "c@example.org")
+    store.plan(MONDAY_0900, RULES)
+    store.plan(MONDAY_0900, RULES)
+    for email in ("a@example.org", "b@example.org", "c@example.org"):
+        assert store.deliveries_of(email) == [("2026-W49", DeliveryStatus.PENDING, 0, None)]
+
+
+def test_reader_with_no_new_articles_gets_a_skipped_row_and_no_claim(store: Store) -> None:
+    seed(store, "a@example.org", articles=0)
+    assert store.plan(MONDAY_0900, RULES) == RunSummary(skipped=1)
+    assert statuses(store, "a@example.org") == [DeliveryStatus.SKIPPED]
+    assert claim_all(store) == []
+    # The anchor moved to the slot: planning again later in the week finds nobody due.
+    assert store.plan(MONDAY_0900 + timedelta(days=2), RULES) == RunSummary()
+    assert store.find_subscriber("a@example.org").cursor == 0
+
+
+def test_readers_are_not_due_before_their_slot(store: Store) -> None:
+    seed(store, "a@example.org")
+    store.plan(MONDAY_0900 - timedelta(hours=2), RULES)  # Monday 07:00, slot at 08:00
+    assert store.deliveries_of("a@example.org") == []
+
+
+def test_claim_snapshot_carries_window_message_id_and_date_fixed_at_planning(store: Store) -> None:
+    seed(store, "a@example.org", articles=3)
+    store.plan(MONDAY_0900, RULES)
+    (claim,) = claim_all(store)
+    assert (claim.cursor_from, claim.cursor_to) == (0, store.newest_seq())
+    assert claim.planned_at == MONDAY_0900
+    assert claim.message_id.startswith("<") and claim.message_id.endswith("@example.org>")
+    # A later article does not change the stored window, so a retry sends the same body.
+    store.upsert_articles([article(99)], MONDAY_0900)
+    store.record("w1", MONDAY_0900, [], [Failure(claim, "451 later", permanent=False)], FINISH)
+    (again,) = claim_all(store, now=MONDAY_0900 + timedelta(hours=1))
+    assert again.window == claim.window
+    assert (again.message_id, again.planned_at) == (claim.message_id, claim.planned_at)
+
+
+def test_claimed_deliveries_are_not_claimed_twice_until_the_lease_expires(store: Store) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    store.plan(MONDAY_0900, RULES)
+    assert len(claim_all(store, "w1")) == 2
+    assert claim_all(store, "w2") == []
+    expired = MONDAY_0900 + LEASE + timedelta(seconds=1)
+    assert len(claim_all(store, "w2", now=expired)) == 2
+
+
+def test_sent_advances_cursor_and_anchor_so_the_same_period_is_not_sent_again(store: Store) -> None:
+    seed(store, "a@example.org")
+    store.plan(MONDAY_0900, RULES)
+    claims = claim_all(store)
+    assert store.record("w1", MONDAY_0900, claims, [], FINISH) == RunSummary(sent=1)
+    subscriber = store.find_subscriber("a@example.org")
+    assert subscriber.cursor == store.newest_seq()
+    assert subscriber.anchor == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    store.plan(MONDAY_0900 + timedelta(hours=3), RULES)
+    assert statuses(store, "a@example.org") == [DeliveryStatus.SENT]
+
+
+def test_an_article_added_after_a_digest_comes_in_the_next_one_only(store: Store) -> None:
+    seed(store, "a@example.org", articles=2)
+    store.plan(MONDAY_0900, RULES)
+    first = claim_all(store)
+    store.record("w1", MONDAY_0900, first, [], FINISH)
+    store.upsert_articles([article(7)], MONDAY_0900 + timedelta(hours=1))
+    next_week = MONDAY_0900 + timedelta(days=7)
+    store.plan(next_week, RULES)
+    (second,) = claim_all(store, now=next_week)
+    new = store.articles(second.cursor_from, second.cursor_to)
+    assert [a.url for a in new] == [article(7).url]
+    assert article(7).url not in [
+        a.url for a in store.articles(first[0].cursor_from, first[0].cursor_to)
+    ]
+
+
+def test_finish_only_touches_rows_whose_lease_is_still_ours(store: Store) -> None:
+    seed(store, "a@example.org")
+    store.plan(MONDAY_0900, RULES)
+    stale = claim_all(store, "w1")
+    late = MONDAY_0900 + LEASE + timedelta(minutes=1)
+    fresh = claim_all(store, "w2", now=late)
+    assert store.record("w1", late, stale, [], FINISH) == RunSummary()
+    assert statuses(store, "a@example.org") == [DeliveryStatus.SENDING]
+    assert store.record("w2", late, fresh, [], FINISH) == RunSummary(sent=1)
+    assert statuses(store, "a@example.org") == [DeliveryStatus.SENT]
+
+
+def test_transient_failure_retries_with_backoff_then_fails_at_the_retry_limit(store: Store) -> None:
+    seed(store, "a@example.org")
+    store.plan(MONDAY_0900, RULES)
+    now = MONDAY_0900
+    for attempt in (1, 2):
+        (claim,) = claim_all(store, now=now)
+        summary = store.record("w1", now, [], [Failure(claim, "451 busy", permanent=False)], FINISH)
+        assert summary == RunSummary(retrying=1)
+        delay = timedelta(minutes=2 ** (attempt - 1))
+        assert claim_all(store, now=now + delay - timedelta(seconds=1)) == []
+        now += delay
+    (claim,) = claim_all(store, now=now)
+    assert store.record(
+        "w1", now, [], [Failure(claim, "451 busy", permanent=False)], FINISH
+    ) == RunSummary(failed=1)
+    assert store.deliveries_of("a@example.org") == [
+        ("2026-W49", DeliveryStatus.FAILED, 3, "451 busy")
+    ]
+    subscriber = store.find_subscriber("a@example.org")
+    assert (subscriber.status, subscriber.bounces, subscriber.cursor) == (
+        SubscriberStatus.ACTIVE,
+        0,
+        0,
+    )
+
+
+def test_permanent_failures_in_a_row_mark_the_reader_bounced_and_a_send_resets_the_count(
+    store: Store,
+) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    now = MONDAY_0900
+    for week in range(2):
+        store.upsert_articles([article(100 + week)], now - timedelta(hours=2))
+        store.plan(now, RULES)
+        claims = {c.email: c for c in claim_all(store, now=now)}
+        bounce = Failure(claims["a@example.org"], "550 no such user", permanent=True)
+        store.record("w1", now, [claims["b@example.org"]], [bounce], FINISH)
+        now += timedelta(days=7)
+    assert store.find_subscriber("a@example.org").status is SubscriberStatus.BOUNCED
+    assert store.find_subscriber("b@example.org").bounces == 0
+    store.upsert_articles([article(200)], now - timedelta(hours=2))
+    store.plan(now, RULES)
+    assert [c.email for c in claim_all(store, now=now)] == ["b@example.org"]
+
+
+def test_a_reader_who_unsubscribes_after_planning_is_not_claimed(store: Store) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    store.plan(MONDAY_0900, RULES)
+    store.unsubscribe(store.find_subscriber("a@example.org").id, MONDAY_0900)
+    assert [c.email for c in claim_all(store)] == ["b@example.org"]
+    assert statuses(store, "a@example.org") == [DeliveryStatus.SKIPPED]
+
+
+def test_a_reader_with_a_retry_outstanding_is_not_planned_for_the_next_period(store: Store) -> None:
+    seed(store, "a@example.org")
+    store.plan(MONDAY_0900, RULES)
+    (claim,) = claim_all(store)
+    store.record("w1", MONDAY_0900, [], [Failure(claim, "451", permanent=False)], FINISH)
+    store.plan(MONDAY_0900 + timedelta(days=7), RULES)
+    assert statuses(store, "a@example.org") == [DeliveryStatus.PENDING]
+
+
+def test_release_hands_claims_back_without_counting_an_attempt(store: Store) -> None:
+    seed(store, "a@example.org")
+    store.plan(MONDAY_0900, RULES)
+    store.release("w1", claim_all(store))
+    (claim,) = claim_all(store, "w2")
+    assert claim.attempts == 0
+
+
+def test_planning_streams_every_due_reader_across_batches(store: Store) -> None:
+    emails = [f"r{n}@example.org" for n in range(7)]
+    seed(store, *emails)  # batch_size is 2: four batches
+    store.plan(MONDAY_0900, RULES)
+    assert sorted(c.email for c in claim_all(store)) == sorted(emails)
+
+
+def test_only_narrows_planning_and_claiming_to_one_frequency_or_address(store: Store) -> None:
+    store.add_subscribers(
+        [reader("d@example.org", Frequency.DAILY), reader("w@example.org")],
+        confirmed=True,
+        now=WEEK_BEFORE,
+    )
+    store.upsert_articles([article(1)], WEEK_BEFORE + timedelta(hours=1))
+    store.plan(MONDAY_0900, RULES, Only(frequency=Frequency.DAILY))
+    assert store.deliveries_of("w@example.org") == []
+    store.plan(MONDAY_0900, RULES, Only(email="w@example.org"))
+    claims = store.claim("w1", MONDAY_0900, LEASE, 10, Only(email="w@example.org"))
+    assert [c.email for c in claims] == ["w@example.org"]
+
+
+def test_preview_plan_lists_due_readers_and_writes_nothing(store: Store) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    would = [c for batch in store.preview_plan(MONDAY_0900, RULES) for c in batch]
+    assert sorted(c.email for c in would) == ["a@example.org", "b@example.org"]
+    assert store.deliveries_of("a@example.org") == []
+    assert store.delivery_counts() == {}
+
+
+def test_reimporting_an_article_updates_it_in_place(store: Store) -> None:
+    store.upsert_articles([article(1), article(2)], WEEK_BEFORE)
+    before = {a.url: a.seq for a in store.recent_articles(10)}
+    changed = dataclasses.replace(article(1), title="Corrected title")
+    result = store.upsert_articles([changed, article(3)], MONDAY_0900)
+    assert (result.added, result.updated) == (1, 1)
+    after = {a.url: a for a in store.recent_articles(10)}
+    assert len(after) == 3
+    assert after[article(1).url].seq == before[article(1).url]
+    assert after[article(1).url].title == "Corrected title"
+
+
+def test_adding_a_known_address_is_reported_and_changes_nothing(store: Store) -> None:
+    store.add_subscriber(reader("a@example.org"), confirmed=True, now=WEEK_BEFORE)
+    with pytest.raises(DuplicateSubscriber, match="a@example.org"):
+        store.add_subscriber(
+            reader("a@example.org", Frequency.DAILY), confirmed=False, now=MONDAY_0900
+        )
+    kept = store.find_subscriber("a@example.org")
+    assert (kept.frequency, kept.status) == (Frequency.WEEKLY, SubscriberStatus.ACTIVE)
+
+
+def test_new_confirmed_reader_starts_after_the_newest_article(store: Store) -> None:
+    store.upsert_articles([article(1), article(2)], WEEK_BEFORE)
+    store.add_subscriber(reader("a@example.org"), confirmed=True, now=WEEK_BEFORE)
+    assert store.find_subscriber("a@example.org").cursor == store.newest_seq()
+
+
+def test_remove_erases_the_reader_and_their_deliveries(store: Store) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    store.plan(MONDAY_0900, RULES)
+    store.remove_subscriber("a@example.org")
+    with pytest.raises(NotFound):
+        store.find_subscriber("a@example.org")
+    assert store.deliveries_of("a@example.org") == []
+    assert store.delivery_counts() == {DeliveryStatus.PENDING: 1}
+    with pytest.raises(NotFound):
+        store.remove_subscriber("a@example.org")
+
+
+def test_subscribers_stream_in_keyset_batches_and_filter_by_status(store: Store) -> None:
+    seed(store, *[f"r{n}@example.org" for n in range(5)])
+    store.add_subscriber(reader("p@example.org"), confirmed=False, now=WEEK_BEFORE)
+    assert len(list(store.subscribers(batch=2))) == 6
+    pending = list(store.subscribers(SubscriberStatus.PENDING, batch=2))
+    assert [s.email for s in pending] == ["p@example.org"]
