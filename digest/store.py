@@ -87,6 +87,9 @@ class Only:
     email: str | None = None
 
 
+EVERYONE = Only()
+
+
 @dataclass(frozen=True, slots=True)
 class PlanRules:
     schedule: Schedule
@@ -283,7 +286,7 @@ class Store:
 
     # -- the ledger: plan -----------------------------------------------------------------
 
-    def plan(self, now: datetime, rules: PlanRules, only: Only = Only()) -> RunSummary:
+    def plan(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> RunSummary:
         """Insert a pending delivery for every due reader; record readers with nothing new as skipped.
 
         Returns the skipped count (nothing else is final yet).
@@ -295,7 +298,7 @@ class Store:
         return RunSummary(skipped=skipped)
 
     def preview_plan(
-        self, now: datetime, rules: PlanRules, only: Only = Only()
+        self, now: datetime, rules: PlanRules, only: Only = EVERYONE
     ) -> Iterator[list[Claim]]:
         """What plan would do, as would-be claims (delivery_id 0), in batches; writes nothing."""
         snapshot = self.newest_seq()
@@ -327,7 +330,7 @@ class Store:
             for batch in self._due_batches(frequency, timezone, slot.at, only, rules.batch_size):
                 yield slot, batch
 
-    def active_groups(self, only: Only = Only()) -> dict[tuple[Frequency, str], int]:
+    def active_groups(self, only: Only = EVERYONE) -> dict[tuple[Frequency, str], int]:
         """Active readers counted by (frequency, timezone): each group shares its slots."""
         query = (
             select(S.frequency, S.timezone, func.count())
@@ -363,7 +366,7 @@ class Store:
             yield rows
             last = (rows[-1].anchor, rows[-1].id)
 
-    def count_claimable(self, now: datetime, only: Only = Only()) -> int:
+    def count_claimable(self, now: datetime, only: Only = EVERYONE) -> int:
         query = _narrow(
             select(func.count())
             .select_from(D)
@@ -417,7 +420,7 @@ class Store:
     # -- the ledger: claim ----------------------------------------------------------------
 
     def claim(
-        self, owner: str, now: datetime, lease: timedelta, limit: int, only: Only = Only()
+        self, owner: str, now: datetime, lease: timedelta, limit: int, only: Only = EVERYONE
     ) -> list[Claim]:
         """Lease up to `limit` deliveries that are pending and due, or whose lease has expired."""
         # FOR UPDATE SKIP LOCKED lets several senders claim disjoint rows on PostgreSQL; it

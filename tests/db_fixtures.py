@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_cluster import PgCluster
 
 from digest import database
 from digest.store import Store
-from pg_cluster import PgCluster
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

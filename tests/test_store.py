@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -262,7 +261,7 @@ def test_reimporting_an_article_updates_it_in_place(store: Store) -> None:
 
 def test_adding_a_known_address_is_reported_and_changes_nothing(store: Store) -> None:
     store.add_subscriber(reader("a@example.org"), confirmed=True, now=WEEK_BEFORE)
-    with pytest.raises(DuplicateSubscriber, match="a@example.org"):
+    with pytest.raises(DuplicateSubscriber, match=r"a@example\.org"):
         store.add_subscriber(
             reader("a@example.org", Frequency.DAILY), confirmed=False, now=MONDAY_0900
         )

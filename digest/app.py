@@ -1,0 +1,94 @@
+"""Composition root: settings in, wired services out. The only place that knows every adapter."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from digest import database
+from digest.config import Settings, sender_address
+from digest.dispatch import DigestMail, Job
+from digest.mailer import SmtpSettings
+from digest.render import Renderer, Site
+from digest.store import EVERYONE, FinishRules, Only, PlanRules, Store
+from digest.tokens import Tokens
+
+RETRY_CAP = timedelta(hours=1)
+
+
+def real_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    store: Store
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+
+    def renderer(self) -> Renderer:
+        s = self.settings
+        sender = s.require_sender()
+        domain = sender_address(sender).rpartition("@")[2]
+        site = Site(
+            name=s.site_name,
+            url=s.site_url,
+            sender=sender,
+            list_id=f"{s.site_name} digest <digest.{domain}>",
+        )
+        return Renderer(s.templates_dir, site, max_articles=s.max_articles)
+
+    def tokens(self) -> Tokens:
+        return Tokens(self.settings.require_secret_keys(), self.settings.confirm_max_age)
+
+    def digest_mail(self) -> DigestMail:
+        s = self.settings
+        return DigestMail(
+            self.store,
+            self.renderer(),
+            self.tokens(),
+            base_url=s.base_url,
+            envelope_sender=sender_address(s.require_sender()),
+            one_click=s.one_click,
+        )
+
+    def job(self, now: datetime, only: Only = EVERYONE) -> Job:
+        s = self.settings
+        domain = sender_address(s.require_sender()).rpartition("@")[2]
+        return Job(
+            now=now,
+            owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            plan=PlanRules(s.schedule, s.max_lateness, s.batch_size, message_domain=domain),
+            finish=FinishRules(s.retry_limit, s.retry_base, RETRY_CAP, s.bounce_limit),
+            lease=s.lease,
+            batch_size=s.batch_size,
+            only=only,
+        )
+
+    def smtp(self) -> SmtpSettings:
+        s = self.settings
+        return SmtpSettings(
+            host=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_user,
+            password=s.smtp_password,
+            security=s.smtp_security,
+            connections=s.smtp_connections,
+            timeout=s.smtp_timeout,
+        )
+
+
+def build(settings: Settings, *, check_schema: bool = True) -> Services:
+    engine = database.connect(settings.database_url)
+    if check_schema:
+        try:
+            database.check_current(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+    return Services(settings, Store(engine))

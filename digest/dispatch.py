@@ -1,0 +1,146 @@
+"""The one pipeline that both `digest send` and the daemon run: plan, then claim → render → send → record.
+
+It names the small ports it needs (a Store, a DigestMail that turns claims into messages, a Sender)
+and holds no state between runs: everything lives in the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from digest.domain import Article, Claim, Frequency, ReplyClass, RunSummary
+from digest.errors import SmtpConfigError
+from digest.mailer import Outcome, Outgoing, Sender
+from digest.render import DigestBody, Links, Renderer
+from digest.store import EVERYONE, Failure, FinishRules, Only, PlanRules, Run, Store
+from digest.tokens import Purpose, Tokens
+
+Clock = Callable[[], datetime]
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    now: datetime  # the instant whose due digests this run sends
+    owner: str  # names this worker's leases
+    plan: PlanRules
+    finish: FinishRules
+    lease: timedelta
+    batch_size: int
+    only: Only = EVERYONE
+
+
+class DigestMail:
+    """Turns claims into messages: one body per distinct window, only links and headers per reader."""
+
+    def __init__(
+        self,
+        store: Store,
+        renderer: Renderer,
+        tokens: Tokens,
+        *,
+        base_url: str,
+        envelope_sender: str,
+        one_click: bool,
+    ) -> None:
+        self._store = store
+        self._renderer = renderer
+        self._tokens = tokens
+        self._base_url = base_url
+        self._envelope_sender = envelope_sender
+        self._one_click = one_click
+        self._bodies: dict[tuple[Frequency, int, int], DigestBody] = {}
+
+    def body(self, frequency: Frequency, cursor_from: int, cursor_to: int) -> DigestBody:
+        key = (frequency, cursor_from, cursor_to)
+        if key not in self._bodies:
+            articles: list[Article] = self._store.articles(cursor_from, cursor_to)
+            self._bodies[key] = self._renderer.digest_body(frequency, articles)
+        return self._bodies[key]
+
+    def links(self, subscriber_id: int, token_version: int) -> Links:
+        def link(purpose: Purpose) -> str:
+            token = self._tokens.link_token(purpose, subscriber_id, token_version)
+            return f"{self._base_url}/{purpose.value}/{token}"
+
+        return Links(unsubscribe=link(Purpose.UNSUBSCRIBE), preferences=link(Purpose.PREFERENCES))
+
+    def outgoing(self, claim: Claim) -> Outgoing:
+        message = self._renderer.digest_message(
+            self.body(*claim.window),
+            claim.email,
+            self.links(claim.subscriber_id, claim.token_version),
+            message_id=claim.message_id,
+            date=claim.planned_at,
+            one_click=self._one_click,
+        )
+        return Outgoing(claim.delivery_id, self._envelope_sender, claim.email, message)
+
+
+async def run_once(
+    job: Job,
+    store: Store,
+    mail: DigestMail,
+    sender: Sender,
+    clock: Clock,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Plan what is due at job.now and send it, batch by batch, until nothing claimable is left.
+
+    Raises SmtpConfigError (after handing the affected claims back) when the relay refuses our
+    sender or credentials: no reader is to blame for that.
+    """
+    started = clock()
+    summary = store.plan(job.now, job.plan, job.only)
+    if progress is not None:
+        progress.start(store.count_claimable(job.now, job.only))
+    note = ""
+    try:
+        while claims := store.claim(job.owner, clock(), job.lease, job.batch_size, job.only):
+            outcomes = await sender.send_many([mail.outgoing(claim) for claim in claims])
+            summary += _record(job, store, clock, claims, outcomes)
+            if progress is not None:
+                progress.advance(len(claims))
+    except SmtpConfigError as exc:
+        note = str(exc)
+        raise
+    finally:
+        store.record_run(Run(started, clock(), summary, note))
+    return summary
+
+
+def _record(
+    job: Job, store: Store, clock: Clock, claims: Sequence[Claim], outcomes: Sequence[Outcome]
+) -> RunSummary:
+    by_key = {claim.delivery_id: claim for claim in claims}
+    sent = [by_key[o.key] for o in outcomes if o.reply is None]
+    failures = [
+        Failure(by_key[o.key], o.detail, permanent=o.reply is ReplyClass.PERMANENT)
+        for o in outcomes
+        if o.reply in (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
+    ]
+    refused = [o for o in outcomes if o.reply is ReplyClass.CONFIG]
+    summary = store.record(job.owner, clock(), sent, failures, job.finish)
+    if refused:
+        store.release(job.owner, [by_key[o.key] for o in refused])
+        raise SmtpConfigError(f"the SMTP server refused our settings: {refused[0].detail}")
+    return summary
+
+
+async def dry_run(job: Job, store: Store, mail: DigestMail, sender: Sender) -> RunSummary:
+    """Render every digest that is due at job.now and hand it to sender; write nothing."""
+    summary = RunSummary()
+    for batch in store.preview_plan(job.now, job.plan, job.only):
+        due = [claim for claim in batch if claim.cursor_from < claim.cursor_to]
+        outcomes = await sender.send_many([mail.outgoing(claim) for claim in due])
+        summary += RunSummary(
+            sent=sum(o.reply is None for o in outcomes), skipped=len(batch) - len(due)
+        )
+    return summary

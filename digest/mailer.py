@@ -1,0 +1,265 @@
+"""SMTP delivery: a small pool of reused aiosmtplib connections; every failure classified by stage.
+
+The only module that imports aiosmtplib. Sending never raises for a refused message: each message
+gets an Outcome whose reply class (RELIABILITY rule 6) tells the caller to retry it, fail it, or
+stop the run (CONFIG: our own settings are wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, Self
+
+import aiosmtplib
+
+from digest.domain import ReplyClass, SmtpStage, classify_reply
+
+SECURITY_MODES = ("none", "starttls", "tls")
+_MAX_DETAIL = 300
+# A session that failed before MAIL is half set up (not greeted, not authenticated): start over.
+_SETUP_STAGES = (SmtpStage.CONNECT, SmtpStage.HELO, SmtpStage.AUTH)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    security: str = "none"  # "none" | "starttls" | "tls"
+    connections: int = 4  # SMTP connections kept open at once (= messages in flight)
+    timeout: float = 60.0  # connect / command timeout
+    data_timeout: float = 600.0  # the final reply after DATA may take 10 minutes (RFC 5321)
+    local_hostname: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.security not in SECURITY_MODES:
+            raise ValueError(f"security must be one of {SECURITY_MODES}, not {self.security!r}")
+        if self.connections < 1:
+            raise ValueError(f"connections must be at least 1, not {self.connections}")
+
+    @property
+    def transaction_timeout(self) -> float:
+        """The longest one send() takes once it has a connection (rule 7: the lease outlasts it).
+
+        aiosmtplib times each read separately, so without this bound a server that answers every
+        step just in time could hold a message far longer than `timeout` and `data_timeout` suggest.
+        """
+        return 4 * self.timeout + self.data_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    key: int  # caller's id (the delivery id), echoed back
+    sender: str  # envelope MAIL FROM (bare address)
+    recipient: str  # envelope RCPT TO (bare address)
+    message: bytes  # complete RFC 5322 message with CRLF line endings
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    key: int
+    reply: ReplyClass | None  # None = accepted (2xx after DATA)
+    code: int | None  # SMTP code if any
+    detail: str  # one line, e.g. "451 4.3.0 try later (data)" or "Connection lost (mail)"
+
+    @property
+    def accepted(self) -> bool:
+        return self.reply is None
+
+
+class Sender(Protocol):
+    """What dispatch needs: SmtpSender for real, DryRunSender for --dry-run."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def send_many(self, mails: Sequence[Outgoing]) -> list[Outcome]: ...
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:_MAX_DETAIL]
+
+
+def _envelope_address(address: str, smtputf8: bool) -> str | None:
+    """The address as this server can take it, or None when it needs SMTPUTF8 the server lacks."""
+    if smtputf8 or address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return None
+    try:  # only the domain is international: its ASCII (punycode) form needs no extension
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return None
+
+
+class SmtpSender:
+    """Sends over at most `connections` pooled SMTP connections, opened lazily and reused."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self._settings = settings
+        self._clients = [self._client() for _ in range(settings.connections)]
+        # A client is in this queue while idle; taking one is what bounds messages in flight.
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        for client in self._clients:
+            self._idle.put_nowait(client)
+
+    def _client(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            timeout=s.timeout,
+            use_tls=s.security == "tls",
+            # False, not None: aiosmtplib's default upgrades opportunistically, which "none" forbids.
+            start_tls=s.security == "starttls",
+            local_hostname=s.local_hostname,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(_quit(client) for client in self._clients))
+
+    async def send_many(self, mails: Sequence[Outgoing]) -> list[Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        pending = iter(enumerate(mails))
+
+        # One worker per connection rather than one task per message: memory stays flat.
+        async def worker() -> None:
+            for index, mail in pending:
+                outcomes[index] = await self.send(mail)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self._settings.connections, len(mails))):
+                group.create_task(worker())
+        return [outcomes[index] for index in range(len(mails))]
+
+    async def send(self, mail: Outgoing) -> Outcome:
+        client = await self._idle.get()
+        # One deadline for the whole send, retry included: the bound dispatch sizes its lease by.
+        deadline = asyncio.get_running_loop().time() + self._settings.transaction_timeout
+        try:
+            reused = client.is_connected
+            outcome, stale = await self._attempt(client, mail, deadline)
+            # A pooled connection the server closed while idle fails at MAIL, before any of the
+            # message went out, so one try on a fresh connection cannot duplicate anything.
+            if reused and stale:
+                outcome, _ = await self._attempt(client, mail, deadline)
+            return outcome
+        except BaseException:
+            client.close()  # cancelled mid-transaction: the session's state is unknown
+            raise
+        finally:
+            self._idle.put_nowait(client)
+
+    async def _attempt(
+        self, client: aiosmtplib.SMTP, mail: Outgoing, deadline: float
+    ) -> tuple[Outcome, bool]:
+        """One transaction; returns its outcome and whether it failed on a stale connection."""
+        s = self._settings
+        stage = SmtpStage.CONNECT
+        try:
+            async with asyncio.timeout_at(deadline):
+                if not client.is_connected:
+                    await client.connect()  # greeting, and STARTTLS when required
+                    stage = SmtpStage.HELO
+                    await _greet(client)
+                    stage = SmtpStage.AUTH
+                    if s.username is not None:
+                        await client.login(s.username, s.password or "")
+                stage = SmtpStage.MAIL
+                smtputf8 = client.supports_extension("smtputf8")
+                sender = _envelope_address(mail.sender, smtputf8)
+                recipient = _envelope_address(mail.recipient, smtputf8)
+                if sender is None or recipient is None:
+                    # Only the recipient's address is the recipient's problem; ours is config.
+                    reply = ReplyClass.CONFIG if sender is None else ReplyClass.PERMANENT
+                    address = mail.sender if sender is None else mail.recipient
+                    detail = f"the server does not support SMTPUTF8, which {address} needs"
+                    return Outcome(mail.key, reply, None, _one_line(detail)), False
+                utf8 = not (sender + recipient).isascii()
+                options = ["SMTPUTF8"] if utf8 else []
+                if not mail.message.isascii() and client.supports_extension("8bitmime"):
+                    options.append("BODY=8BITMIME")
+                encoding = "utf-8" if utf8 else "ascii"
+                await client.mail(sender, options=options, encoding=encoding)
+                stage = SmtpStage.RCPT
+                await client.rcpt(recipient, encoding=encoding)
+                stage = SmtpStage.DATA
+                response = await client.data(mail.message, timeout=s.data_timeout)
+        except aiosmtplib.SMTPResponseException as exc:
+            code, text = exc.code, f"{exc.code} {exc.message}"
+            reply = classify_reply(stage, code)
+            stale = stage is SmtpStage.MAIL and code == 421
+        except OSError as exc:
+            # aiosmtplib's disconnect, connect and timeout errors are all OSErrors; so is ours.
+            reply, code, text = ReplyClass.TRANSIENT, None, str(exc) or type(exc).__name__
+            stale = stage is SmtpStage.MAIL and isinstance(exc, aiosmtplib.SMTPServerDisconnected)
+        except aiosmtplib.SMTPException as exc:
+            # The server lacks what our settings need (AUTH, STARTTLS): retrying will not help.
+            reply, code, text, stale = ReplyClass.CONFIG, None, exc.message, False
+        else:
+            detail = _one_line(f"{response.code} {response.message}")
+            return Outcome(mail.key, None, response.code, detail), False
+        await _recover(client, stage, replied=code is not None, deadline=deadline)
+        return Outcome(mail.key, reply, code, _one_line(f"{text} ({stage})")), stale
+
+
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    if not client.is_ehlo_or_helo_needed:  # STARTTLS on connect already said EHLO again
+        return
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        if not client.is_connected:  # a 421 closes the session
+            raise
+        await client.helo()  # a pre-ESMTP server; if HELO fails too, its reply decides
+
+
+async def _recover(
+    client: aiosmtplib.SMTP, stage: SmtpStage, replied: bool, deadline: float
+) -> None:
+    """Make the connection fit for the next message, or close it so the next one reconnects."""
+    # No reply (timeout, drop) leaves the session's state unknown; a half set-up one is useless.
+    if not replied or stage in _SETUP_STAGES or not client.is_connected:
+        client.close()
+        return
+    try:
+        async with asyncio.timeout_at(deadline):
+            await client.rset()  # else the next MAIL gets "503 nested MAIL" (listmonk #966)
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.quit()
+    client.close()
+
+
+class DryRunSender:
+    """Accepts every message without touching the network; counts what it was given."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def send(self, mail: Outgoing) -> Outcome:
+        self.count += 1
+        return Outcome(mail.key, None, None, "dry run: not sent")
+
+    async def send_many(self, mails: Sequence[Outgoing]) -> list[Outcome]:
+        return [await self.send(mail) for mail in mails]

@@ -1,0 +1,117 @@
+"""What the CLI shows people: status tables, list lines, the progress bar. Text in, nothing changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+from digest.app import Services
+from digest.dispatch import Progress
+from digest.domain import (
+    Article,
+    DeliveryStatus,
+    Frequency,
+    SubscriberStatus,
+    due_slot,
+    next_slot,
+)
+from digest.store import Subscriber
+
+RECENT_RUNS = 5
+
+
+def _when(instant: datetime, zone: str = "UTC") -> str:
+    return instant.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def subscriber_line(s: Subscriber) -> str:
+    return f"{s.email}\t{s.frequency}\t{s.status}\t{s.timezone}\tsince {s.created_at:%Y-%m-%d}"
+
+
+def article_line(a: Article) -> str:
+    return f"{a.published_at:%Y-%m-%d}\t{a.category}\t{a.reading_minutes} min\t{a.title}\t{a.url}"
+
+
+def due_line(services: Services, s: Subscriber, now: datetime) -> str:
+    schedule, zone = services.settings.schedule, ZoneInfo(s.timezone)
+    slot = due_slot(
+        s.status, s.frequency, zone, s.anchor, now, schedule, services.settings.max_lateness
+    )
+    if slot is not None:
+        return f"{s.email} ({s.frequency}, {s.timezone}) is due now, for {slot.key}"
+    upcoming = next_slot(s.frequency, schedule, zone, now)
+    return f"{s.email} ({s.frequency}, {s.status}): next digest {_when(upcoming.at, s.timezone)}"
+
+
+def status(services: Services, now: datetime) -> str:
+    store, schedule = services.store, services.settings.schedule
+    counts = store.subscriber_counts()
+    lines = ["Subscribers", f"  {'':10}" + "".join(f"{st.value:>14}" for st in SubscriberStatus)]
+    for frequency in Frequency:
+        row = "".join(f"{counts.get((frequency, st), 0):>14}" for st in SubscriberStatus)
+        lines.append(f"  {frequency.value:10}{row}")
+
+    lines += ["", "Next slots"]
+    groups = store.active_groups()
+    for frequency in Frequency:
+        slots = [
+            (next_slot(frequency, schedule, ZoneInfo(tz), now).at, n)
+            for (f, tz), n in groups.items()
+            if f is frequency
+        ]
+        if not slots:
+            lines.append(f"  {frequency.value:10}no active readers")
+            continue
+        first = min(at for at, _ in slots)
+        readers = sum(n for at, n in slots if at == first)
+        lines.append(f"  {frequency.value:10}{_when(first)}, {readers} reader(s)")
+
+    deliveries = store.delivery_counts()
+    lines += [
+        "",
+        "Deliveries",
+        "  " + ", ".join(f"{st.value} {deliveries.get(st, 0)}" for st in DeliveryStatus),
+        f"  pending retries: {store.retry_count()}",
+        "",
+        "Last runs",
+    ]
+    runs = store.last_runs(RECENT_RUNS)
+    lines += [
+        f"  {_when(run.started_at)} ({(run.finished_at - run.started_at).total_seconds():.1f} s): "
+        f"{run.summary.line()}{'; ' + run.note if run.note else ''}"
+        for run in runs
+    ] or ["  none yet"]
+    return "\n".join(lines)
+
+
+class _Bar:
+    def __init__(self, bar: RichProgress) -> None:
+        self._bar = bar
+        self._task = bar.add_task("sending", total=None)
+
+    def start(self, total: int) -> None:
+        self._bar.update(self._task, total=total)
+
+    def advance(self, count: int) -> None:
+        self._bar.advance(self._task, count)
+
+
+@contextmanager
+def progress_bar(*, enabled: bool) -> Iterator[Progress | None]:
+    """A rich progress bar on a terminal; nothing at all when output goes to a file or a pipe."""
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with RichProgress(*columns, transient=True) as bar:
+        yield _Bar(bar)

@@ -1,0 +1,282 @@
+"""A real SMTP server on 127.0.0.1 for tests, scripted per test to misbehave (also a pytest plugin).
+
+aiosmtpd's protocol on an event loop of its own in a background thread, so a test can drive a
+client with ``asyncio.run`` while the server answers. Load the ``smtp_server`` fixture with
+``pytest_plugins = ["smtp_server"]`` (in a test module, or in the top-level conftest.py).
+
+    smtp_server.fail("rcpt", 550, to={"bad@example.org"})   # only that recipient
+    smtp_server.fail("data", 451, times=1)                   # only the first message
+    smtp_server.drop("data")                                 # close without replying
+    smtp_server.slow("data", 2.0)                            # answer, but late
+    smtp_server.stop(); smtp_server.start()                  # down, then back on the same port
+
+PYTEST_DONT_REWRITE: a test module may import this before listing it in pytest_plugins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from typing import Any, Literal, NoReturn
+
+import pytest
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+
+Stage = Literal["connect", "ehlo", "auth", "mail", "rcpt", "data"]
+Addresses = Iterable[str] | None
+
+# Plausible texts, so a test can also check that the reply reaches Outcome.detail.
+REPLY_TEXT = {
+    421: "4.3.2 service shutting down, closing channel",
+    450: "4.2.1 mailbox busy, try again later",
+    451: "4.3.0 local error, try again later",
+    452: "4.3.1 insufficient system storage",
+    454: "4.7.0 temporary authentication failure",
+    535: "5.7.8 authentication credentials invalid",
+    550: "5.1.1 no such user here",
+    552: "5.2.2 mailbox full",
+    553: "5.1.8 sender address rejected",
+    554: "5.7.1 no SMTP service here",
+}
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message the server accepted."""
+
+    sender: str
+    recipients: list[str]
+    data: bytes
+    message_id: str | None
+    mail_options: list[str]  # e.g. ["SMTPUTF8", "BODY=8BITMIME"]
+
+
+@dataclass
+class Fault:
+    stage: Stage
+    code: int | None = None  # reply with this code instead of success; None: the normal reply
+    drop: bool = False  # close the connection without replying
+    delay: float = 0.0  # seconds to wait before the (normal or scripted) reply
+    to: frozenset[str] | None = None  # only when one of these is a recipient (rcpt, data)
+    times: int | None = None  # only the first N matching commands; None: every one
+
+    def matches(self, stage: Stage, recipients: Iterable[str]) -> bool:
+        if stage != self.stage or self.times == 0:
+            return False
+        return self.to is None or not self.to.isdisjoint(recipients)
+
+
+class SmtpServer:
+    """Records accepted messages and counts connections; stop() and start() keep the port."""
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self, *, smtputf8: bool = False, credentials: tuple[str, str] = ("digest", "secret")
+    ):
+        self.port = 0  # the first start() takes a free one from the OS
+        self.smtputf8 = smtputf8  # advertise SMTPUTF8; read for each new connection
+        self.credentials = credentials  # the one login AUTH accepts (AUTH is offered without TLS)
+        self.messages: list[Received] = []
+        self.connections = 0  # connections accepted since the fixture began
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._live: set[_ScriptedSMTP] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- scripting -------------------------------------------------------------------------
+
+    def fail(
+        self, stage: Stage, code: int, *, to: Addresses = None, times: int | None = None
+    ) -> None:
+        """Answer `code` at `stage` (a 421, or any code at connect, also closes the connection)."""
+        self._add(Fault(stage, code=code, to=_set(to), times=times))
+
+    def drop(self, stage: Stage, *, to: Addresses = None, times: int | None = None) -> None:
+        """Close the connection at `stage` without replying (at data: after the final dot)."""
+        self._add(Fault(stage, drop=True, to=_set(to), times=times))
+
+    def slow(self, stage: Stage, seconds: float, *, times: int | None = None) -> None:
+        """Give the normal reply at `stage`, `seconds` late."""
+        self._add(Fault(stage, delay=seconds, times=times))
+
+    @property
+    def recipients(self) -> list[str]:
+        return [rcpt for message in self.messages for rcpt in message.recipients]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen (again); callable from a test's own running event loop too."""
+        assert self._loop is None, "already running"
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="smtp-server", daemon=True)
+        thread.start()
+        # Our own create_server, not aiosmtpd's Controller: it binds port 0 atomically (no
+        # free-port race) and opens no connection of its own to check the server is up.
+        listen = loop.create_server(lambda: self._accept(loop), self.host, self.port)
+        try:
+            server = asyncio.run_coroutine_threadsafe(listen, loop).result(timeout=10)
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            loop.close()
+            raise
+        self.port = server.sockets[0].getsockname()[1]
+        self._loop, self._server, self._thread = loop, server, thread
+
+    def stop(self) -> None:
+        """Close the listener and every open connection, as a crashed or restarted relay would."""
+        loop, server, thread = self._loop, self._server, self._thread
+        if loop is None or server is None or thread is None:
+            return
+
+        async def shut_down() -> None:
+            server.close()
+            for smtp in list(self._live):
+                if smtp.transport is not None:
+                    smtp.transport.close()
+            await server.wait_closed()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut_down(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+        self._loop = self._server = self._thread = None
+
+    # -- server side (runs on the server's thread) -------------------------------------------
+
+    def _add(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def _accept(self, loop: asyncio.AbstractEventLoop) -> _ScriptedSMTP:
+        self.connections += 1
+        smtp = _ScriptedSMTP(self, loop)
+        self._live.add(smtp)
+        return smtp
+
+    async def misbehave(
+        self, smtp: SMTP, stage: Stage, recipients: Iterable[str] = ()
+    ) -> str | None:
+        """The scripted reply for this command, or None to carry on normally."""
+        with self._lock:
+            fault = next((f for f in self._faults if f.matches(stage, recipients)), None)
+            if fault is not None and fault.times is not None:
+                fault.times -= 1
+        if fault is None:
+            return None
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.drop:
+            await _hang_up(smtp)
+        if fault.code is None:
+            return None
+        reply = f"{fault.code} {REPLY_TEXT.get(fault.code, 'scripted failure')}"
+        if fault.code == 421 or stage == "connect":  # these replies end the session
+            await smtp.push(reply)
+            await _hang_up(smtp)
+        return reply
+
+    def authenticate(self, *args: Any) -> AuthResult:
+        data = args[-1]  # aiosmtpd passes (server, session, envelope, mechanism, data)
+        login = (data.login, data.password) if isinstance(data, LoginPassword) else None
+        expected = tuple(part.encode() for part in self.credentials)
+        return AuthResult(success=login == expected, handled=False)  # False: 535
+
+    # -- aiosmtpd hooks: each asks misbehave() first -------------------------------------------
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, _: Envelope, host: str, lines: list[str]
+    ) -> list[str]:
+        if reply := await self.misbehave(server, "ehlo"):
+            return [reply]
+        session.host_name = host  # the 5-argument hook must do this itself
+        return lines
+
+    async def handle_HELO(self, server: SMTP, _: Session, __: Envelope, host: str) -> Any:
+        return await self.misbehave(server, "ehlo") or MISSING  # MISSING: the default reply
+
+    async def handle_AUTH(self, server: SMTP, _: Session, __: Envelope, args: list[str]) -> Any:
+        return await self.misbehave(server, "auth") or MISSING
+
+    async def handle_MAIL(
+        self, server: SMTP, _: Session, env: Envelope, address: str, options: list[str]
+    ) -> str:
+        if reply := await self.misbehave(server, "mail"):
+            return reply
+        env.mail_from = address
+        env.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, _: Session, env: Envelope, address: str, options: list[str]
+    ) -> str:
+        if reply := await self.misbehave(server, "rcpt", [address]):
+            return reply
+        env.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, _: Session, env: Envelope) -> str:
+        if reply := await self.misbehave(server, "data", env.rcpt_tos):
+            return reply
+        data: bytes = env.original_content or b""
+        message_id = BytesHeaderParser().parsebytes(data)["Message-ID"]
+        options = list(env.mail_options)
+        self.messages.append(
+            Received(env.mail_from or "", list(env.rcpt_tos), data, message_id, options)
+        )
+        return "250 2.0.0 OK queued"
+
+
+async def _hang_up(smtp: SMTP) -> NoReturn:
+    assert smtp.transport is not None
+    smtp.transport.close()
+    await asyncio.Event().wait()  # connection_lost() cancels this command's handler
+    raise AssertionError("unreachable")
+
+
+def _set(addresses: Addresses) -> frozenset[str] | None:
+    return None if addresses is None else frozenset(addresses)
+
+
+class _ScriptedSMTP(SMTP):
+    def __init__(self, owner: SmtpServer, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(
+            owner,  # the handler: its handle_* methods are the hooks
+            hostname="localhost",  # else each connection calls socket.getfqdn()
+            loop=loop,
+            enable_SMTPUTF8=owner.smtputf8,
+            auth_require_tls=False,
+            authenticator=owner.authenticate,
+        )
+        self.owner = owner
+
+    async def _handle_client(self) -> None:
+        # aiosmtpd has no hook before its greeting: connect faults go here.
+        await self.owner.misbehave(self, "connect")
+        await super()._handle_client()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.owner._live.discard(self)
+        super().connection_lost(error)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A fresh server per test, stopped afterwards (faults, messages and counts start empty)."""
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

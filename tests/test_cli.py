@@ -1,0 +1,343 @@
+"""End to end through the `digest` command, against a real SMTP server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from smtp_server import SmtpServer
+from sqlalchemy import MetaData, create_engine, select
+
+from digest.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "s" * 40
+CONFIRMED = "2026-11-23T09:00Z"  # a week before...
+MONDAY_0900 = "2026-11-30T09:00Z"  # ... Monday 09:00 UTC
+NEXT_DAY = "2026-12-01T09:00Z"
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def environment(
+    database_url: str, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    env = {
+        "DIGEST_DATABASE_URL": database_url,
+        "DIGEST_SMTP_HOST": smtp_server.host,
+        "DIGEST_SMTP_PORT": str(smtp_server.port),
+        "DIGEST_SECRET_KEY": SECRET,
+        "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
+        "DIGEST_BASE_URL": "https://news.example",
+        "DIGEST_SITE_URL": "https://miasfeed.example",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("DIGEST_CONFIG", raising=False)
+    return env
+
+
+@pytest.fixture
+def cli(environment: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Cli:
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main(list(args))
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 0
+        else:  # pragma: no cover - main always exits
+            code = 0
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def upgraded(cli: Cli) -> Cli:
+    assert cli("db", "upgrade").code == 0
+    return cli
+
+
+def five_articles(tmp_path: Path, start: int = 0, count: int = 5) -> Path:
+    items = [
+        {
+            "url": f"https://miasfeed.example/articles/{n}",
+            "title": f"Study {n}: sleep and the heart",
+            "summary": f"<p>Finding number {n}.</p>",
+            "category": "Medical News & Research" if n % 2 else "Nutrition",
+            "reading_minutes": 2 + n % 3,
+            "published_at": f"2026-11-2{n % 5}T10:00:00Z",
+        }
+        for n in range(start, start + count)
+    ]
+    path = tmp_path / f"articles-{start}.json"
+    path.write_text(json.dumps(items))
+    return path
+
+
+@pytest.fixture
+def three_readers(upgraded: Cli, tmp_path: Path) -> Cli:
+    for address, frequency in (
+        ("daily@example.org", "daily"),
+        ("weekly@example.org", "weekly"),
+        ("monthly@example.org", "monthly"),
+    ):
+        result = upgraded(
+            "subscribers",
+            "add",
+            address,
+            "--frequency",
+            frequency,
+            "--confirmed",
+            "--now",
+            CONFIRMED,
+        )
+        assert result.code == 0, result.err
+    assert (
+        upgraded("articles", "import", str(five_articles(tmp_path)), "--now", CONFIRMED).code == 0
+    )
+    return upgraded
+
+
+def parsed(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
+    engine = create_engine(url)
+    metadata = MetaData()
+    metadata.reflect(engine)
+    with engine.connect() as conn:
+        tables = {
+            name: sorted(map(tuple, conn.execute(select(table))))
+            for name, table in metadata.tables.items()
+        }
+    engine.dispose()
+    return tables
+
+
+def test_send_mails_exactly_the_due_readers_once_with_both_parts_and_every_header(
+    three_readers: Cli, smtp_server: SmtpServer
+) -> None:
+    result = three_readers("send", "--now", MONDAY_0900)
+    assert result.code == 0, result.err
+    assert result.out.strip().splitlines()[-1] == "sent 2, skipped 0, retrying 0, failed 0"
+    assert sorted(r for m in smtp_server.messages for r in m.recipients) == [
+        "daily@example.org",
+        "weekly@example.org",
+    ]
+    for received in smtp_server.messages:
+        message = parsed(received.data)
+        assert message.get_content_type() == "multipart/alternative"
+        parts = [part.get_content_type() for part in message.iter_parts()]
+        assert parts == ["text/plain", "text/html"]
+        for header in (
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "List-Id",
+            "List-Unsubscribe",
+        ):
+            assert message[header], header
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["List-Unsubscribe"].startswith("<https://news.example/unsubscribe/")
+        for part in message.iter_parts():
+            assert isinstance(part, EmailMessage)
+            body = part.get_content()
+            assert "https://news.example/unsubscribe/" in body
+            assert "https://news.example/preferences/" in body
+            assert "Study 4: sleep and the heart" in body
+
+    again = three_readers("send", "--now", MONDAY_0900)
+    assert again.out.strip().splitlines()[-1] == "sent 0, skipped 0, retrying 0, failed 0"
+    assert len(smtp_server.messages) == 2
+
+
+def test_an_article_added_after_a_send_appears_in_the_next_digest_and_no_earlier_one(
+    three_readers: Cli, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    assert three_readers("send", "--now", MONDAY_0900).code == 0
+    first = [parsed(m.data) for m in smtp_server.messages]
+    assert (
+        three_readers(
+            "articles",
+            "import",
+            str(five_articles(tmp_path, start=10, count=1)),
+            "--now",
+            MONDAY_0900,
+        ).code
+        == 0
+    )
+    result = three_readers("send", "--now", NEXT_DAY)
+    # The 1st of the month: the monthly reader's first digest goes out too.
+    assert result.out.strip().splitlines()[-1] == "sent 2, skipped 0, retrying 0, failed 0"
+    latest = {m.recipients[0]: parsed(m.data) for m in smtp_server.messages[2:]}
+    assert sorted(latest) == ["daily@example.org", "monthly@example.org"]
+    daily = plain_text(latest["daily@example.org"])
+    assert "Study 10" in daily
+    assert "Study 4" not in daily
+    assert "Study 10" in plain_text(latest["monthly@example.org"])
+    assert all("Study 10" not in plain_text(message) for message in first)
+
+
+def plain_text(message: EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    assert isinstance(body, EmailMessage)
+    text: str = body.get_content()
+    return text
+
+
+def test_dry_run_and_preview_change_nothing(
+    three_readers: Cli, smtp_server: SmtpServer, environment: dict[str, str]
+) -> None:
+    before = snapshot(environment["DIGEST_DATABASE_URL"])
+    dry = three_readers("send", "--now", MONDAY_0900, "--dry-run")
+    assert dry.code == 0
+    assert "would send 2" in dry.out
+    preview = three_readers(
+        "preview", "weekly@example.org", "--now", MONDAY_0900, "--format", "text"
+    )
+    assert preview.code == 0
+    assert "Study 4: sleep and the heart" in preview.out
+    assert "https://news.example/unsubscribe/" in preview.out
+    html = three_readers("preview", "weekly@example.org", "--now", MONDAY_0900)
+    assert "<html" in html.out.lower()
+    assert smtp_server.messages == []
+    assert snapshot(environment["DIGEST_DATABASE_URL"]) == before
+
+
+def test_import_keeps_good_csv_rows_and_reports_bad_ones_by_line(
+    upgraded: Cli, tmp_path: Path
+) -> None:
+    csv = tmp_path / "readers.csv"
+    csv.write_text(
+        "email,frequency,timezone\n"
+        "good@example.org,weekly,Europe/Madrid\n"
+        "not-an-address,weekly,UTC\n"
+        "other@example.org,hourly,UTC\n"
+        "third@Example.ORG,daily,\n"
+    )
+    result = upgraded("subscribers", "import", str(csv), "--confirmed")
+    assert result.code == 1
+    assert "line 3:" in result.err
+    assert "line 4:" in result.err and "hourly" in result.err
+    assert result.out.strip().endswith("imported 2, already subscribed 0, bad rows 2")
+    listed = upgraded("subscribers", "list").out
+    assert "good@example.org" in listed
+    assert "third@example.org" in listed
+    again = upgraded("subscribers", "import", str(csv), "--confirmed")
+    assert "already subscribed 2" in again.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("subscribers", "add", "not an address", "--frequency", "weekly"),
+            "not a valid email address",
+        ),
+        (("subscribers", "add", "a@example.org", "--timezone", "Mars/Base"), "unknown timezone"),
+        (("subscribers", "remove", "nobody@example.org"), "no subscriber"),
+        (("send", "--now", "yesterday"), "--now must be an ISO 8601 instant"),
+        (("preview", "nobody@example.org"), "no subscriber"),
+    ],
+)
+def test_bad_input_gets_one_line_exit_2_and_changes_nothing(
+    three_readers: Cli, environment: dict[str, str], args: tuple[str, ...], message: str
+) -> None:
+    before = snapshot(environment["DIGEST_DATABASE_URL"])
+    result = three_readers(*args)
+    assert result.code == 2
+    assert message in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert "Traceback" not in result.err
+    assert snapshot(environment["DIGEST_DATABASE_URL"]) == before
+
+
+def test_a_broken_feed_is_refused_by_name_and_changes_nothing(
+    three_readers: Cli, environment: dict[str, str], tmp_path: Path
+) -> None:
+    feed = tmp_path / "broken.xml"
+    feed.write_text("<?xml version='1.0'?><rss version='2.0'><channel><item><title>cut")
+    before = snapshot(environment["DIGEST_DATABASE_URL"])
+    result = three_readers("articles", "import", str(feed))
+    assert result.code == 2
+    assert "broken.xml" in result.err
+    assert snapshot(environment["DIGEST_DATABASE_URL"]) == before
+
+
+def test_a_bad_setting_stops_with_one_line_naming_the_key(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_SMTP_PORT", "not-a-port")
+    result = cli("status")
+    assert result.code == 2
+    assert "DIGEST_SMTP_PORT" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_commands_on_a_database_without_schema_say_to_run_db_upgrade(cli: Cli) -> None:
+    result = cli("status")
+    assert result.code == 2
+    assert "digest db upgrade" in result.err
+
+
+def test_db_upgrade_twice_is_harmless(upgraded: Cli) -> None:
+    assert upgraded("db", "upgrade").code == 0
+
+
+def test_sending_without_a_secret_key_is_refused(
+    upgraded: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DIGEST_SECRET_KEY")
+    result = upgraded("send")
+    assert result.code == 2
+    assert "DIGEST_SECRET_KEY" in result.err
+
+
+def test_status_shows_readers_next_slots_and_the_last_run(three_readers: Cli) -> None:
+    three_readers("send", "--now", MONDAY_0900)
+    text = three_readers("status", "--now", MONDAY_0900).out
+    assert "weekly" in text and "2026-12-07 08:00 UTC" in text
+    assert "sent 2, skipped 0, retrying 0, failed 0" in text
+
+
+def test_remove_erases_the_reader(three_readers: Cli) -> None:
+    three_readers("send", "--now", MONDAY_0900)
+    assert three_readers("subscribers", "remove", "daily@example.org").code == 0
+    assert "daily@example.org" not in three_readers("subscribers", "list").out
+
+
+def test_the_console_script_runs_as_python_dash_m(environment: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "digest", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0
+    for command in ("send", "preview", "status", "subscribers", "articles", "db"):
+        assert command in done.stdout

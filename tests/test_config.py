@@ -1,0 +1,125 @@
+"""Settings: defaults, TOML, environment, and one clear line for every bad value."""
+
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+
+from digest.config import KEYS, load
+from digest.domain import Frequency
+from digest.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_KEY = "k" * 32
+
+
+def test_defaults_match_the_design() -> None:
+    settings = load(Path(ROOT / "config" / "digest.toml"), {})
+    assert settings.database_url == "sqlite:///digest.db"
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_security) == (
+        "localhost",
+        25,
+        "none",
+    )
+    assert settings.base_url == "http://localhost:8000"
+    assert settings.secret_keys == ()
+    assert settings.sender is None
+    assert settings.schedule.send_time == time(8, 0)
+    assert (settings.schedule.weekly_day, settings.schedule.monthly_day) == (0, 1)
+    assert settings.max_articles == 20
+    assert settings.bounce_limit == 3
+    assert settings.confirm_max_age == timedelta(days=7)
+    assert settings.max_lateness is None
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "digest.toml"
+    file.write_text('smtp_host = "mail.example.org"\nsmtp_port = 2525\nweekly_day = "friday"\n')
+    settings = load(file, {"DIGEST_SMTP_PORT": "587", "DIGEST_DEFAULT_FREQUENCY": "Daily"})
+    assert (settings.smtp_host, settings.smtp_port) == ("mail.example.org", 587)
+    assert settings.schedule.weekly_day == 4
+    assert settings.default_frequency is Frequency.DAILY
+
+
+def test_secret_keys_are_split_in_order_and_the_first_signs() -> None:
+    settings = load(None, {"DIGEST_SECRET_KEY": f"{'a' * 32}, {'b' * 40}"})
+    assert settings.secret_keys == ("a" * 32, "b" * 40)
+
+
+@pytest.mark.parametrize(
+    ("environ", "key", "problem"),
+    [
+        ({"DIGEST_SMTP_PORT": "abc"}, "DIGEST_SMTP_PORT", "whole number from 1 to 65535"),
+        ({"DIGEST_SMTP_PORT": "70000"}, "DIGEST_SMTP_PORT", "whole number"),
+        ({"DIGEST_SECRET_KEY": "short"}, "DIGEST_SECRET_KEY", "at least 32 characters"),
+        ({"DIGEST_SECRET_KEY": f"{GOOD_KEY},short"}, "DIGEST_SECRET_KEY", "at least 32"),
+        (
+            {"DIGEST_SENDER": "Mia <digest@example.org>\nBcc: x@evil.example"},
+            "DIGEST_SENDER",
+            "line break",
+        ),
+        ({"DIGEST_SENDER": "not an address"}, "DIGEST_SENDER", "address"),
+        ({"DIGEST_DEFAULT_FREQUENCY": "hourly"}, "DIGEST_DEFAULT_FREQUENCY", "unknown frequency"),
+        ({"DIGEST_SMTP_SECURITY": "ssl"}, "DIGEST_SMTP_SECURITY", "none, starttls, tls"),
+        ({"DIGEST_BASE_URL": "ftp://x"}, "DIGEST_BASE_URL", "http"),
+        ({"DIGEST_SEND_TIME": "8am"}, "DIGEST_SEND_TIME", "time of day"),
+        ({"DIGEST_WEEKLY_DAY": "someday"}, "DIGEST_WEEKLY_DAY", "weekday"),
+        ({"DIGEST_DEFAULT_TIMEZONE": "Mars/Base"}, "DIGEST_DEFAULT_TIMEZONE", "timezone"),
+        ({"DIGEST_DATABASE_URL": "mysql://x"}, "DIGEST_DATABASE_URL", "sqlite"),
+    ],
+)
+def test_a_bad_setting_names_its_key_and_the_problem_in_one_line(
+    environ: dict[str, str], key: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(None, environ)
+    message = str(caught.value)
+    assert key in message
+    assert problem in message
+    assert "\n" not in message
+
+
+def test_an_unreadable_or_invalid_config_file_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.toml", {})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("smtp_port = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(broken, {})
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('smtp_hots = "x"\n')
+    with pytest.raises(ConfigError, match="smtp_hots: unknown setting"):
+        load(unknown, {})
+
+
+def test_digest_config_names_the_settings_file(tmp_path: Path) -> None:
+    file = tmp_path / "elsewhere.toml"
+    file.write_text("max_articles = 5\n")
+    assert load(None, {"DIGEST_CONFIG": str(file)}).max_articles == 5
+
+
+def test_shipped_config_file_lists_every_key_with_its_default_and_env_name() -> None:
+    text = (ROOT / "config" / "digest.toml").read_text()
+    for key in KEYS:
+        assert re.search(rf"^# {key.name} = ", text, re.M), key.name
+        assert key.env in text
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [key.env for key in KEYS if key.env not in readme]
+    assert missing == []
+
+
+def test_one_click_header_needs_an_https_base_url() -> None:
+    assert load(None, {"DIGEST_BASE_URL": "https://news.example"}).one_click
+    assert not load(None, {}).one_click
+
+
+def test_shipped_config_file_is_generated_from_the_settings_table() -> None:
+    from digest.config import example_toml
+
+    assert (ROOT / "config" / "digest.toml").read_text() == example_toml() + "\n"

@@ -1,0 +1,285 @@
+"""The SMTP adapter against a real aiosmtpd server made to misbehave (RELIABILITY rules 6 and 7)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+from smtp_server import REPLY_TEXT, SmtpServer
+
+from digest.domain import ReplyClass
+from digest.mailer import DryRunSender, Outcome, Outgoing, Sender, SmtpSender, SmtpSettings
+
+pytest_plugins = ["smtp_server"]
+
+TRANSIENT, PERMANENT, CONFIG = ReplyClass.TRANSIENT, ReplyClass.PERMANENT, ReplyClass.CONFIG
+SENDER = "digest@example.org"
+
+
+def settings(server: SmtpServer, **overrides: object) -> SmtpSettings:
+    values: dict[str, object] = {"host": server.host, "port": server.port, "timeout": 5.0}
+    values.update(overrides)
+    return SmtpSettings(**values)  # type: ignore[arg-type]
+
+
+def mail(key: int, to: str = "reader@example.org") -> Outgoing:
+    message = (
+        f"From: {SENDER}\r\nTo: {to}\r\nSubject: digest {key}\r\n"
+        f"Message-ID: <{key}@digest.test>\r\n\r\nHello {key}\r\n"
+    ).encode()
+    return Outgoing(key=key, sender=SENDER, recipient=to, message=message)
+
+
+async def _send(sender: Sender, mails: Sequence[Outgoing]) -> list[Outcome]:
+    async with sender:
+        return await sender.send_many(mails)
+
+
+def send(config: SmtpSettings, *mails: Outgoing) -> list[Outcome]:
+    return asyncio.run(_send(SmtpSender(config), mails))
+
+
+def test_fifty_messages_are_all_accepted_over_at_most_four_reused_connections(
+    smtp_server: SmtpServer,
+) -> None:
+    mails = [mail(key, f"reader{key}@example.org") for key in range(1, 51)]
+
+    outcomes = send(settings(smtp_server, connections=4), *mails)
+
+    assert [o.key for o in outcomes] == list(range(1, 51))
+    assert all(o.accepted and o.code == 250 for o in outcomes), outcomes
+    assert sorted(m.message_id or "" for m in smtp_server.messages) == sorted(
+        f"<{key}@digest.test>" for key in range(1, 51)
+    )
+    assert 1 <= smtp_server.connections <= 4
+
+
+def test_concurrent_sends_share_the_pool(smtp_server: SmtpServer) -> None:
+    async def scenario() -> list[Outcome]:
+        async with SmtpSender(settings(smtp_server, connections=2)) as sender:
+            return await asyncio.gather(*(sender.send(mail(key)) for key in range(10)))
+
+    outcomes = asyncio.run(scenario())
+
+    assert all(o.accepted for o in outcomes)
+    assert len(smtp_server.messages) == 10
+    assert smtp_server.connections <= 2
+
+
+@pytest.mark.parametrize(
+    ("stage", "code", "expected"),
+    [
+        ("connect", 421, TRANSIENT),
+        ("connect", 554, CONFIG),
+        ("ehlo", 421, TRANSIENT),
+        ("ehlo", 550, CONFIG),
+        ("auth", 454, TRANSIENT),
+        ("mail", 451, TRANSIENT),
+        ("mail", 553, CONFIG),
+        ("rcpt", 450, TRANSIENT),
+        ("rcpt", 451, TRANSIENT),
+        ("rcpt", 452, TRANSIENT),
+        ("rcpt", 454, TRANSIENT),
+        ("rcpt", 550, PERMANENT),
+        ("rcpt", 552, TRANSIENT),  # "storage exceeded" is temporary (RFC 5321 §4.5.3.1.10)
+        ("data", 451, TRANSIENT),
+        ("data", 452, TRANSIENT),
+        ("data", 552, TRANSIENT),
+        ("data", 554, PERMANENT),
+    ],
+)
+def test_a_refusal_is_classified_by_code_and_stage(
+    smtp_server: SmtpServer, stage: str, code: int, expected: ReplyClass
+) -> None:
+    smtp_server.fail(stage, code)  # type: ignore[arg-type]
+    config = settings(smtp_server, username="digest", password="secret")
+
+    [outcome] = send(config, mail(1))
+
+    assert (outcome.reply, outcome.code) == (expected, code)
+    assert outcome.detail.startswith(f"{code} {REPLY_TEXT[code]}")
+    assert smtp_server.messages == []
+
+
+def test_wrong_password_is_our_config_error(smtp_server: SmtpServer) -> None:
+    [outcome] = send(settings(smtp_server, username="digest", password="wrong"), mail(1))
+
+    assert (outcome.reply, outcome.code) == (CONFIG, 535)
+    assert smtp_server.messages == []
+
+
+def test_right_password_authenticates_and_sends(smtp_server: SmtpServer) -> None:
+    [outcome] = send(settings(smtp_server, username="digest", password="secret"), mail(1))
+
+    assert outcome.accepted
+
+
+def test_required_starttls_on_a_server_without_it_is_our_config_error(
+    smtp_server: SmtpServer,
+) -> None:
+    [outcome] = send(settings(smtp_server, security="starttls"), mail(1))
+
+    assert outcome.reply is CONFIG
+    assert "STARTTLS" in outcome.detail
+    assert smtp_server.messages == []
+
+
+def test_refused_connection_is_transient(smtp_server: SmtpServer) -> None:
+    smtp_server.stop()
+
+    [outcome] = send(settings(smtp_server), mail(1))
+
+    assert (outcome.reply, outcome.code) == (TRANSIENT, None)
+    assert "(connect)" in outcome.detail
+
+
+def test_connection_dropped_after_the_final_dot_is_transient(smtp_server: SmtpServer) -> None:
+    smtp_server.drop("data")
+
+    [outcome] = send(settings(smtp_server), mail(1))
+
+    assert (outcome.reply, outcome.code) == (TRANSIENT, None)
+    assert smtp_server.messages == []
+
+
+def test_final_reply_slower_than_the_data_timeout_is_transient(smtp_server: SmtpServer) -> None:
+    smtp_server.slow("data", 2.0)
+    started = time.monotonic()
+
+    [outcome] = send(settings(smtp_server, data_timeout=0.5), mail(1))
+
+    assert (outcome.reply, outcome.code) == (TRANSIENT, None)
+    assert time.monotonic() - started < 1.9  # gave up at the data timeout, not at the reply
+
+
+def test_final_reply_within_the_data_timeout_is_awaited(smtp_server: SmtpServer) -> None:
+    smtp_server.slow("data", 0.3)
+
+    [outcome] = send(settings(smtp_server, timeout=0.1, data_timeout=2.0), mail(1))
+
+    assert outcome.accepted  # the command timeout does not cut the DATA reply short
+
+
+def test_next_message_on_the_same_connection_goes_through_after_a_refused_recipient(
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.fail("rcpt", 550, to={"bad@example.org"})
+    mails = [mail(1, "a@example.org"), mail(2, "bad@example.org"), mail(3, "b@example.org")]
+
+    outcomes = send(settings(smtp_server, connections=1), *mails)
+
+    assert [o.reply for o in outcomes] == [None, PERMANENT, None]
+    assert smtp_server.recipients == ["a@example.org", "b@example.org"]
+    assert smtp_server.connections == 1  # reused after RSET, not reconnected
+
+
+@pytest.mark.parametrize(("stage", "code"), [("mail", 451), ("rcpt", 452), ("data", 451)])
+def test_next_message_on_the_same_connection_goes_through_after_a_transient_refusal(
+    smtp_server: SmtpServer, stage: str, code: int
+) -> None:
+    smtp_server.fail(stage, code, times=1)  # type: ignore[arg-type]
+
+    outcomes = send(settings(smtp_server, connections=1), mail(1), mail(2))
+
+    assert [o.reply for o in outcomes] == [TRANSIENT, None]
+    assert [m.message_id for m in smtp_server.messages] == ["<2@digest.test>"]
+    assert smtp_server.connections == 1
+
+
+def test_connection_lost_mid_transaction_is_replaced_for_the_next_message(
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.drop("data", times=1)
+
+    outcomes = send(settings(smtp_server, connections=1), mail(1), mail(2))
+
+    assert [o.reply for o in outcomes] == [TRANSIENT, None]
+    assert smtp_server.connections == 2
+
+
+def test_pooled_connection_closed_while_idle_is_replaced_without_failing_the_message(
+    smtp_server: SmtpServer,
+) -> None:
+    async def scenario() -> list[Outcome]:
+        async with SmtpSender(settings(smtp_server, connections=1)) as sender:
+            first = await sender.send(mail(1))
+            smtp_server.drop("mail", times=1)  # as a relay closing an idle connection does
+            return [first, await sender.send(mail(2))]
+
+    outcomes = asyncio.run(scenario())
+
+    assert [o.reply for o in outcomes] == [None, None]
+    assert len(smtp_server.messages) == 2
+    assert smtp_server.connections == 2
+
+
+def test_drop_on_a_fresh_connection_is_transient_and_not_retried(smtp_server: SmtpServer) -> None:
+    smtp_server.drop("mail")
+
+    [outcome] = send(settings(smtp_server), mail(1))
+
+    assert (outcome.reply, outcome.code) == (TRANSIENT, None)
+    assert smtp_server.connections == 1
+
+
+def test_server_down_then_back_fails_transiently_then_sends(smtp_server: SmtpServer) -> None:
+    async def scenario() -> list[Outcome]:
+        async with SmtpSender(settings(smtp_server, connections=1)) as sender:
+            before = await sender.send(mail(1))
+            smtp_server.stop()
+            during = await sender.send(mail(2))
+            smtp_server.start()
+            after = await sender.send(mail(3))
+            return [before, during, after]
+
+    outcomes = asyncio.run(scenario())
+
+    assert [o.reply for o in outcomes] == [None, TRANSIENT, None]
+    assert [m.message_id for m in smtp_server.messages] == ["<1@digest.test>", "<3@digest.test>"]
+
+
+def test_utf8_address_on_a_server_without_smtputf8_fails_permanently_without_sending(
+    smtp_server: SmtpServer,
+) -> None:
+    [outcome] = send(settings(smtp_server), mail(1, "josé@example.org"))
+
+    assert outcome.reply is PERMANENT
+    assert outcome.detail.startswith("the server does not support SMTPUTF8")
+    assert "josé@example.org" in outcome.detail
+    assert smtp_server.messages == []
+
+
+def test_utf8_address_on_a_server_with_smtputf8_is_sent_with_the_smtputf8_option(
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.smtputf8 = True
+
+    [outcome] = send(settings(smtp_server), mail(1, "josé@example.org"))
+
+    assert outcome.accepted
+    [received] = smtp_server.messages
+    assert received.recipients == ["josé@example.org"]
+    assert "SMTPUTF8" in received.mail_options
+
+
+def test_international_domain_alone_needs_no_smtputf8(smtp_server: SmtpServer) -> None:
+    [outcome] = send(settings(smtp_server), mail(1, "reader@bücher.example"))
+
+    assert outcome.accepted
+    assert smtp_server.recipients == ["reader@xn--bcher-kva.example"]
+
+
+def test_dry_run_accepts_everything_and_counts_it() -> None:
+    dry_run = DryRunSender()  # takes no settings: there is nowhere it could connect to
+
+    outcomes = asyncio.run(_send(dry_run, [mail(key) for key in range(5)]))
+
+    assert [(o.key, o.reply) for o in outcomes] == [(key, None) for key in range(5)]
+    assert dry_run.count == 5
+
+
+def test_settings_reject_an_unknown_security_mode() -> None:
+    with pytest.raises(ValueError, match="security"):
+        SmtpSettings(host="localhost", port=25, security="ssl")

@@ -1,0 +1,95 @@
+"""Link tokens: one salt per purpose, rotation both ways, expiry of confirm links, no address inside."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from digest.errors import ExpiredToken, InvalidToken
+from digest.tokens import Purpose, Tokens, address_hash
+
+OLD_KEY = "o" * 40
+NEW_KEY = "n" * 40
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+WEEK = timedelta(days=7)
+
+
+def tokens(*keys: str) -> Tokens:
+    return Tokens(keys, WEEK)
+
+
+def test_a_link_token_reads_back_as_its_subscriber_and_version() -> None:
+    t = tokens(NEW_KEY)
+    subject = t.read(Purpose.UNSUBSCRIBE, t.link_token(Purpose.UNSUBSCRIBE, 42, 3), NOW)
+    assert (subject.subscriber_id, subject.token_version) == (42, 3)
+
+
+@pytest.mark.parametrize(
+    ("made_for", "read_as"),
+    [
+        (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES),
+        (Purpose.PREFERENCES, Purpose.UNSUBSCRIBE),
+        (Purpose.PREFERENCES, Purpose.CONFIRM),
+    ],
+)
+def test_a_token_of_one_purpose_is_invalid_for_another(made_for: Purpose, read_as: Purpose) -> None:
+    t = tokens(NEW_KEY)
+    with pytest.raises(InvalidToken):
+        t.read(read_as, t.link_token(made_for, 1, 1), NOW)
+
+
+def test_a_confirm_token_cannot_unsubscribe() -> None:
+    t = tokens(NEW_KEY)
+    with pytest.raises(InvalidToken):
+        t.read(Purpose.UNSUBSCRIBE, t.confirm_token(1, 1, "a@example.org", NOW), NOW)
+
+
+@pytest.mark.parametrize(
+    "mangle", [lambda s: s[:-1], lambda s: s + "x", lambda s: "x" + s, lambda s: ""]
+)
+def test_tampered_or_truncated_tokens_are_invalid(mangle: object) -> None:
+    t = tokens(NEW_KEY)
+    token = t.link_token(Purpose.UNSUBSCRIBE, 1, 1)
+    with pytest.raises(InvalidToken):
+        t.read(Purpose.UNSUBSCRIBE, mangle(token), NOW)  # type: ignore[operator]
+
+
+def test_the_first_key_signs_and_every_key_verifies_during_rotation() -> None:
+    old_token = tokens(OLD_KEY).link_token(Purpose.UNSUBSCRIBE, 7, 1)
+    rotated = tokens(NEW_KEY, OLD_KEY)
+    assert rotated.read(Purpose.UNSUBSCRIBE, old_token, NOW).subscriber_id == 7
+    new_token = rotated.link_token(Purpose.UNSUBSCRIBE, 7, 1)
+    # Signed with the new key: verifies without the old one, and not with the old one alone.
+    assert tokens(NEW_KEY).read(Purpose.UNSUBSCRIBE, new_token, NOW).subscriber_id == 7
+    with pytest.raises(InvalidToken):
+        tokens(OLD_KEY).read(Purpose.UNSUBSCRIBE, new_token, NOW)
+
+
+def test_a_token_signed_with_an_unknown_key_is_invalid() -> None:
+    with pytest.raises(InvalidToken):
+        tokens(NEW_KEY).read(
+            Purpose.UNSUBSCRIBE, tokens(OLD_KEY).link_token(Purpose.UNSUBSCRIBE, 1, 1), NOW
+        )
+
+
+def test_confirm_tokens_expire_and_name_their_address_by_hash() -> None:
+    t = tokens(NEW_KEY)
+    token = t.confirm_token(5, 2, "reader@example.org", NOW)
+    subject = t.read(Purpose.CONFIRM, token, NOW + WEEK)
+    assert subject.address_hash == address_hash("reader@example.org")
+    with pytest.raises(ExpiredToken):
+        t.read(Purpose.CONFIRM, token, NOW + WEEK + timedelta(seconds=1))
+
+
+def test_no_token_carries_the_address_in_its_readable_payload() -> None:
+    t = tokens(NEW_KEY)
+    for token in (
+        t.link_token(Purpose.UNSUBSCRIBE, 5, 2),
+        t.confirm_token(5, 2, "reader@example.org", NOW),
+    ):
+        payload = token.split(".")[0]
+        decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        assert b"reader" not in decoded
+        assert b"example.org" not in decoded
