@@ -19,11 +19,13 @@ from digest.addresses import check_timezone, normalise_address
 from digest.app import Services, real_clock
 from digest.config import Settings, load
 from digest.dispatch import Progress, dry_run, run_once
-from digest.domain import ArticleDraft, Frequency, RunSummary, SubscriberDraft, SubscriberStatus
+from digest.domain import Frequency, RunSummary, SubscriberDraft, SubscriberStatus
 from digest.errors import DigestError, InvalidInput
 from digest.mailer import DryRunSender, SmtpSender
 from digest.render import preview_html, preview_text
+from digest.sources import RowError, read_source
 from digest.store import Only
+from digest.subscriber_csv import parse_subscribers_csv
 
 cli = typer.Typer(
     no_args_is_help=True,
@@ -85,7 +87,7 @@ def _instant(text: str | None) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _echo_errors(errors: list[ingest.RowError]) -> None:
+def _echo_errors(errors: list[RowError]) -> None:
     for error in errors:
         typer.echo(f"{error.where}: {error.reason}", err=True)
 
@@ -221,8 +223,8 @@ def subscribers_import(
 ) -> None:
     """Import readers from CSV; good rows are imported, bad ones reported by line."""
     services = _services(ctx)
-    parsed = ingest.parse_subscribers_csv(
-        ingest.read_source(str(file)), default_timezone=services.settings.default_timezone
+    parsed = parse_subscribers_csv(
+        read_source(str(file)), default_timezone=services.settings.default_timezone
     )
     known = services.store.add_subscribers(parsed.items, confirmed=confirmed, now=_instant(now))
     _echo_errors(parsed.errors)
@@ -275,14 +277,15 @@ def articles_add(
     """Add one article, or update the one with the same URL."""
     services = _services(ctx)
     at = _instant(now)
-    draft: ArticleDraft = ingest.article_from_fields(
-        url=url,
-        title=title,
-        summary=summary,
-        category=category,
-        reading_minutes=reading_minutes,
-        published_at=_instant(published_at) if published_at else at,
-    )
+    fields = {
+        "url": url,
+        "title": title,
+        "summary": summary,
+        "category": category,
+        "reading_minutes": reading_minutes,
+        "published_at": published_at,
+    }
+    draft = ingest.article_from_fields(fields, at)
     result = services.store.upsert_articles([draft], at)
     typer.echo(f"{'added' if result.added else 'updated'} {draft.url}")
 
@@ -298,7 +301,7 @@ def articles_import(
     """Import articles; the same URL again updates the article instead of duplicating it."""
     services = _services(ctx)
     at = _instant(now)
-    parsed = ingest.parse_articles(ingest.read_source(source), source=source, now=at)
+    parsed = ingest.parse_articles(read_source(source), source=source, now=at)
     result = services.store.upsert_articles(parsed.items, at)
     _echo_errors(parsed.errors)
     typer.echo(f"added {result.added}, updated {result.updated}, skipped {len(parsed.errors)}")

@@ -1,0 +1,79 @@
+"""Email addresses, timezones and frequencies as people type them, checked and normalised.
+
+The only module that imports email_validator. Every refusal is an InvalidInput with one line.
+"""
+
+from __future__ import annotations
+
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+
+from digest.domain import Frequency
+from digest.errors import InvalidInput
+
+# RFC 5321 limits a path to 256 octets including the angle brackets.
+MAX_ADDRESS_CHARS = 254
+
+# C0 and C1 controls and the Unicode line and paragraph separators: Python's email package has
+# split headers on some of these (CVE-2024-6923), so an address carrying one is refused outright.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+
+
+def _invalid_address(raw: str, reason: str) -> InvalidInput:
+    return InvalidInput(f"not a valid email address: {_shown(raw)}: {' '.join(reason.split())}")
+
+
+def normalise_address(raw: str) -> str:
+    """The address with its domain lower-cased (IDNA) and its local part as given.
+
+    The local part keeps its case (some mailboxes distinguish it) but is NFC-normalised by the
+    validator, so two spellings of the same Unicode address are one subscriber.
+    """
+    address = raw.strip(" \t")
+    if _UNSAFE.search(address):
+        raise _invalid_address(raw, "contains a line break or control character")
+    if len(address) > MAX_ADDRESS_CHARS:
+        raise _invalid_address(raw, f"longer than {MAX_ADDRESS_CHARS} characters")
+    try:
+        valid = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise _invalid_address(raw, str(exc)) from exc
+    return f"{valid.local_part}@{valid.ascii_domain.lower()}"
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether a normalised address can only be delivered by a server that offers SMTPUTF8.
+
+    The domain is already ASCII (IDNA), so only a non-ASCII local part needs it.
+    """
+    local_part, _, _ = address.rpartition("@")
+    return not local_part.isascii()
+
+
+def check_timezone(name: str) -> str:
+    """The IANA timezone name, stripped, if the zone database knows it."""
+    candidate = name.strip()
+    # ZoneInfo reads files under TZPATH: accept names only, never anything that looks like a path.
+    looks_like_path = candidate.startswith("/") or "\\" in candidate or ".." in candidate
+    if not candidate or looks_like_path:
+        raise InvalidInput(f"unknown timezone: {name!r}")
+    try:
+        ZoneInfo(candidate)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise InvalidInput(f"unknown timezone: {name!r}") from exc
+    return candidate
+
+
+def parse_frequency(text: str) -> Frequency:
+    try:
+        return Frequency(text.strip().lower())
+    except ValueError as exc:
+        raise InvalidInput(
+            f"unknown frequency: {text!r} (choose daily, weekly or monthly)"
+        ) from exc

@@ -1,0 +1,282 @@
+"""Articles in: RSS 2.0, Atom and JSON lists, as drafts with per-entry errors.
+
+The only module that imports feedparser and defusedxml. Feeds are hostile input (RELIABILITY.md
+rule 13): reads are bounded, entity declarations are refused before feedparser sees the bytes,
+a broken document is one InvalidInput naming its source, and a bad entry is a RowError
+while the others import.
+"""
+
+from __future__ import annotations
+
+import calendar
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from xml.etree.ElementTree import ParseError
+
+import defusedxml.ElementTree as safe_xml
+import feedparser
+import nh3
+from defusedxml import DefusedXmlException
+
+from digest.domain import ArticleDraft
+from digest.errors import InvalidInput
+from digest.sources import CONTROLS, Parsed, RowError, is_web_url, one_line, shown
+
+# Caps on what one article may bring in; longer values are cut and end with "…".
+MAX_TITLE_CHARS = 300
+MAX_SUMMARY_CHARS = 5_000  # of sanitised HTML, closing tags included
+MAX_CATEGORY_CHARS = 80
+MAX_URL_CHARS = 2_048  # longer URLs are refused, not cut: a cut URL points elsewhere
+MAX_READING_MINUTES = 999
+WORDS_PER_MINUTE = 230
+DEFAULT_CATEGORY = "General"
+SUMMARY_TAGS = frozenset({"p", "br", "em", "strong", "a", "ul", "ol", "li", "b", "i"})
+
+
+# --- text ---------------------------------------------------------------------------------------
+
+_TAG = re.compile(r"<[^>]*>")
+_HTML_SPACE = re.compile(r"[ \t\r\n\f]+")  # not \s: that would also fold U+00A0
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _keep_attribute(tag: str, attribute: str, value: str) -> str | None:
+    # Only absolute web links survive: a relative href would resolve against the mail client.
+    if tag == "a" and attribute == "href":
+        return value if is_web_url(value) else None
+    return value if (tag, attribute) == ("a", "rel") else None
+
+
+def _sanitise(fragment: str) -> str:
+    return nh3.clean(
+        fragment,
+        tags=set(SUMMARY_TAGS),
+        attributes={"a": {"href"}},
+        attribute_filter=_keep_attribute,
+        url_schemes={"http", "https"},
+        link_rel="noopener noreferrer",
+    )
+
+
+def _summary_html(fragment: str) -> str:
+    cleaned = _HTML_SPACE.sub(" ", _sanitise(fragment)).strip()
+    budget = MAX_SUMMARY_CHARS
+    while len(cleaned) > MAX_SUMMARY_CHARS:
+        # Cut outside any tag or entity, then sanitise again so open tags are closed; closing
+        # tags count too, so shrink the budget until the result fits.
+        head = cleaned[:budget]
+        if head.rfind("<") > head.rfind(">"):
+            head = head[: head.rfind("<")]
+        if head.rfind("&") > head.rfind(";"):
+            head = head[: head.rfind("&")]
+        capped = _sanitise(head.rstrip() + "…")
+        budget -= max(len(capped) - MAX_SUMMARY_CHARS, 0)
+        cleaned = capped if len(capped) <= MAX_SUMMARY_CHARS else cleaned
+    return cleaned
+
+
+def _plain_text(fragment: str) -> str:
+    return html.unescape(_TAG.sub(" ", _sanitise(fragment)))
+
+
+def estimate_reading_minutes(text: str) -> int:
+    words = len(text.split())
+    return min(MAX_READING_MINUTES, max(1, math.ceil(words / WORDS_PER_MINUTE)))
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# --- articles -----------------------------------------------------------------------------------
+
+
+def parse_articles(data: bytes, *, source: str, now: datetime) -> Parsed[ArticleDraft]:
+    """Drafts from a JSON list (the first non-space byte is "[") or an RSS 2.0 or Atom feed."""
+    body = data.removeprefix(b"\xef\xbb\xbf")
+    if body.lstrip()[:1] == b"[":
+        entries, convert = _json_entries(body, source), article_from_fields
+    else:
+        entries, convert = _feed_entries(body, source), _feed_article
+    items: list[ArticleDraft] = []
+    errors: list[RowError] = []
+    first_seen: dict[str, int] = {}
+    for number, entry in enumerate(entries, start=1):
+        try:
+            draft = convert(entry, now)
+        except InvalidInput as exc:
+            errors.append(RowError(f"entry {number}", str(exc)))
+            continue
+        if draft.url in first_seen:
+            errors.append(
+                RowError(f"entry {number}", f"duplicate of entry {first_seen[draft.url]}")
+            )
+            continue
+        first_seen[draft.url] = number
+        items.append(draft)
+    return Parsed(items, errors)
+
+
+def _article(
+    *,
+    url: str,
+    title: str,
+    summary: str,
+    body_text: str,
+    category: str,
+    minutes: int | None,
+    published: datetime | None,
+    now: datetime,
+) -> ArticleDraft:
+    url = url.strip()
+    if not url:
+        raise InvalidInput("no url")
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidInput(f"url longer than {MAX_URL_CHARS} characters")
+    if CONTROLS.search(url) or " " in url:
+        raise InvalidInput(f"url contains a space or control character: {shown(url)}")
+    if not is_web_url(url):
+        raise InvalidInput(f"url must be http or https: {shown(url)}")
+    title = _cut(one_line(title), MAX_TITLE_CHARS)
+    if not title:
+        raise InvalidInput("no title")
+    if minutes is None:
+        minutes = estimate_reading_minutes(f"{_plain_text(summary)} {body_text}")
+    return ArticleDraft(
+        url=url,
+        title=title,
+        summary=_summary_html(summary),
+        category=_cut(one_line(category), MAX_CATEGORY_CHARS) or DEFAULT_CATEGORY,
+        reading_minutes=minutes,
+        published_at=_as_utc(published or now),
+    )
+
+
+def _json_entries(body: bytes, source: str) -> list[Any]:
+    try:
+        entries: list[Any] = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting or digits
+        raise InvalidInput(f"cannot import {source}: not valid JSON: {one_line(str(exc))}") from exc
+    return entries
+
+
+def article_from_fields(entry: Any, now: datetime) -> ArticleDraft:
+    """One article as a JSON object gives it, or `digest articles add` does."""
+    if not isinstance(entry, dict):
+        raise InvalidInput("not an object")
+    minutes = entry.get("reading_minutes")
+    if minutes is not None and (
+        type(minutes) is not int or not 1 <= minutes <= MAX_READING_MINUTES
+    ):
+        raise InvalidInput(
+            f"reading_minutes must be a whole number from 1 to {MAX_READING_MINUTES}"
+        )
+    published = entry.get("published_at")
+    try:
+        published_at = None if published is None else datetime.fromisoformat(published)
+    except (TypeError, ValueError) as exc:
+        text = shown(str(published))
+        raise InvalidInput(f"published_at is not an ISO 8601 date-time: {text}") from exc
+    return _article(
+        url=_json_text(entry, "url"),
+        title=_json_text(entry, "title"),
+        summary=_json_text(entry, "summary"),
+        body_text="",
+        category=_json_text(entry, "category"),
+        minutes=minutes,
+        published=published_at,
+        now=now,
+    )
+
+
+def _json_text(entry: dict[str, Any], key: str) -> str:
+    value = entry.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{key} must be a string")
+    return value or ""
+
+
+def _feed_entries(body: bytes, source: str) -> list[Any]:
+    try:
+        # Entity declarations are refused, never expanded: that stops billion-laughs bombs and
+        # external entities (file:///etc/passwd) before feedparser's own parser sees the bytes.
+        safe_xml.fromstring(body, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise InvalidInput(f"cannot import {source}: refused unsafe XML: {exc!s}") from exc
+    except ParseError as exc:  # also bytes that are not in the declared encoding
+        raise InvalidInput(f"cannot import {source}: malformed XML: {exc}") from exc
+    except (ValueError, LookupError) as exc:  # an encoding expat cannot read
+        raise InvalidInput(f"cannot import {source}: unreadable encoding: {exc}") from exc
+    # A stream, never a str or bytes: feedparser would treat a str as a URL or a path.
+    result: Mapping[str, Any] = feedparser.parse(io.BytesIO(body))
+    entries: list[Any] = list(result.get("entries") or [])
+    if result.get("bozo") and not entries:
+        problem = one_line(str(result.get("bozo_exception", "")))
+        raise InvalidInput(f"cannot import {source}: not a readable feed: {problem}")
+    if not result.get("version"):
+        raise InvalidInput(f"cannot import {source}: not an RSS or Atom feed")
+    return entries
+
+
+def _feed_article(entry: Mapping[str, Any], now: datetime) -> ArticleDraft:
+    contents = [
+        _html_of(item, item.get("value"))
+        for item in entry.get("content") or []
+        if isinstance(item, Mapping)
+    ]
+    # feedparser copies an Atom entry's content into its summary when it has none.
+    summary = _html_of(entry.get("summary_detail"), entry.get("summary")) or next(
+        iter(contents), ""
+    )
+    title = _str(entry.get("title"))
+    if _detail_type(entry.get("title_detail")) == "text/html":
+        title = _plain_text(title)
+    return _article(
+        url=_str(entry.get("link")),
+        title=title,
+        summary=summary,
+        body_text=" ".join(_plain_text(item) for item in contents if item != summary),
+        category=_feed_category(entry),
+        minutes=None,
+        published=_feed_time(entry),
+        now=now,
+    )
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _detail_type(detail: Any) -> str:
+    return _str(detail.get("type")) if isinstance(detail, Mapping) else ""
+
+
+def _html_of(detail: Any, value: Any) -> str:
+    text = _str(value)
+    return html.escape(text) if _detail_type(detail) == "text/plain" else text
+
+
+def _feed_category(entry: Mapping[str, Any]) -> str:
+    tags = entry.get("tags") or []
+    first = tags[0] if tags and isinstance(tags[0], Mapping) else {}
+    return _str(first.get("term")) or _str(first.get("label"))
+
+
+def _feed_time(entry: Mapping[str, Any]) -> datetime | None:
+    parsed = entry.get("published_parsed")
+    # `in` first: reading an absent updated_parsed makes feedparser warn and fall back.
+    if not parsed and "updated_parsed" in entry:
+        parsed = entry.get("updated_parsed")
+    try:
+        return datetime.fromtimestamp(calendar.timegm(parsed), UTC) if parsed else None
+    except (OverflowError, ValueError, OSError, TypeError):
+        return None

@@ -1,0 +1,111 @@
+"""Where input comes from: bounded reads of files and http(s) URLs, and how bad rows are reported."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from http.client import HTTPException
+from pathlib import Path
+from typing import IO, Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from digest.errors import InvalidInput
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    where: str  # "line 4", "entry 3", or the feed's name
+    reason: str  # one line
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed(Generic[T]):
+    items: list[T]
+    errors: list[RowError]
+
+
+# Every line boundary str.splitlines() knows is a control character or U+2028/U+2029.
+CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    return " ".join(CONTROLS.sub(" ", text).split())
+
+
+def shown(value: str, limit: int = 60) -> str:
+    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+
+
+def is_web_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    # urllib would follow a redirect to ftp://; a feed has no business there.
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if not is_web_url(newurl):
+            raise urllib.error.URLError(f"refused redirect to {shown(newurl)}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def read_source(source: str, *, max_bytes: int = 10_000_000, timeout: float = 20) -> bytes:
+    """The bytes of a file or an http(s) URL, refusing anything larger than max_bytes."""
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", source)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        raise InvalidInput(f"cannot read {source}: only files and http or https URLs are read")
+    try:
+        data = _read_url(source, max_bytes, timeout) if scheme else _read_file(source, max_bytes)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response open
+        raise InvalidInput(f"cannot read {source}: HTTP {exc.code} {one_line(exc.reason)}") from exc
+    except urllib.error.URLError as exc:
+        raise InvalidInput(f"cannot read {source}: {one_line(str(exc.reason))}") from exc
+    except (OSError, HTTPException, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(f"cannot read {source}: {one_line(reason) or repr(exc)}") from exc
+    if len(data) > max_bytes:
+        raise _too_large(source, max_bytes)
+    return data
+
+
+def _too_large(source: str, max_bytes: int) -> InvalidInput:
+    return InvalidInput(f"cannot read {source}: larger than {max_bytes} bytes")
+
+
+def _read_file(source: str, max_bytes: int) -> bytes:
+    path = Path(source)
+    if path.stat().st_size > max_bytes:
+        raise _too_large(source, max_bytes)
+    # Bounded even so: a device or a growing file can hold more than stat() says.
+    with path.open("rb") as file:
+        return file.read(max_bytes + 1)
+
+
+def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
+    opener = urllib.request.build_opener(_WebOnlyRedirects)
+    opener.addheaders = [("User-Agent", "digest feed import")]
+    with opener.open(url, timeout=timeout) as response:
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > max_bytes:
+            raise _too_large(url, max_bytes)
+        body: bytes = response.read(max_bytes + 1)
+    return body

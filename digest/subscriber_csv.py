@@ -1,0 +1,81 @@
+"""Subscriber CSV (`digest subscribers import`): drafts, and every bad row by its physical line."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from digest.addresses import check_timezone, normalise_address, parse_frequency
+from digest.domain import SubscriberDraft
+from digest.errors import InvalidInput
+from digest.sources import Parsed, RowError, one_line, shown
+
+CSV_HEADER = "email,frequency[,timezone]"
+
+
+def parse_subscribers_csv(
+    data: bytes | str, *, default_timezone: str = "UTC"
+) -> Parsed[SubscriberDraft]:
+    """Drafts from CSV with the header email,frequency[,timezone]; rows are physical line numbers."""
+    default_timezone = check_timezone(default_timezone)
+    text = _decode_csv(data) if isinstance(data, bytes) else data.removeprefix("\ufeff")
+    # newline="": a quoted field may hold a line break; line_num still counts physical lines.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    items: list[SubscriberDraft] = []
+    errors: list[RowError] = []
+    first_seen: dict[str, int] = {}
+    line = 0
+    try:
+        for row in reader:
+            line, start = reader.line_num, line + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            if header is None:
+                header = _check_header(row)
+                continue
+            try:
+                draft = _subscriber(row, header, default_timezone)
+            except InvalidInput as exc:
+                errors.append(RowError(f"line {start}", str(exc)))
+                continue
+            if draft.email in first_seen:
+                errors.append(
+                    RowError(f"line {start}", f"duplicate of line {first_seen[draft.email]}")
+                )
+                continue
+            first_seen[draft.email] = start
+            items.append(draft)
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
+        raise InvalidInput(f"CSV line {reader.line_num}: {one_line(str(exc))}") from exc
+    if header is None:
+        raise InvalidInput(f"CSV is empty: expected the header {CSV_HEADER}")
+    return Parsed(items, errors)
+
+
+def _decode_csv(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"CSV is not UTF-8: byte {data[exc.start]:#04x} at offset {exc.start}"
+        ) from exc
+
+
+def _check_header(row: list[str]) -> list[str]:
+    names = [cell.strip().lower() for cell in row]
+    if names not in (["email", "frequency"], ["email", "frequency", "timezone"]):
+        found = shown(one_line(",".join(row)))
+        raise InvalidInput(f"CSV header must be {CSV_HEADER}, found {found}")
+    return names
+
+
+def _subscriber(row: list[str], header: list[str], default_timezone: str) -> SubscriberDraft:
+    if len(row) > len(header):
+        raise InvalidInput(f"expected {len(header)} fields, found {len(row)}")
+    email, frequency, timezone = [*row, "", ""][:3]
+    return SubscriberDraft(
+        email=normalise_address(email),
+        frequency=parse_frequency(frequency),
+        timezone=check_timezone(timezone) if timezone.strip() else default_timezone,
+    )

@@ -1,0 +1,582 @@
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from digest.domain import Frequency
+from digest.errors import InvalidInput
+from digest.ingest import (
+    MAX_CATEGORY_CHARS,
+    MAX_SUMMARY_CHARS,
+    MAX_TITLE_CHARS,
+    estimate_reading_minutes,
+    parse_articles,
+)
+from digest.sources import RowError, read_source
+from digest.subscriber_csv import parse_subscribers_csv
+
+DATA = Path(__file__).parent / "data"
+SAMPLES = Path(__file__).parent.parent / "digest" / "samples" / "articles.json"
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def parse_file(name: str) -> Any:
+    return parse_articles((DATA / name).read_bytes(), source=name, now=NOW)
+
+
+def parse_json(entries: list[Any]) -> Any:
+    return parse_articles(json.dumps(entries).encode(), source="articles.json", now=NOW)
+
+
+# --- feeds --------------------------------------------------------------------------------------
+
+
+def test_rss_item_becomes_a_draft_with_link_title_category_and_utc_date() -> None:
+    first = parse_file("feed_rss.xml").items[0]
+    assert first.url == "https://miasfeed.example/articles/sleep-and-memory"
+    assert first.title == "Sleep and memory in older adults"
+    assert first.category == "Medical News & Research"
+    assert first.published_at == datetime(2026, 11, 17, 8, 30, tzinfo=UTC)
+    assert first.summary == "<p>Deep sleep helps <em>memory</em>.</p>"
+
+
+def test_rss_entries_without_link_or_title_or_with_javascript_url_are_skipped_by_number() -> None:
+    parsed = parse_file("feed_rss.xml")
+    assert [item.url for item in parsed.items] == [
+        "https://miasfeed.example/articles/sleep-and-memory",
+        "https://miasfeed.example/articles/plain",
+    ]
+    assert parsed.errors == [
+        RowError("entry 2", "no url"),
+        RowError("entry 3", "no title"),
+        RowError("entry 4", "url must be http or https: 'javascript:alert(document.cookie)'"),
+    ]
+
+
+def test_rss_entry_without_category_or_date_gets_general_and_now() -> None:
+    plain = parse_file("feed_rss.xml").items[1]
+    assert plain.category == "General"
+    assert plain.published_at == NOW
+    assert plain.reading_minutes == 1
+
+
+def test_atom_entry_becomes_a_draft_with_plain_title_and_sanitised_content() -> None:
+    walking = parse_file("feed_atom.xml").items[0]
+    assert walking.url == "https://miasfeed.example/articles/walking-after-meals"
+    assert walking.title == "Walking after meals"
+    assert walking.category == "Fitness"
+    assert walking.published_at == datetime(2026, 11, 19, 10, 0, tzinfo=UTC)
+    assert "javascript" not in walking.summary
+    assert '<a href="https://miasfeed.example/study" rel="noopener noreferrer">' in walking.summary
+
+
+def test_atom_relative_link_is_refused_and_published_wins_over_updated() -> None:
+    parsed = parse_file("feed_atom.xml")
+    assert parsed.errors == [RowError("entry 2", "url must be http or https: '/articles/relative'")]
+    hydration = parsed.items[1]
+    assert hydration.title == "Hydration & headaches"
+    assert hydration.published_at == datetime(2026, 11, 18, 6, 0, tzinfo=UTC)
+    # A text/plain summary is text: its "<b>" must stay visible, not become markup.
+    assert hydration.summary == "Plain text with a &lt;b&gt; that is not markup."
+
+
+def test_feed_reading_time_counts_summary_and_content_words() -> None:
+    summary, content = " ".join(["summary"] * 150), " ".join(["content"] * 150)
+    feed = f"""<?xml version="1.0"?>
+<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel>
+<title>t</title><link>https://miasfeed.example/</link><description>d</description>
+<item><title>Long read</title><link>https://miasfeed.example/long</link>
+<description>{summary}</description><content:encoded>{content}</content:encoded></item>
+</channel></rss>""".encode()
+    (draft,) = parse_articles(feed, source="long.xml", now=NOW).items
+    assert draft.reading_minutes == 2  # 300 words at 230 a minute; either alone would be 1
+
+
+def test_billion_laughs_feed_is_refused_naming_the_source() -> None:
+    with pytest.raises(
+        InvalidInput, match=r"^cannot import billion_laughs\.xml: refused unsafe XML"
+    ):
+        parse_file("billion_laughs.xml")
+
+
+def test_external_entity_feed_is_refused_without_reading_the_file() -> None:
+    with pytest.raises(InvalidInput, match=r"^cannot import external_entity\.xml: ") as caught:
+        parse_file("external_entity.xml")
+    assert "root:" not in str(caught.value)
+
+
+def test_truncated_xml_is_refused_in_one_line_naming_the_source() -> None:
+    with pytest.raises(
+        InvalidInput, match=r"^cannot import truncated\.xml: malformed XML"
+    ) as caught:
+        parse_file("truncated.xml")
+    assert "\n" not in str(caught.value)
+
+
+def test_invalid_utf8_in_a_feed_declared_utf8_is_refused() -> None:
+    feed = (
+        b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><item>'
+        b"<title>caf\xe9 \xff</title><link>https://miasfeed.example/a</link></item></channel></rss>"
+    )
+    with pytest.raises(InvalidInput, match=r"^cannot import bad\.xml: malformed XML"):
+        parse_articles(feed, source="bad.xml", now=NOW)
+
+
+def test_windows_1252_feed_is_decoded_by_its_declaration() -> None:
+    feed = (
+        '<?xml version="1.0" encoding="windows-1252"?><rss version="2.0"><channel>'
+        "<item><title>Café “quotes”</title><link>https://miasfeed.example/c</link></item>"
+        "</channel></rss>"
+    ).encode("cp1252")
+    assert parse_articles(feed, source="cp.xml", now=NOW).items[0].title == "Café “quotes”"
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"", "malformed XML"),
+        (b"<html><body>Not a feed</body></html>", "not an RSS or Atom feed"),
+    ],
+)
+def test_documents_that_are_not_feeds_are_refused(body: bytes, problem: str) -> None:
+    with pytest.raises(InvalidInput, match=f"^cannot import page: {problem}"):
+        parse_articles(body, source="page", now=NOW)
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+
+
+def test_json_list_becomes_drafts_with_given_reading_minutes_and_utc_dates() -> None:
+    parsed = parse_json(
+        [
+            {
+                "url": "https://miasfeed.example/articles/a",
+                "title": "A",
+                "summary": "<p>Hello</p>",
+                "category": "Nutrition",
+                "reading_minutes": 4,
+                "published_at": "2026-11-20T09:00:00+01:00",
+            },
+            {
+                "url": "https://miasfeed.example/articles/b",
+                "title": "B",
+                "published_at": "2026-11-21T07:00:00",
+            },
+        ]
+    )
+    assert parsed.errors == []
+    first, second = parsed.items
+    assert (first.category, first.reading_minutes) == ("Nutrition", 4)
+    assert first.published_at == datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    assert (second.summary, second.category, second.reading_minutes) == ("", "General", 1)
+    assert second.published_at == datetime(2026, 11, 21, 7, 0, tzinfo=UTC)  # naive means UTC
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ("just a string", "not an object"),
+        ({"title": "No url"}, "no url"),
+        ({"url": "https://miasfeed.example/x"}, "no title"),
+        (
+            {"url": "javascript:alert(1)", "title": "x"},
+            "url must be http or https: 'javascript:alert(1)'",
+        ),
+        ({"url": "https://miasfeed.example/x", "title": 7}, "title must be a string"),
+        (
+            {"url": "https://miasfeed.example/x", "title": "x", "reading_minutes": 0},
+            "reading_minutes must be",
+        ),
+        (
+            {"url": "https://miasfeed.example/x", "title": "x", "reading_minutes": True},
+            "reading_minutes must be",
+        ),
+        (
+            {"url": "https://miasfeed.example/x", "title": "x", "published_at": "last Tuesday"},
+            "published_at is not an ISO 8601 date-time",
+        ),
+    ],
+)
+def test_json_bad_entry_is_reported_by_number_and_the_others_import(
+    entry: Any, reason: str
+) -> None:
+    good = {"url": "https://miasfeed.example/good", "title": "Good"}
+    parsed = parse_json([good, entry])
+    assert [item.url for item in parsed.items] == ["https://miasfeed.example/good"]
+    (error,) = parsed.errors
+    assert error.where == "entry 2"
+    assert error.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://miasfeed.example/a b", "https://miasfeed.example/a\nBcc: x", "https://x/a\u2028b"],
+)
+def test_url_with_a_space_or_line_break_is_refused(url: str) -> None:
+    (error,) = parse_json([{"url": url, "title": "t"}]).errors
+    assert error.reason.startswith("url contains a space or control character")
+
+
+def test_repeated_url_in_one_document_is_reported_as_a_duplicate() -> None:
+    entry = {"url": "https://miasfeed.example/same", "title": "Same"}
+    parsed = parse_json([entry, entry])
+    assert len(parsed.items) == 1
+    assert parsed.errors == [RowError("entry 2", "duplicate of entry 1")]
+
+
+@pytest.mark.parametrize("body", [b"[{", b"[" * 100_000, b"[1e999999999999999999x]"])
+def test_broken_json_is_refused_in_one_line(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match=r"^cannot import a\.json: not valid JSON: [^\n]*$"):
+        parse_articles(body, source="a.json", now=NOW)
+
+
+def test_json_with_a_bom_is_read() -> None:
+    body = (
+        b"\xef\xbb\xbf" + json.dumps([{"url": "https://miasfeed.example/a", "title": "A"}]).encode()
+    )
+    assert len(parse_articles(body, source="bom.json", now=NOW).items) == 1
+
+
+# --- sanitising, folding and caps ---------------------------------------------------------------
+
+
+def summary_of(html: str) -> str:
+    return (
+        parse_json([{"url": "https://miasfeed.example/s", "title": "S", "summary": html}])
+        .items[0]
+        .summary
+    )
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        ("<p>Hi<script>alert(1)</script></p>", "<p>Hi</p>"),
+        ('<a href="javascript:alert(1)">x</a>', '<a rel="noopener noreferrer">x</a>'),
+        ('<a href="/relative">x</a>', '<a rel="noopener noreferrer">x</a>'),
+        (
+            '<a href="https://miasfeed.example/" onclick="x()" target="_blank">x</a>',
+            '<a href="https://miasfeed.example/" rel="noopener noreferrer">x</a>',
+        ),
+        ('<img src="https://evil.example/pixel.gif">Seen', "Seen"),
+        (
+            '<p style="color:red" class="big">  <strong>B</strong>\n\n <i>i</i> </p>',
+            "<p> <strong>B</strong> <i>i</i> </p>",
+        ),
+        ("<ul><li>one</li></ul><iframe src=x></iframe>", "<ul><li>one</li></ul>"),
+    ],
+)
+def test_summary_keeps_only_safe_tags_and_web_links(html: str, expected: str) -> None:
+    assert summary_of(html) == expected
+
+
+def test_titles_and_categories_fold_every_line_break_to_one_space() -> None:
+    (draft,) = parse_json(
+        [
+            {
+                "url": "https://miasfeed.example/f",
+                "title": "Line\r\nbreak\u2028and\x0bmore\x85end\tTab",
+                "category": "Public\nHealth",
+            }
+        ]
+    ).items
+    assert draft.title == "Line break and more end Tab"
+    assert draft.category == "Public Health"
+
+
+def test_long_title_category_and_summary_are_capped() -> None:
+    summary = "<p>" + "<em>word</em> " * 2_000 + "</p>"
+    (draft,) = parse_json(
+        [
+            {
+                "url": "https://miasfeed.example/l",
+                "title": "t" * 1_000,
+                "category": "c" * 500,
+                "summary": summary,
+            }
+        ]
+    ).items
+    assert len(draft.title) == MAX_TITLE_CHARS
+    assert draft.title.endswith("…")
+    assert len(draft.category) == MAX_CATEGORY_CHARS
+    assert len(draft.summary) <= MAX_SUMMARY_CHARS
+    assert draft.summary.endswith("…</p>")
+    assert_balanced(draft.summary)
+    assert draft.reading_minutes == 9  # estimated from the whole text: 2,000 words
+
+
+def test_capped_summary_never_ends_inside_an_entity() -> None:
+    (draft,) = parse_json(
+        [{"url": "https://miasfeed.example/e", "title": "e", "summary": "&amp; " * 2_000}]
+    ).items
+    assert len(draft.summary) <= MAX_SUMMARY_CHARS
+    assert draft.summary.endswith("&amp;…")
+
+
+class _TagBalance(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag != "br":
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.open.pop() == tag
+
+
+def assert_balanced(html: str) -> None:
+    checker = _TagBalance()
+    checker.feed(html)
+    checker.close()
+    assert checker.open == []
+
+
+@given(title=st.text(max_size=400), summary=st.text(max_size=400), category=st.text(max_size=120))
+def test_any_text_becomes_a_one_line_capped_draft_or_a_row_error(
+    title: str, summary: str, category: str
+) -> None:
+    entry = {
+        "url": "https://miasfeed.example/p",
+        "title": title,
+        "summary": summary,
+        "category": category,
+    }
+    parsed = parse_json([entry])
+    for draft in parsed.items:
+        assert draft.title.splitlines() == [draft.title]
+        assert draft.category.splitlines() == [draft.category]
+        assert len(draft.title) <= MAX_TITLE_CHARS
+        assert len(draft.category) <= MAX_CATEGORY_CHARS
+        assert len(draft.summary) <= MAX_SUMMARY_CHARS
+        assert "<script" not in draft.summary.lower()
+    assert [error.reason for error in parsed.errors] in ([], ["no title"])
+
+
+@pytest.mark.parametrize(
+    ("words", "minutes"),
+    [(0, 1), (1, 1), (230, 1), (231, 2), (460, 2), (461, 3), (2_300, 10), (1_000_000, 999)],
+)
+def test_reading_time_is_words_over_230_rounded_up_at_least_one(words: int, minutes: int) -> None:
+    assert estimate_reading_minutes(" ".join(["word"] * words)) == minutes
+
+
+def test_sample_articles_parse_cleanly() -> None:
+    parsed = parse_articles(SAMPLES.read_bytes(), source=str(SAMPLES), now=NOW)
+    assert parsed.errors == []
+    assert len(parsed.items) == 12
+    assert len({item.category for item in parsed.items}) == 5
+    assert all(2 <= item.reading_minutes <= 6 for item in parsed.items)
+    assert all(item.url.startswith("https://miasfeed.example/articles/") for item in parsed.items)
+
+
+# --- reading sources ----------------------------------------------------------------------------
+
+
+def test_read_source_reads_a_local_file(tmp_path: Path) -> None:
+    path = tmp_path / "feed.xml"
+    path.write_bytes(b"<rss/>")
+    assert read_source(str(path)) == b"<rss/>"
+
+
+def test_read_source_refuses_a_file_over_max_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "big.xml"
+    path.write_bytes(b"x" * 101)
+    with pytest.raises(InvalidInput, match=r"larger than 100 bytes"):
+        read_source(str(path), max_bytes=100)
+    assert read_source(str(path), max_bytes=101) == b"x" * 101
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_read_source_stops_reading_an_endless_file_at_max_bytes() -> None:
+    with pytest.raises(InvalidInput, match=r"^cannot read /dev/zero: larger than 1000 bytes$"):
+        read_source("/dev/zero", max_bytes=1_000)
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("ftp://example.org/feed.xml", "only files and http or https URLs are read"),
+        ("file:///etc/passwd", "only files and http or https URLs are read"),
+        ("/no/such/feed.xml", "No such file or directory"),
+    ],
+)
+def test_read_source_refuses_other_schemes_and_missing_files_in_one_line(
+    source: str, reason: str
+) -> None:
+    with pytest.raises(InvalidInput, match=f"^cannot read {source}: {reason}$"):
+        read_source(source)
+
+
+class _FeedServer(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/feed.xml":
+            self._send(200, (DATA / "feed_rss.xml").read_bytes())
+        elif self.path == "/big":
+            self._send(200, b"x" * 5_000)
+        elif self.path == "/endless":
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the body ends when the server closes
+            try:
+                for _ in range(1_000):
+                    self.wfile.write(b"x" * 1_000)
+            except OSError:
+                pass  # the client stopped reading, as it should
+        elif self.path == "/claims-huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**9))
+            self.end_headers()
+            self.wfile.write(b"x" * 10)  # the declared length alone must be refused
+        elif self.path == "/to-ftp":
+            self.send_response(302)
+            self.send_header("Location", "ftp://example.org/feed.xml")
+            self.end_headers()
+        elif self.path == "/slow":
+            time.sleep(1)
+            self._send(200, b"late")
+        else:
+            self._send(404, b"not here")
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_base() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FeedServer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_read_source_reads_a_feed_from_a_real_http_server(http_base: str) -> None:
+    data = read_source(f"{http_base}/feed.xml")
+    assert parse_articles(data, source="feed.xml", now=NOW).items[0].title.startswith("Sleep")
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/big", "larger than 1000 bytes"),
+        ("/endless", "larger than 1000 bytes"),
+        ("/claims-huge", "larger than 1000 bytes"),
+        ("/missing", "HTTP 404 Not Found"),
+        ("/to-ftp", "refused redirect to 'ftp://example.org/feed.xml'"),
+    ],
+)
+def test_read_source_refuses_bad_http_answers_in_one_line(
+    http_base: str, path: str, reason: str
+) -> None:
+    with pytest.raises(InvalidInput, match=f"^cannot read {http_base}{path}: {reason}$"):
+        read_source(f"{http_base}{path}", max_bytes=1_000)
+
+
+def test_read_source_gives_up_after_the_timeout(http_base: str) -> None:
+    with pytest.raises(InvalidInput, match=r"timed out"):
+        read_source(f"{http_base}/slow", timeout=0.2)
+
+
+def test_read_source_reports_a_refused_connection() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(InvalidInput, match=f"^cannot read http://127.0.0.1:{port}/: .*[Rr]efused"):
+        read_source(f"http://127.0.0.1:{port}/")
+
+
+# --- subscribers CSV ----------------------------------------------------------------------------
+
+
+def test_csv_good_rows_import_with_the_default_timezone_when_none_is_given() -> None:
+    parsed = parse_subscribers_csv(
+        "email,frequency,timezone\nMia@Example.ORG,Weekly,Europe/Madrid\nbo@example.org,daily,\n",
+        default_timezone="Europe/London",
+    )
+    assert parsed.errors == []
+    assert [(s.email, s.frequency, s.timezone) for s in parsed.items] == [
+        ("Mia@example.org", Frequency.WEEKLY, "Europe/Madrid"),
+        ("bo@example.org", Frequency.DAILY, "Europe/London"),
+    ]
+
+
+def test_csv_bad_rows_are_reported_by_physical_line_and_good_rows_import() -> None:
+    text = (
+        "email,frequency,timezone\r\n"  # line 1
+        "mia@example.org,weekly,Europe/Madrid\r\n"  # 2
+        '"broken\naddress",daily,UTC\n'  # 3 and 4: a quoted field holds a line break
+        "\n"  # 5
+        "bo@example.org,fortnightly,UTC\n"  # 6
+        "cy@example.org,daily,Mars/Base\n"  # 7
+        "mia@EXAMPLE.org,monthly\n"  # 8
+        "di@example.org,daily,UTC,extra\n"  # 9
+        "ed@example.org,monthly\n"  # 10
+    )
+    parsed = parse_subscribers_csv(text)
+    assert [s.email for s in parsed.items] == ["mia@example.org", "ed@example.org"]
+    assert [(e.where, e.reason.split(":")[0]) for e in parsed.errors] == [
+        ("line 3", "not a valid email address"),
+        ("line 6", "unknown frequency"),
+        ("line 7", "unknown timezone"),
+        ("line 8", "duplicate of line 2"),
+        ("line 9", "expected 3 fields, found 4"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n\n", "mia@example.org,weekly\n", "mail,freq\nmia@example.org,weekly\n", "email\n"],
+)
+def test_csv_without_the_expected_header_is_refused_naming_it(text: str) -> None:
+    with pytest.raises(InvalidInput, match=r"email,frequency\[,timezone\]"):
+        parse_subscribers_csv(text)
+
+
+def test_csv_header_is_case_and_whitespace_tolerant() -> None:
+    parsed = parse_subscribers_csv(" Email , FREQUENCY \nmia@example.org,daily\n")
+    assert [s.email for s in parsed.items] == ["mia@example.org"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xef\xbb\xbfemail,frequency\nmia@example.org,daily\n",
+        "\ufeffemail,frequency\nmia@example.org,daily\n",
+    ],
+)
+def test_csv_with_a_byte_order_mark_is_read(data: bytes | str) -> None:
+    assert len(parse_subscribers_csv(data).items) == 1
+
+
+def test_csv_that_is_not_utf8_is_refused() -> None:
+    with pytest.raises(InvalidInput, match=r"^CSV is not UTF-8: byte 0xe9"):
+        parse_subscribers_csv("email,frequency\nrené@example.org,daily\n".encode("latin-1"))
+
+
+def test_csv_refuses_an_unknown_default_timezone() -> None:
+    with pytest.raises(InvalidInput, match="unknown timezone"):
+        parse_subscribers_csv("email,frequency\n", default_timezone="Mars/Base")
