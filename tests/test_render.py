@@ -1,0 +1,575 @@
+"""Rendering: golden mails, MIME structure, headers, escaping, size caps and header injection."""
+
+from __future__ import annotations
+
+import difflib
+import email
+import email.policy
+import os
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from digest.domain import Article, Frequency
+from digest.render import Links, Renderer, Site, preview_html, preview_text
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+SITE = Site(
+    name="Mia's Feed",
+    url="https://miasfeed.example",
+    sender="Mia's Feed <digest@example.org>",
+    list_id="Mia's Feed digest <digest.example.org>",
+)
+LINKS = Links(
+    unsubscribe="https://digest.example.org/unsubscribe/eyJpZCI6NDJ9.Zx1c9A",
+    preferences="https://digest.example.org/preferences/eyJpZCI6NDJ9.Qm7aPw",
+)
+OTHER_LINKS = Links(
+    unsubscribe="https://digest.example.org/unsubscribe/b3RoZXI.AAAA?x=1&y=2",
+    preferences="https://digest.example.org/preferences/b3RoZXI.BBBB",
+)
+MESSAGE_ID = "<20261123080000.42.weekly@digest.example.org>"
+DATE = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+RECIPIENT = "reader@example.com"
+DIGEST_HEADERS = {
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "List-Id",
+    "List-Unsubscribe",
+}
+LINE_BOUNDARIES = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\v",
+    "\f",
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x85",
+    "\u2028",
+    "\u2029",
+]
+
+
+def article(seq: int, title: str, category: str, minutes: int, summary: str = "") -> Article:
+    return Article(
+        seq=seq,
+        url=f"https://miasfeed.example/articles/{seq}",
+        title=title,
+        summary=summary or "<p>A short summary.</p>",
+        category=category,
+        reading_minutes=minutes,
+        published_at=datetime(2026, 11, 16, 7, 0, tzinfo=UTC) + timedelta(hours=seq * 20),
+    )
+
+
+# Newest first, as the store hands them over; three categories, interleaved.
+ARTICLES = [
+    article(
+        6,
+        "New guidance on screening for high blood pressure in young adults",
+        "Medical News & Research",
+        3,
+        "<p>Doctors now advise a first check at 18. <em>Most</em> cases have no symptoms, "
+        'so a <a href="https://miasfeed.example/guides/blood-pressure">home reading</a> '
+        "is worth the five minutes.</p>",
+    ),
+    article(
+        5,
+        "Five small habits that help you sleep better",
+        "Wellness & Lifestyle",
+        4,
+        "<p>A fixed wake-up time matters more than an early night.</p>"
+        "<p>Light in the morning, less of it after dark.</p>",
+    ),
+    article(
+        4,
+        "What the latest study says about vitamin D and winter colds",
+        "Medical News & Research",
+        2,
+        "<p>A trial of 5,000 adults found a modest effect, mostly in people who were "
+        "low to begin with.</p>",
+    ),
+    article(
+        3,
+        "Seasonal eating: a practical guide to winter vegetables",
+        "Nutrition",
+        5,
+        "<p>Roots, brassicas and squash: cheap, filling and full of fibre.</p>",
+    ),
+    article(
+        2,
+        "Walking after meals: how ten minutes can steady blood sugar",
+        "Wellness & Lifestyle",
+        2,
+        "<p>A short stroll after eating blunts the rise in glucose &amp; helps digestion.</p>",
+    ),
+    article(
+        1,
+        "Understanding food labels: sugar, salt and fibre",
+        "Nutrition",
+        3,
+        "<p>Per 100 g is the column to compare; the traffic lights do the rest.</p>",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(TEMPLATES, SITE)
+
+
+def send(
+    renderer: Renderer,
+    articles: list[Article],
+    *,
+    links: Links = LINKS,
+    one_click: bool = True,
+    frequency: Frequency = Frequency.WEEKLY,
+) -> bytes:
+    body = renderer.digest_body(frequency, articles)
+    return renderer.digest_message(
+        body, RECIPIENT, links, message_id=MESSAGE_ID, date=DATE, one_click=one_click
+    )
+
+
+def parse(message: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(message, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def part(message: bytes, subtype: str) -> str:
+    found = parse(message).get_body((subtype,))
+    assert found is not None
+    content = found.get_content()
+    assert isinstance(content, str)
+    return content.replace("\r\n", "\n")
+
+
+def raw_header_lines(message: bytes) -> list[bytes]:
+    return message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+
+
+def assert_headers_are_single_lines(message: bytes, expected: set[str]) -> None:
+    lines = raw_header_lines(message)
+    names = []
+    for line in lines:
+        assert b"\r" not in line
+        assert b"\n" not in line
+        if line[:1] in (b" ", b"\t"):
+            assert line.strip(), "a folded line must carry text"
+            continue
+        match = re.match(rb"([A-Za-z-]+): ", line)
+        assert match, f"not a header line: {line!r}"
+        names.append(match[1].decode())
+    assert sorted(names) == sorted(expected)
+    for name, value in parse(message).items():
+        assert len(f"x{value}x".splitlines()) == 1, f"{name} carries a line break: {value!r}"
+
+
+def assert_golden(name: str, actual: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("DIGEST_REGENERATE_GOLDEN") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(actual, encoding="utf-8", newline="\n")
+        return
+    expected = path.read_text(encoding="utf-8") if path.exists() else ""
+    if actual != expected:
+        diff = difflib.unified_diff(
+            expected.splitlines(keepends=True),
+            actual.splitlines(keepends=True),
+            fromfile=f"golden/{name}",
+            tofile="rendered",
+        )
+        pytest.fail(
+            f"{name} differs from its golden file (DIGEST_REGENERATE_GOLDEN=1 rewrites it):\n"
+            + "".join(diff),
+            pytrace=False,
+        )
+
+
+# Golden files
+
+
+def test_digest_html_part_matches_golden_file(renderer: Renderer) -> None:
+    assert_golden("digest.html", part(send(renderer, ARTICLES), "html"))
+
+
+def test_digest_text_part_matches_golden_file(renderer: Renderer) -> None:
+    assert_golden("digest.txt", part(send(renderer, ARTICLES), "plain"))
+
+
+def test_confirmation_parts_match_golden_files(renderer: Renderer) -> None:
+    message = renderer.confirmation_message(
+        RECIPIENT,
+        "https://digest.example.org/confirm/eyJlbWFpbCI6InJlYWRlciJ9.Tk9",
+        Frequency.WEEKLY,
+        message_id="<confirm.42@digest.example.org>",
+        date=DATE,
+    )
+    assert_golden("confirm.txt", part(message, "plain"))
+    assert_golden("confirm.html", part(message, "html"))
+
+
+# MIME structure and headers
+
+
+def test_digest_parses_back_as_alternative_with_text_then_html_in_utf8(
+    renderer: Renderer,
+) -> None:
+    message = parse(send(renderer, ARTICLES))
+    assert message.get_content_type() == "multipart/alternative"
+    parts = list(message.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert [p.get_content_charset() for p in parts] == ["utf-8", "utf-8"]
+    assert message.defects == []
+    assert all(p.defects == [] for p in parts)
+
+
+def test_digest_carries_every_required_header_with_the_given_values(renderer: Renderer) -> None:
+    raw = send(renderer, ARTICLES)
+    message = parse(raw)
+    assert set(message.keys()) == DIGEST_HEADERS | {"List-Unsubscribe-Post"}
+    assert message["From"] == SITE.sender
+    assert message["To"] == RECIPIENT
+    assert message["Subject"] == "Your weekly digest from Mia's Feed: 6 new articles"
+    assert message["Message-ID"] == MESSAGE_ID
+    assert message["Date"].datetime == DATE
+    assert message["List-Id"] == SITE.list_id
+    assert message["List-Unsubscribe"] == f"<{LINKS.unsubscribe}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert_headers_are_single_lines(raw, DIGEST_HEADERS | {"List-Unsubscribe-Post"})
+
+
+def test_one_click_header_is_absent_without_one_click(renderer: Renderer) -> None:
+    raw = send(renderer, ARTICLES, one_click=False)
+    assert set(parse(raw).keys()) == DIGEST_HEADERS
+    assert b"List-Unsubscribe-Post" not in raw
+
+
+def test_message_has_crlf_lines_within_smtp_limits(renderer: Renderer) -> None:
+    raw = send(renderer, ARTICLES)
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert b"\r" not in raw.replace(b"\r\n", b"")
+    head, body = raw.split(b"\r\n\r\n", 1)
+    assert all(len(line) <= 78 for line in head.split(b"\r\n"))
+    assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+
+
+@pytest.fixture(scope="module")
+def inline_link_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Links right after text of any length, so every column a link can start at gets tried.
+    root = tmp_path_factory.mktemp("templates")
+    (root / "email").mkdir()
+    for kind in ("html", "txt"):
+        (root / "email" / f"digest.{kind}.j2").write_text(
+            "{{ site.name }}{{ unsubscribe_url }}{{ site.name }}{{ preferences_url }}\n"
+        )
+    return root
+
+
+@pytest.mark.parametrize("tail", ["", "a", "aa", "aaa", "=a", "a ", "é"])
+def test_body_lines_stay_within_76_wherever_the_personal_links_fall(
+    inline_link_templates: Path, tail: str
+) -> None:
+    # Shared pieces are encoded once and joined to the links by soft line breaks; no joined line
+    # may pass 76 characters, and no =XX escape may be split.
+    for width in range(56, 80):  # the widths that end a piece near column 76
+        site = replace(SITE, name="a" * width + "é" + tail)  # an =XX escape at every column
+        links = Links("https://x.example/u/" + "é" * width, "https://x.example/p/" + "=" * width)
+        raw = send(Renderer(inline_link_templates, site), ARTICLES[:1], links=links)
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        assert max(len(line) for line in body.split(b"\r\n")) <= 76
+        expected = f"{site.name}{links.unsubscribe}{site.name}{links.preferences}\n"
+        assert part(raw, "plain") == expected
+        assert expected in part(raw, "html")  # inside the <body> css-inline adds
+
+
+def test_subject_says_article_in_the_singular_for_one(renderer: Renderer) -> None:
+    message = parse(send(renderer, ARTICLES[:1], frequency=Frequency.DAILY))
+    assert message["Subject"] == "Your daily digest from Mia's Feed: 1 new article"
+
+
+def test_both_parts_carry_visible_unsubscribe_and_preferences_links(renderer: Renderer) -> None:
+    raw = send(renderer, ARTICLES)
+    html, text = part(raw, "html"), part(raw, "plain")
+    assert f'<a href="{LINKS.unsubscribe}"' in html
+    assert f'<a href="{LINKS.preferences}"' in html
+    assert ">Unsubscribe</a>" in html
+    assert ">Change how often you get this</a>" in html
+    assert f"Unsubscribe: {LINKS.unsubscribe}" in text
+    assert f"Change how often you get this: {LINKS.preferences}" in text
+    assert "You get this weekly digest because you subscribed to Mia's Feed." in html
+    assert "You get this weekly digest because you subscribed to Mia's Feed." in text
+
+
+def test_categories_follow_their_newest_article_and_overview_sums_minutes(
+    renderer: Renderer,
+) -> None:
+    text = part(send(renderer, ARTICLES), "plain")
+    order = [text.index(a.title) for a in ARTICLES]
+    expected = [ARTICLES[i].title for i in (0, 2, 1, 4, 3, 5)]
+    assert [a.title for _, a in sorted(zip(order, ARTICLES, strict=True))] == expected
+    assert "6 new articles · 19 min read" in text
+
+
+def test_digest_body_is_shared_and_only_the_links_differ(renderer: Renderer) -> None:
+    body = renderer.digest_body(Frequency.WEEKLY, ARTICLES)
+
+    def html_for(links: Links) -> str:
+        raw = renderer.digest_message(
+            body, RECIPIENT, links, message_id=MESSAGE_ID, date=DATE, one_click=True
+        )
+        return part(raw, "html")
+
+    first, second = html_for(LINKS), html_for(OTHER_LINKS)
+    assert LINKS.unsubscribe in first
+    assert LINKS.unsubscribe not in second
+    assert "x=1&amp;y=2" in second  # a link is HTML-escaped where it is filled in
+    other_unsubscribe = OTHER_LINKS.unsubscribe.replace("&", "&amp;")
+    assert first.replace(LINKS.unsubscribe, "U").replace(LINKS.preferences, "P") == (
+        second.replace(other_unsubscribe, "U").replace(OTHER_LINKS.preferences, "P")
+    )
+
+
+def test_preview_shows_the_parts_the_message_carries(renderer: Renderer) -> None:
+    body = renderer.digest_body(Frequency.WEEKLY, ARTICLES)
+    raw = renderer.digest_message(
+        body, RECIPIENT, LINKS, message_id=MESSAGE_ID, date=DATE, one_click=True
+    )
+    assert preview_html(body, LINKS) == part(raw, "html")
+    assert preview_text(body, LINKS) == part(raw, "plain")
+
+
+# Escaping and sanitising
+
+
+def test_title_with_a_script_tag_is_escaped_in_html(renderer: Renderer) -> None:
+    hostile = replace(ARTICLES[0], title="<script>alert(1)</script>", category="<b>Cat</b>")
+    html = part(send(renderer, [hostile]), "html")
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>" not in html
+    assert "&lt;b&gt;Cat&lt;/b&gt;" in html
+
+
+def test_summary_loses_scripts_and_javascript_links(renderer: Renderer) -> None:
+    summary = (
+        '<p>Read <a href="javascript:alert(1)">this</a> and <a href="https://ok.example/x">'
+        'that</a><script>steal()</script><img src="https://tracker.example/p.gif"></p>'
+    )
+    html = part(send(renderer, [replace(ARTICLES[0], summary=summary)]), "html")
+    assert "<script" not in html.lower()
+    assert "steal()" not in html
+    assert "javascript:" not in html.lower()
+    assert "tracker.example" not in html
+    assert 'href="https://ok.example/x"' in html
+
+
+def test_article_with_a_non_http_url_links_to_the_site_instead(renderer: Renderer) -> None:
+    hostile = replace(ARTICLES[0], url="javascript:alert(1)")
+    raw = send(renderer, [hostile])
+    assert "javascript:" not in part(raw, "html").lower()
+    assert "javascript:" not in part(raw, "plain").lower()
+
+
+def test_text_part_carries_no_html_tags(renderer: Renderer) -> None:
+    text = part(send(renderer, ARTICLES), "plain")
+    assert re.search(r"<[a-zA-Z/!]", text) is None
+    assert "glucose & helps" in text  # entities decoded, not shown as &amp;
+    assert "A fixed wake-up time matters more than an early night.\n\nLight" in text
+
+
+# Caps
+
+
+def test_thirty_articles_with_a_cap_of_twenty_show_twenty_and_ten_more(
+    renderer: Renderer,
+) -> None:
+    many = [
+        article(100 - i, f"Article number {i}", "Medical News & Research", 2) for i in range(30)
+    ]
+    raw = send(renderer, many)
+    html, text = part(raw, "html"), part(raw, "plain")
+    assert all(f">Article number {i}</a>" in html for i in range(20))
+    assert "Article number 20" not in html
+    assert f'<a class="button" href="{SITE.url}"' in html
+    assert "and 10 more on the site</a>" in html
+    assert f"and 10 more on the site: {SITE.url}" in text
+    assert parse(raw)["Subject"] == "Your weekly digest from Mia's Feed: 30 new articles"
+
+
+def test_all_articles_shown_means_no_more_link(renderer: Renderer) -> None:
+    html = part(send(renderer, ARTICLES), "html")
+    assert "more on the site" not in html
+
+
+def test_huge_summaries_drop_articles_from_the_end_to_fit_under_max_html_bytes(
+    renderer: Renderer,
+) -> None:
+    summary = "<p>" + "Clinical detail in long form. " * 400 + "</p>"  # 12 KB each
+    many = [article(50 - i, f"Long read {i}", "Research", 9, summary) for i in range(20)]
+    body = renderer.digest_body(Frequency.WEEKLY, many)
+    raw = renderer.digest_message(
+        body, RECIPIENT, LINKS, message_id=MESSAGE_ID, date=DATE, one_click=True
+    )
+    html = part(raw, "html")
+    shown = len(re.findall(r">Long read \d+</a>", html))
+    assert 0 < shown < 20
+    assert body.shown == shown
+    assert all(f">Long read {i}</a>" in html for i in range(shown))  # a prefix, newest kept
+    assert len(html.replace("\n", "\r\n").encode()) < 102_000
+    assert f"and {20 - shown} more on the site" in html
+    # The longest prefix that fits: with one more article it would not have.
+    roomy = Renderer(TEMPLATES, SITE, max_articles=shown + 1, max_html_bytes=10**7)
+    bigger = preview_html(roomy.digest_body(Frequency.WEEKLY, many), LINKS)
+    assert len(bigger.encode()) > 102_000 - 1_000
+
+
+def test_a_smaller_html_budget_shows_fewer_articles(renderer: Renderer) -> None:
+    small = Renderer(TEMPLATES, SITE, max_html_bytes=12_000)
+    summary = "<p>" + "Words about health. " * 100 + "</p>"  # 2 KB each
+    many = [article(50 - i, f"Piece {i}", "Research", 3, summary) for i in range(10)]
+    body, roomy = (
+        small.digest_body(Frequency.WEEKLY, many),
+        renderer.digest_body(Frequency.WEEKLY, many),
+    )
+    assert roomy.shown == 10
+    assert 0 < body.shown < 10
+    assert len(preview_html(body, LINKS).encode()) < 12_000
+
+
+# Header injection
+
+
+@pytest.mark.parametrize("boundary", LINE_BOUNDARIES, ids=repr)
+def test_line_breaks_in_site_and_links_never_reach_a_header(boundary: str) -> None:
+    site = Site(
+        name=f"Mia's{boundary}Bcc: victim@example.com{boundary}Feed",
+        url=SITE.url,
+        sender=f"Mia's{boundary}Bcc: victim@example.com <digest@example.org>",
+        list_id=f"Mia's{boundary}digest <digest.example.org>",
+    )
+    hostile = replace(ARTICLES[0], title=f"Title{boundary}Bcc: victim@example.com")
+    links = Links(f"https://x.example/u{boundary}Bcc: v@example.com", LINKS.preferences)
+    raw = send(Renderer(TEMPLATES, site), [hostile], links=links)
+    assert_headers_are_single_lines(raw, DIGEST_HEADERS | {"List-Unsubscribe-Post"})
+    assert "Bcc" not in parse(raw)
+    assert (
+        parse(raw)["Subject"]
+        == "Your weekly digest from Mia's Bcc: victim@example.com Feed: 1 new article"
+    )
+
+
+def test_non_ascii_subject_and_sender_name_round_trip() -> None:
+    site = replace(SITE, name="Café Santé", sender="Café Santé <digest@example.org>")
+    raw = send(Renderer(TEMPLATES, site), ARTICLES[:2])
+    message = parse(raw)
+    assert message["Subject"] == "Your weekly digest from Café Santé: 2 new articles"
+    assert message["From"].addresses[0].display_name == "Café Santé"
+    assert raw.split(b"\r\n\r\n", 1)[0].isascii()
+    assert b"=?utf-8?" in raw
+
+
+def test_long_subject_is_folded_and_round_trips() -> None:
+    name = "Mia's Feed of Very Carefully Reviewed Health and Medical News for Everyone"
+    raw = send(Renderer(TEMPLATES, replace(SITE, name=name)), ARTICLES)
+    assert all(len(line) <= 78 for line in raw_header_lines(raw))
+    assert parse(raw)["Subject"] == f"Your weekly digest from {name}: 6 new articles"
+
+
+# Confirmation
+
+
+def confirmation(renderer: Renderer) -> bytes:
+    return renderer.confirmation_message(
+        "new.reader@example.com",
+        "https://digest.example.org/confirm/abc.def?x=1&y=2",
+        Frequency.MONTHLY,
+        message_id="<c1@digest.example.org>",
+        date=DATE,
+    )
+
+
+def test_confirmation_has_no_list_unsubscribe_headers(renderer: Renderer) -> None:
+    raw = confirmation(renderer)
+    message = parse(raw)
+    assert "List-Unsubscribe" not in message
+    assert "List-Unsubscribe-Post" not in message
+    assert b"List-Unsubscribe" not in raw
+    assert set(message.keys()) == {
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
+    }
+
+
+def test_confirmation_names_frequency_expiry_and_what_to_do_if_unasked(
+    renderer: Renderer,
+) -> None:
+    raw = confirmation(renderer)
+    assert parse(raw)["Subject"] == "Confirm your subscription to Mia's Feed"
+    html, text = part(raw, "html"), part(raw, "plain")
+    assert 'href="https://digest.example.org/confirm/abc.def?x=1&amp;y=2"' in html
+    assert "https://digest.example.org/confirm/abc.def?x=1&y=2" in text
+    for body in (html, text):
+        assert "monthly digest" in body
+        assert "expires in 7 days" in body
+        assert "If you did not ask for this, ignore this mail" in body
+
+
+# Properties
+
+hostile_text = st.text(max_size=60)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    name=hostile_text,
+    titles=st.lists(st.tuples(hostile_text, hostile_text, hostile_text), min_size=1, max_size=4),
+    summary=hostile_text
+    | st.text(alphabet=st.sampled_from(list("<>/=\"' apst&;:\n")), max_size=60),
+)
+def test_any_text_renders_to_a_parseable_mail_without_injected_headers_or_tags(
+    name: str, titles: list[tuple[str, str, str]], summary: str
+) -> None:
+    site = replace(SITE, name=name, sender=f"{name} <digest@example.org>")
+    articles = [
+        replace(
+            ARTICLES[0],
+            seq=i,
+            title=f"{before}<x-evil>{after}",
+            category=f"{category}<x-evil>",
+            summary=f"{summary}<x-evil>{before}<script>x()</script>",
+        )
+        for i, (before, after, category) in enumerate(titles)
+    ]
+    raw = send(Renderer(TEMPLATES, site), articles)
+    assert_headers_are_single_lines(raw, DIGEST_HEADERS | {"List-Unsubscribe-Post"})
+    message = parse(raw)
+    flat = re.sub("\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", " ", name)
+    count = f"{len(articles)} new article{'' if len(articles) == 1 else 's'}"
+    assert message["Subject"] == f"Your weekly digest from {flat}: {count}"
+    html = part(raw, "html").lower()
+    assert "<x-evil" not in html
+    assert "<script" not in html
