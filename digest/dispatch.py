@@ -6,7 +6,10 @@ and holds no state between runs: everything lives in the ledger.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -104,7 +107,8 @@ async def run_once(
     note = ""
     try:
         while claims := store.claim(job.owner, clock(), job.lease, job.batch_size, job.only):
-            outcomes = await sender.send_many([mail.outgoing(claim) for claim in claims])
+            async with _lease_kept(job, store, clock, claims):
+                outcomes = await sender.send_many([mail.outgoing(claim) for claim in claims])
             summary += _record(job, store, clock, claims, outcomes)
             if progress is not None:
                 progress.advance(len(claims))
@@ -114,6 +118,30 @@ async def run_once(
     finally:
         store.record_run(Run(started, clock(), summary, note))
     return summary
+
+
+@asynccontextmanager
+async def _lease_kept(
+    job: Job, store: Store, clock: Clock, claims: Sequence[Claim]
+) -> AsyncIterator[None]:
+    """Renew the batch's lease while it is being sent.
+
+    A batch waits behind the connection pool, so a slow relay can hold it longer than one lease;
+    without renewal another worker would reclaim and send it again.
+    """
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(job.lease.total_seconds() / 3)
+            store.extend_lease(job.owner, claims, clock() + job.lease)
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _record(

@@ -587,6 +587,19 @@ class Store:
             )
         return RunSummary(failed=1)
 
+    def extend_lease(self, owner: str, claims: Sequence[Claim], until: datetime) -> int:
+        """Keep claims ours while a slow relay still holds them; returns how many still were."""
+        with self._write() as conn:
+            return conn.execute(
+                update(D)
+                .where(
+                    D.id.in_([c.delivery_id for c in claims]),
+                    D.lease_owner == owner,
+                    D.status == DeliveryStatus.SENDING.value,
+                )
+                .values(lease_until=until)
+            ).rowcount
+
     def release(self, owner: str, claims: Sequence[Claim]) -> None:
         """Hand claims back untouched: the failure was ours (configuration), not the reader's."""
         with self._write() as conn:

@@ -341,3 +341,38 @@ def test_the_console_script_runs_as_python_dash_m(environment: dict[str, str]) -
     assert done.returncode == 0
     for command in ("send", "preview", "status", "subscribers", "articles", "db"):
         assert command in done.stdout
+
+
+def test_a_refused_recipient_fails_only_that_digest_and_exits_1(
+    three_readers: Cli, smtp_server: SmtpServer
+) -> None:
+    smtp_server.fail("rcpt", 550, to={"weekly@example.org"})
+    result = three_readers("send", "--now", MONDAY_0900)
+    assert result.code == 1
+    assert result.out.strip().splitlines()[-1] == "sent 1, skipped 0, retrying 0, failed 1"
+    assert [m.recipients for m in smtp_server.messages] == [["daily@example.org"]]
+
+
+def test_a_busy_server_leaves_digests_to_retry_and_a_later_run_sends_them(
+    three_readers: Cli, smtp_server: SmtpServer
+) -> None:
+    smtp_server.fail("data", 451, times=2)
+    first = three_readers("send", "--now", MONDAY_0900)
+    assert first.code == 0
+    assert first.out.strip().splitlines()[-1] == "sent 0, skipped 0, retrying 2, failed 0"
+    later = three_readers("send", "--now", "2026-11-30T09:05Z")
+    assert later.out.strip().splitlines()[-1] == "sent 2, skipped 0, retrying 0, failed 0"
+    assert len({m.message_id for m in smtp_server.messages}) == 2
+
+
+def test_a_refused_sender_stops_the_run_blames_no_reader_and_exits_2(
+    three_readers: Cli, smtp_server: SmtpServer
+) -> None:
+    smtp_server.fail("mail", 553, times=2)
+    result = three_readers("send", "--now", MONDAY_0900)
+    assert result.code == 2
+    assert "refused our settings" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    # Once the relay is fixed, every reader gets their digest: nobody was failed or bounced.
+    fixed = three_readers("send", "--now", MONDAY_0900)
+    assert fixed.out.strip().splitlines()[-1] == "sent 2, skipped 0, retrying 0, failed 0"

@@ -293,3 +293,15 @@ def test_subscribers_stream_in_keyset_batches_and_filter_by_status(store: Store)
     assert len(list(store.subscribers(batch=2))) == 6
     pending = list(store.subscribers(SubscriberStatus.PENDING, batch=2))
     assert [s.email for s in pending] == ["p@example.org"]
+
+
+def test_extending_a_lease_keeps_claims_ours_and_never_takes_back_a_lost_one(store: Store) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    store.plan(MONDAY_0900, RULES)
+    claims = claim_all(store, "w1")
+    later = MONDAY_0900 + LEASE - timedelta(minutes=1)
+    assert store.extend_lease("w1", claims, later + LEASE) == 2
+    assert claim_all(store, "w2", now=MONDAY_0900 + LEASE + timedelta(minutes=1)) == []
+    stolen = claim_all(store, "w2", now=later + LEASE + timedelta(seconds=1))
+    assert len(stolen) == 2
+    assert store.extend_lease("w1", claims, later + 2 * LEASE) == 0
