@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from xml.etree.ElementTree import ParseError
 
@@ -26,7 +27,7 @@ from defusedxml import DefusedXmlException
 
 from digest.domain import ArticleDraft
 from digest.errors import InvalidInput
-from digest.sources import CONTROLS, Parsed, RowError, is_web_url, one_line, shown
+from digest.sources import CONTROLS, Collector, Parsed, is_web_url, one_line, shown
 
 # Caps on what one article may bring in; longer values are cut and end with "…".
 MAX_TITLE_CHARS = 300
@@ -107,23 +108,10 @@ def parse_articles(data: bytes, *, source: str, now: datetime) -> Parsed[Article
         entries, convert = _json_entries(body, source), article_from_fields
     else:
         entries, convert = _feed_entries(body, source), _feed_article
-    items: list[ArticleDraft] = []
-    errors: list[RowError] = []
-    first_seen: dict[str, int] = {}
+    collector: Collector[ArticleDraft] = Collector("entry", key=lambda draft: draft.url)
     for number, entry in enumerate(entries, start=1):
-        try:
-            draft = convert(entry, now)
-        except InvalidInput as exc:
-            errors.append(RowError(f"entry {number}", str(exc)))
-            continue
-        if draft.url in first_seen:
-            errors.append(
-                RowError(f"entry {number}", f"duplicate of entry {first_seen[draft.url]}")
-            )
-            continue
-        first_seen[draft.url] = number
-        items.append(draft)
-    return Parsed(items, errors)
+        collector.add(number, partial(convert, entry, now))
+    return collector.parsed
 
 
 def _article(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
@@ -26,6 +27,31 @@ class RowError:
 class Parsed(Generic[T]):
     items: list[T]
     errors: list[RowError]
+
+
+class Collector(Generic[T]):
+    """Gathers good items and reports each bad one by where it stood; the first of a key wins."""
+
+    def __init__(self, unit: str, key: Callable[[T], str]) -> None:
+        self._unit = unit  # "entry", "line"
+        self._key = key
+        self._first_seen: dict[str, int] = {}
+        self.parsed: Parsed[T] = Parsed([], [])
+
+    def add(self, number: int, make: Callable[[], T]) -> None:
+        where = f"{self._unit} {number}"
+        try:
+            item = make()
+        except InvalidInput as exc:
+            self.parsed.errors.append(RowError(where, str(exc)))
+            return
+        key = self._key(item)
+        if key in self._first_seen:
+            first = self._first_seen[key]
+            self.parsed.errors.append(RowError(where, f"duplicate of {self._unit} {first}"))
+            return
+        self._first_seen[key] = number
+        self.parsed.items.append(item)
 
 
 # Every line boundary str.splitlines() knows is a control character or U+2028/U+2029.

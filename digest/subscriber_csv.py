@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import partial
 
 from digest.addresses import check_timezone, normalise_address, parse_frequency
 from digest.domain import SubscriberDraft
 from digest.errors import InvalidInput
-from digest.sources import Parsed, RowError, one_line, shown
+from digest.sources import Collector, Parsed, one_line, shown
 
 CSV_HEADER = "email,frequency[,timezone]"
 
@@ -22,9 +23,7 @@ def parse_subscribers_csv(
     # newline="": a quoted field may hold a line break; line_num still counts physical lines.
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
-    items: list[SubscriberDraft] = []
-    errors: list[RowError] = []
-    first_seen: dict[str, int] = {}
+    collector: Collector[SubscriberDraft] = Collector("line", key=lambda draft: draft.email)
     line = 0
     try:
         for row in reader:
@@ -34,23 +33,12 @@ def parse_subscribers_csv(
             if header is None:
                 header = _check_header(row)
                 continue
-            try:
-                draft = _subscriber(row, header, default_timezone)
-            except InvalidInput as exc:
-                errors.append(RowError(f"line {start}", str(exc)))
-                continue
-            if draft.email in first_seen:
-                errors.append(
-                    RowError(f"line {start}", f"duplicate of line {first_seen[draft.email]}")
-                )
-                continue
-            first_seen[draft.email] = start
-            items.append(draft)
+            collector.add(start, partial(_subscriber, row, header, default_timezone))
     except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
         raise InvalidInput(f"CSV line {reader.line_num}: {one_line(str(exc))}") from exc
     if header is None:
         raise InvalidInput(f"CSV is empty: expected the header {CSV_HEADER}")
-    return Parsed(items, errors)
+    return collector.parsed
 
 
 def _decode_csv(data: bytes) -> str:
