@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from digest import database
 from digest.config import Settings, sender_address
 from digest.dispatch import DigestMail, Job
+from digest.ledger import EVERYONE, FinishRules, Only, PlanRules
 from digest.mailer import SmtpSettings
 from digest.render import Renderer, Site
-from digest.store import EVERYONE, FinishRules, Only, PlanRules, Store
+from digest.store import Store
 from digest.tokens import Tokens
 
 RETRY_CAP = timedelta(hours=1)

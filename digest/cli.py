@@ -21,10 +21,10 @@ from digest.config import Settings, load
 from digest.dispatch import Progress, dry_run, run_once
 from digest.domain import Frequency, RunSummary, SubscriberDraft, SubscriberStatus
 from digest.errors import DigestError, InvalidInput
+from digest.ledger import Only
 from digest.mailer import DryRunSender, SmtpSender
 from digest.render import preview_html, preview_text
 from digest.sources import RowError, read_source
-from digest.store import Only
 from digest.subscriber_csv import parse_subscribers_csv
 
 cli = typer.Typer(

@@ -16,9 +16,10 @@ from typing import Protocol
 
 from digest.domain import Article, Claim, Frequency, ReplyClass, RunSummary
 from digest.errors import SmtpConfigError
+from digest.ledger import EVERYONE, Failure, FinishRules, Only, PlanRules, Run
 from digest.mailer import Outcome, Outgoing, Sender
 from digest.render import DigestBody, Links, Renderer
-from digest.store import EVERYONE, Failure, FinishRules, Only, PlanRules, Run, Store
+from digest.store import Store
 from digest.tokens import Purpose, Tokens
 
 Clock = Callable[[], datetime]

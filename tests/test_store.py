@@ -18,7 +18,8 @@ from digest.domain import (
     SubscriberStatus,
 )
 from digest.errors import DuplicateSubscriber, NotFound
-from digest.store import Failure, FinishRules, Only, PlanRules, Store
+from digest.ledger import Failure, FinishRules, Only, PlanRules
+from digest.store import Store
 
 MONDAY_0900 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 WEEK_BEFORE = MONDAY_0900 - timedelta(days=7)

@@ -1,0 +1,485 @@
+"""The delivery ledger: plan, claim, record. Every delivery query and transaction lives here.
+
+Three steps, each its own short transaction: plan (insert `pending` rows; the unique (subscriber,
+period) key makes concurrent planners harmless), claim (take a lease, committed before any SMTP),
+record (finish only rows whose lease is still ours, advancing the subscriber in the same
+transaction). Returns domain values, never ORM rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Insert,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+
+from digest.domain import (
+    Claim,
+    DeliveryStatus,
+    Frequency,
+    RunSummary,
+    Schedule,
+    Slot,
+    SubscriberStatus,
+    is_late,
+    latest_slot,
+    retry_delay,
+)
+from digest.errors import DatabaseError
+from digest.models import ArticleRow, DeliveryRow, SubscriberRow
+
+A, S, D = ArticleRow, SubscriberRow, DeliveryRow
+OUTSTANDING = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+ERROR_TEXT_LIMIT = 500
+AnyRow = Row[*tuple[Any, ...]]
+SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
+
+
+@dataclass(frozen=True, slots=True)
+class Only:
+    """Narrows a run to one frequency and/or one address."""
+
+    frequency: Frequency | None = None
+    email: str | None = None
+
+
+EVERYONE = Only()
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRules:
+    schedule: Schedule
+    max_lateness: timedelta | None
+    batch_size: int
+    message_domain: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishRules:
+    retry_limit: int
+    retry_base: timedelta
+    retry_cap: timedelta
+    bounce_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    claim: Claim
+    detail: str
+    permanent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    started_at: datetime
+    finished_at: datetime
+    summary: RunSummary
+    note: str
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    def _insert_ignoring_conflicts(self, table: type[DeliveryRow]) -> Insert:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    def newest_seq(self) -> int:
+        with self._read() as conn:
+            return conn.scalar(select(func.coalesce(func.max(A.id), 0))) or 0
+
+    # -- the ledger: plan -----------------------------------------------------------------
+
+    def plan(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> RunSummary:
+        """Insert a pending delivery for every due reader; record readers with nothing new as skipped.
+
+        Returns the skipped count (nothing else is final yet).
+        """
+        snapshot = self.newest_seq()
+        skipped = 0
+        for slot, batch in self._due(now, rules, only):
+            skipped += self._plan_batch(batch, slot, snapshot, now, rules)
+        return RunSummary(skipped=skipped)
+
+    def preview_plan(
+        self, now: datetime, rules: PlanRules, only: Only = EVERYONE
+    ) -> Iterator[list[Claim]]:
+        """What plan would do, as would-be claims (delivery_id 0), in batches; writes nothing."""
+        snapshot = self.newest_seq()
+        for slot, batch in self._due(now, rules, only):
+            yield [
+                Claim(
+                    delivery_id=0,
+                    subscriber_id=row.id,
+                    email=row.email,
+                    frequency=slot.frequency,
+                    token_version=row.token_version,
+                    period_key=slot.key,
+                    cursor_from=row.cursor,
+                    cursor_to=snapshot,
+                    message_id=_message_id(rules),
+                    planned_at=now,
+                    attempts=0,
+                )
+                for row in batch
+            ]
+
+    def _due(
+        self, now: datetime, rules: PlanRules, only: Only
+    ) -> Iterator[tuple[Slot, list[AnyRow]]]:
+        for frequency, timezone in self.active_groups(only):
+            slot = latest_slot(frequency, rules.schedule, ZoneInfo(timezone), now)
+            if is_late(slot, now, rules.max_lateness):
+                continue
+            for batch in self._due_batches(frequency, timezone, slot.at, only, rules.batch_size):
+                yield slot, batch
+
+    def active_groups(self, only: Only = EVERYONE) -> dict[tuple[Frequency, str], int]:
+        """Active readers counted by (frequency, timezone): each group shares its slots."""
+        query = (
+            select(S.frequency, S.timezone, func.count())
+            .where(S.status == SubscriberStatus.ACTIVE.value)
+            .group_by(S.frequency, S.timezone)
+        )
+        with self._read() as conn:
+            return {(Frequency(f), tz): n for f, tz, n in conn.execute(_narrow(query, only))}
+
+    def _due_batches(
+        self, frequency: Frequency, timezone: str, slot_at: datetime, only: Only, size: int
+    ) -> Iterator[list[AnyRow]]:
+        # Keyset on (anchor, id) rides ix_subscribers_due: a run with nobody due costs one index
+        # probe, not a scan of every reader. Readers with a delivery still outstanding wait for it.
+        outstanding = exists().where(
+            D.subscriber_id == S.id, D.status.in_([s.value for s in OUTSTANDING])
+        )
+        base = select(S.id, S.email, S.token_version, S.cursor, S.anchor).where(
+            S.status == SubscriberStatus.ACTIVE.value,
+            S.frequency == frequency.value,
+            S.timezone == timezone,
+            S.anchor < slot_at,
+            ~outstanding,
+        )
+        base = _narrow(base, only).order_by(S.anchor, S.id).limit(size)
+        last: tuple[datetime, int] | None = None
+        while True:
+            query = base if last is None else base.where(tuple_(S.anchor, S.id) > tuple_(*last))
+            with self._read() as conn:
+                rows = list(conn.execute(query))
+            if not rows:
+                return
+            yield rows
+            last = (rows[-1].anchor, rows[-1].id)
+
+    def count_claimable(self, now: datetime, only: Only = EVERYONE) -> int:
+        query = _narrow(
+            select(func.count())
+            .select_from(D)
+            .join(S, S.id == D.subscriber_id)
+            .where(_claimable(now)),
+            only,
+        )
+        with self._read() as conn:
+            return conn.scalar(query) or 0
+
+    def _plan_batch(
+        self,
+        batch: list[AnyRow],
+        slot: Slot,
+        snapshot: int,
+        now: datetime,
+        rules: PlanRules,
+    ) -> int:
+        def row(subscriber_id: int, cursor: int, status: DeliveryStatus) -> dict[str, object]:
+            return {
+                "subscriber_id": subscriber_id,
+                "period_key": slot.key,
+                "status": status.value,
+                "slot_at": slot.at,
+                "cursor_from": cursor,
+                "cursor_to": snapshot,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "message_id": _message_id(rules),
+                "planned_at": now,
+            }
+
+        rows = [
+            row(
+                sid, cursor, DeliveryStatus.PENDING if cursor < snapshot else DeliveryStatus.SKIPPED
+            )
+            for sid, cursor in ((r.id, r.cursor) for r in batch)
+        ]
+        to_skip = [r for r in rows if r["status"] == DeliveryStatus.SKIPPED.value]
+        with self._write() as conn:
+            conn.execute(self._insert_ignoring_conflicts(D), rows)
+            if to_skip:
+                # No mail for an empty window, but the slot is done: advance the anchor only.
+                conn.execute(
+                    update(S)
+                    .where(S.id.in_([r["subscriber_id"] for r in to_skip]), S.anchor < slot.at)
+                    .values(anchor=slot.at)
+                )
+        return len(to_skip)
+
+    # -- the ledger: claim ----------------------------------------------------------------
+
+    def claim(
+        self, owner: str, now: datetime, lease: timedelta, limit: int, only: Only = EVERYONE
+    ) -> list[Claim]:
+        """Lease up to `limit` deliveries that are pending and due, or whose lease has expired."""
+        # FOR UPDATE SKIP LOCKED lets several senders claim disjoint rows on PostgreSQL; it
+        # compiles to nothing on SQLite, where BEGIN IMMEDIATE already serialises claimers.
+        chosen = (
+            _narrow(select(D.id).join(S, S.id == D.subscriber_id).where(_claimable(now)), only)
+            .order_by(D.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=D)
+        )
+        with self._write() as conn:
+            ids = list(conn.scalars(select(chosen.subquery().c.id)))
+            if not ids:
+                return []
+            conn.execute(
+                update(D)
+                .where(D.id.in_(ids))
+                .values(
+                    status=DeliveryStatus.SENDING.value, lease_owner=owner, lease_until=now + lease
+                )
+            )
+            rows = conn.execute(
+                select(
+                    D.id,
+                    D.subscriber_id,
+                    D.period_key,
+                    D.cursor_from,
+                    D.cursor_to,
+                    D.message_id,
+                    D.planned_at,
+                    D.attempts,
+                    S.email,
+                    S.frequency,
+                    S.token_version,
+                    S.status.label("subscriber_status"),
+                )
+                .join(S, S.id == D.subscriber_id)
+                .where(D.id.in_(ids))
+                .order_by(D.id)
+            ).all()
+            # Checked again here, so an unsubscribe between planning and sending is honoured.
+            gone = [r.id for r in rows if r.subscriber_status != SubscriberStatus.ACTIVE.value]
+            if gone:
+                conn.execute(
+                    update(D)
+                    .where(D.id.in_(gone))
+                    .values(
+                        status=DeliveryStatus.SKIPPED.value,
+                        lease_owner=None,
+                        lease_until=None,
+                        last_error="the reader is no longer subscribed",
+                    )
+                )
+        return [
+            Claim(
+                delivery_id=r.id,
+                subscriber_id=r.subscriber_id,
+                email=r.email,
+                frequency=Frequency(r.frequency),
+                token_version=r.token_version,
+                period_key=r.period_key,
+                cursor_from=r.cursor_from,
+                cursor_to=r.cursor_to,
+                message_id=r.message_id,
+                planned_at=r.planned_at,
+                attempts=r.attempts,
+            )
+            for r in rows
+            if r.subscriber_status == SubscriberStatus.ACTIVE.value
+        ]
+
+    # -- the ledger: record ---------------------------------------------------------------
+
+    def record(
+        self,
+        owner: str,
+        now: datetime,
+        sent: Sequence[Claim],
+        failures: Sequence[Failure],
+        rules: FinishRules,
+    ) -> RunSummary:
+        """Finish a batch in one transaction. Rows whose lease is no longer ours are left alone."""
+        summary = RunSummary()
+        with self._write() as conn:
+            if sent:
+                done = conn.execute(
+                    update(D)
+                    .where(
+                        D.id.in_([c.delivery_id for c in sent]),
+                        D.lease_owner == owner,
+                        D.status == DeliveryStatus.SENDING.value,
+                    )
+                    .values(
+                        status=DeliveryStatus.SENT.value,
+                        sent_at=now,
+                        attempts=D.attempts + 1,
+                        lease_owner=None,
+                        lease_until=None,
+                        last_error=None,
+                    )
+                    .returning(D.subscriber_id, D.cursor_to, D.slot_at)
+                ).all()
+                if done:
+                    conn.execute(
+                        update(S)
+                        .where(S.id == bindparam("b_id"))
+                        .values(
+                            cursor=bindparam("b_cursor"), anchor=bindparam("b_anchor"), bounces=0
+                        )
+                        .execution_options(synchronize_session=False),
+                        [{"b_id": r[0], "b_cursor": r[1], "b_anchor": r[2]} for r in done],
+                    )
+                summary += RunSummary(sent=len(done))
+            for failure in failures:
+                summary += self._record_failure(conn, owner, now, failure, rules)
+        return summary
+
+    def _record_failure(
+        self, conn: Connection, owner: str, now: datetime, failure: Failure, rules: FinishRules
+    ) -> RunSummary:
+        attempts = failure.claim.attempts + 1
+        give_up = failure.permanent or attempts >= rules.retry_limit
+        values: dict[str, object] = {
+            "attempts": attempts,
+            "lease_owner": None,
+            "lease_until": None,
+            "last_error": failure.detail[:ERROR_TEXT_LIMIT],
+        }
+        if give_up:
+            values["status"] = DeliveryStatus.FAILED.value
+        else:
+            values["status"] = DeliveryStatus.PENDING.value
+            values["next_attempt_at"] = now + retry_delay(
+                attempts, rules.retry_base, rules.retry_cap
+            )
+        row = conn.execute(
+            update(D)
+            .where(
+                D.id == failure.claim.delivery_id,
+                D.lease_owner == owner,
+                D.status == DeliveryStatus.SENDING.value,
+            )
+            .values(**values)
+            .returning(D.subscriber_id, D.slot_at)
+        ).one_or_none()
+        if row is None:
+            return RunSummary()
+        if not give_up:
+            return RunSummary(retrying=1)
+        # The slot is over either way; the cursor stays, so the articles come in the next digest.
+        advance: dict[str, object] = {"anchor": row.slot_at}
+        if failure.permanent:
+            advance["bounces"] = S.bounces + 1
+        conn.execute(update(S).where(S.id == row.subscriber_id).values(**advance))
+        if failure.permanent:
+            conn.execute(
+                update(S)
+                .where(
+                    S.id == row.subscriber_id,
+                    S.bounces >= rules.bounce_limit,
+                    S.status == SubscriberStatus.ACTIVE.value,
+                )
+                .values(status=SubscriberStatus.BOUNCED.value)
+            )
+        return RunSummary(failed=1)
+
+    def extend_lease(self, owner: str, claims: Sequence[Claim], until: datetime) -> int:
+        """Keep claims ours while a slow relay still holds them; returns how many still were."""
+        with self._write() as conn:
+            return conn.execute(
+                update(D)
+                .where(
+                    D.id.in_([c.delivery_id for c in claims]),
+                    D.lease_owner == owner,
+                    D.status == DeliveryStatus.SENDING.value,
+                )
+                .values(lease_until=until)
+            ).rowcount
+
+    def release(self, owner: str, claims: Sequence[Claim]) -> None:
+        """Hand claims back untouched: the failure was ours (configuration), not the reader's."""
+        with self._write() as conn:
+            conn.execute(
+                update(D)
+                .where(
+                    D.id.in_([c.delivery_id for c in claims]),
+                    D.lease_owner == owner,
+                    D.status == DeliveryStatus.SENDING.value,
+                )
+                .values(status=DeliveryStatus.PENDING.value, lease_owner=None, lease_until=None)
+            )
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with _translated(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with _translated(), self.engine.connect() as conn:
+            yield conn
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Pending and due, or claimed by a worker whose lease has run out."""
+    return or_(
+        and_(D.status == DeliveryStatus.PENDING.value, D.next_attempt_at <= now),
+        and_(D.status == DeliveryStatus.SENDING.value, D.lease_until < now),
+    )
+
+
+def _message_id(rules: PlanRules) -> str:
+    return f"<{uuid.uuid4().hex}@{rules.message_domain}>"
+
+
+def _narrow(query: SelectT, only: Only) -> SelectT:
+    if only.frequency is not None:
+        query = query.where(S.frequency == only.frequency.value)
+    if only.email is not None:
+        query = query.where(S.email == only.email)
+    return query
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Database failures become one clear DatabaseError instead of a driver traceback."""
+    try:
+        yield
+    except OperationalError as exc:
+        text = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "unknown error"
+        if "locked" in text or "busy" in text:
+            raise DatabaseError(f"the database is busy, try again: {text}") from exc
+        raise DatabaseError(f"the database failed: {text}") from exc
