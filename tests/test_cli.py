@@ -376,3 +376,28 @@ def test_a_refused_sender_stops_the_run_blames_no_reader_and_exits_2(
     # Once the relay is fixed, every reader gets their digest: nobody was failed or bounced.
     fixed = three_readers("send", "--now", MONDAY_0900)
     assert fixed.out.strip().splitlines()[-1] == "sent 2, skipped 0, retrying 0, failed 0"
+
+
+def test_articles_add_then_the_same_url_again_updates_instead_of_duplicating(upgraded: Cli) -> None:
+    url = "https://miasfeed.example/articles/walking"
+    first = upgraded(
+        "articles", "add", "--url", url, "--title", "Walk more", "--summary", "Ten minutes a day."
+    )
+    assert (first.code, first.out.strip()) == (0, f"added {url}")
+    second = upgraded(
+        "articles", "add", "--url", url, "--title", "Walk more, daily", "--summary", "Ten minutes.",
+        "--category", "Fitness", "--reading-minutes", "3",
+    )  # fmt: skip
+    assert second.out.strip() == f"updated {url}"
+    listed = upgraded("articles", "list").out.strip().splitlines()
+    assert len(listed) == 1
+    assert "\tFitness\t3 min\tWalk more, daily\t" in listed[0]
+
+
+def test_articles_add_refuses_a_non_web_url_with_one_line(upgraded: Cli) -> None:
+    result = upgraded(
+        "articles", "add", "--url", "javascript:alert(1)", "--title", "x", "--summary", "y"
+    )
+    assert result.code == 2
+    assert "url must be http or https" in result.err
+    assert upgraded("articles", "list").out.strip() == ""
