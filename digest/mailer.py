@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self
@@ -202,6 +203,12 @@ class SmtpSender:
             # aiosmtplib's disconnect, connect and timeout errors are all OSErrors; so is ours.
             reply, code, text = ReplyClass.TRANSIENT, None, str(exc) or type(exc).__name__
             stale = stage is SmtpStage.MAIL and isinstance(exc, aiosmtplib.SMTPServerDisconnected)
+            if (refused := _certificate_refused(exc)) is not None:
+                # Our trust store or the relay's certificate is wrong: no retry per reader helps.
+                reply, text = (
+                    ReplyClass.CONFIG,
+                    f"TLS certificate refused: {refused.verify_message}",
+                )
         except aiosmtplib.SMTPException as exc:
             # The server lacks what our settings need (AUTH, STARTTLS): retrying will not help.
             reply, code, text, stale = ReplyClass.CONFIG, None, exc.message, False
@@ -210,6 +217,16 @@ class SmtpSender:
             return Outcome(mail.key, None, response.code, detail), False
         await _recover(client, stage, replied=code is not None, deadline=deadline)
         return Outcome(mail.key, reply, code, _one_line(f"{text} ({stage})")), stale
+
+
+def _certificate_refused(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind exc: aiosmtplib wraps it differently for TLS and STARTTLS."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:

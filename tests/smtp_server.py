@@ -10,14 +10,19 @@ client with ``asyncio.run`` while the server answers. Load the ``smtp_server`` f
     smtp_server.slow("data", 2.0)                            # answer, but late
     smtp_server.stop(); smtp_server.start()                  # down, then back on the same port
 
+For TLS, ``start_smtp_server(tls_context=context)`` offers STARTTLS and
+``start_smtp_server(tls_context=context, implicit_tls=True)`` speaks TLS from the first byte;
+each Received records whether its session was encrypted.
+
 PYTEST_DONT_REWRITE: a test module may import this before listing it in pytest_plugins.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from typing import Any, Literal, NoReturn
@@ -52,6 +57,7 @@ class Received:
     data: bytes
     message_id: str | None
     mail_options: list[str]  # e.g. ["SMTPUTF8", "BODY=8BITMIME"]
+    tls: bool  # the session was encrypted (STARTTLS or implicit TLS) when DATA ended
 
 
 @dataclass
@@ -75,11 +81,19 @@ class SmtpServer:
     host = "127.0.0.1"
 
     def __init__(
-        self, *, smtputf8: bool = False, credentials: tuple[str, str] = ("digest", "secret")
+        self,
+        *,
+        smtputf8: bool = False,
+        credentials: tuple[str, str] = ("digest", "secret"),
+        tls_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
     ):
+        assert tls_context is not None or not implicit_tls, "implicit TLS needs a tls_context"
         self.port = 0  # the first start() takes a free one from the OS
         self.smtputf8 = smtputf8  # advertise SMTPUTF8; read for each new connection
         self.credentials = credentials  # the one login AUTH accepts (AUTH is offered without TLS)
+        self.tls_context = tls_context  # offer STARTTLS with it (not required), or:
+        self.implicit_tls = implicit_tls  # wrap every connection in TLS from the start instead
         self.messages: list[Received] = []
         self.connections = 0  # connections accepted since the fixture began
         self._faults: list[Fault] = []
@@ -119,7 +133,12 @@ class SmtpServer:
         thread.start()
         # Our own create_server, not aiosmtpd's Controller: it binds port 0 atomically (no
         # free-port race) and opens no connection of its own to check the server is up.
-        listen = loop.create_server(lambda: self._accept(loop), self.host, self.port)
+        listen = loop.create_server(
+            lambda: self._accept(loop),
+            self.host,
+            self.port,
+            ssl=self.tls_context if self.implicit_tls else None,
+        )
         try:
             server = asyncio.run_coroutine_threadsafe(listen, loop).result(timeout=10)
         except BaseException:
@@ -232,8 +251,11 @@ class SmtpServer:
         data: bytes = env.original_content or b""
         message_id = BytesHeaderParser().parsebytes(data)["Message-ID"]
         options = list(env.mail_options)
+        # After STARTTLS, aiosmtpd's transport is the TLS one; with implicit TLS it always was.
+        assert server.transport is not None
+        tls = server.transport.get_extra_info("sslcontext") is not None
         self.messages.append(
-            Received(env.mail_from or "", list(env.rcpt_tos), data, message_id, options)
+            Received(env.mail_from or "", list(env.rcpt_tos), data, message_id, options, tls)
         )
         return "250 2.0.0 OK queued"
 
@@ -258,6 +280,8 @@ class _ScriptedSMTP(SMTP):
             enable_SMTPUTF8=owner.smtputf8,
             auth_require_tls=False,
             authenticator=owner.authenticate,
+            # None under implicit TLS: no STARTTLS inside a session that is already encrypted.
+            tls_context=None if owner.implicit_tls else owner.tls_context,
         )
         self.owner = owner
 
@@ -272,11 +296,24 @@ class _ScriptedSMTP(SMTP):
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """A fresh server per test, stopped afterwards (faults, messages and counts start empty)."""
-    server = SmtpServer()
-    server.start()
+def start_smtp_server() -> Iterator[Callable[..., SmtpServer]]:
+    """Starts servers made with SmtpServer's options (e.g. TLS); all stopped afterwards."""
+    servers: list[SmtpServer] = []
+
+    def start(**options: Any) -> SmtpServer:
+        server = SmtpServer(**options)
+        server.start()
+        servers.append(server)
+        return server
+
     try:
-        yield server
+        yield start
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def smtp_server(start_smtp_server: Callable[..., SmtpServer]) -> SmtpServer:
+    """A fresh server per test, stopped afterwards (faults, messages and counts start empty)."""
+    return start_smtp_server()

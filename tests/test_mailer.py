@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
+import trustme
 from smtp_server import REPLY_TEXT, SmtpServer
 
 from digest.domain import ReplyClass
@@ -16,6 +19,30 @@ pytest_plugins = ["smtp_server"]
 
 TRANSIENT, PERMANENT, CONFIG = ReplyClass.TRANSIENT, ReplyClass.PERMANENT, ReplyClass.CONFIG
 SENDER = "digest@example.org"
+
+
+StartServer = Callable[..., SmtpServer]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """The server's side: a certificate for 127.0.0.1 and localhost, issued by `ca`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def trust_ca(ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the client trust `ca`: aiosmtplib's ssl.create_default_context() reads SSL_CERT_FILE."""
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    monkeypatch.setenv("SSL_CERT_FILE", str(pem))
 
 
 def settings(server: SmtpServer, **overrides: object) -> SmtpSettings:
@@ -124,6 +151,60 @@ def test_required_starttls_on_a_server_without_it_is_our_config_error(
     assert outcome.reply is CONFIG
     assert "STARTTLS" in outcome.detail
     assert smtp_server.messages == []
+
+
+@pytest.mark.usefixtures("trust_ca")
+def test_starttls_upgrades_before_sending(
+    start_smtp_server: StartServer, server_tls: ssl.SSLContext
+) -> None:
+    server = start_smtp_server(tls_context=server_tls)
+
+    [outcome] = send(settings(server, security="starttls"), mail(1))
+
+    assert outcome.accepted, outcome
+    assert [m.tls for m in server.messages] == [True]
+
+
+@pytest.mark.usefixtures("trust_ca")
+def test_security_none_sends_in_clear_even_when_the_server_offers_starttls(
+    start_smtp_server: StartServer, server_tls: ssl.SSLContext
+) -> None:
+    server = start_smtp_server(tls_context=server_tls)
+
+    [outcome] = send(settings(server, security="none"), mail(1))
+
+    assert outcome.accepted, outcome
+    assert [m.tls for m in server.messages] == [False]  # no opportunistic upgrade
+
+
+@pytest.mark.usefixtures("trust_ca")
+def test_security_tls_sends_over_implicit_tls(
+    start_smtp_server: StartServer, server_tls: ssl.SSLContext
+) -> None:
+    server = start_smtp_server(tls_context=server_tls, implicit_tls=True)
+
+    [outcome] = send(settings(server, security="tls"), mail(1))
+
+    assert outcome.accepted, outcome
+    assert [m.tls for m in server.messages] == [True]
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_untrusted_server_certificate_is_refused_and_nothing_is_sent(
+    start_smtp_server: StartServer,
+    server_tls: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+    security: str,
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)  # only the system's CAs: not ours
+    server = start_smtp_server(tls_context=server_tls, implicit_tls=security == "tls")
+
+    [outcome] = send(settings(server, security=security), mail(1))
+
+    # Our configuration: a retry per reader cannot fix the relay's certificate or our trust store.
+    assert (outcome.reply, outcome.code) == (ReplyClass.CONFIG, None)
+    assert "certificate" in outcome.detail
+    assert server.messages == []
 
 
 def test_refused_connection_is_transient(smtp_server: SmtpServer) -> None:
