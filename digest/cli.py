@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ import click
 import typer
 
 from digest import app as composition
-from digest import database, demo, ingest, reports
+from digest import daemon, database, demo, ingest, reports
 from digest.addresses import check_timezone, normalise_address
 from digest.app import Services, real_clock
 from digest.config import Settings, load
@@ -177,6 +178,19 @@ def preview(
 def status(ctx: typer.Context, now: NowOption = None) -> None:
     """Readers by frequency and status, the next slots, recent runs and pending retries."""
     typer.echo(reports.status(_services(ctx), _instant(now)))
+
+
+@cli.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """The daemon: send digests on schedule and serve the web endpoints, until SIGTERM."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    daemon.serve(_services(ctx), real_clock, host, port)
 
 
 @cli.command("demo")

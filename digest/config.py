@@ -65,6 +65,8 @@ KEYS: tuple[Key, ...] = (
     Key("batch_size", 500, "deliveries claimed, sent and recorded together"),
     Key("lease_seconds", 900, "how long a claimed delivery is ours; longer than a whole SMTP transaction"),
     Key("confirm_max_age_days", 7, "days a confirmation link stays valid"),
+    Key("dispatch_interval_seconds", 60, "how often the daemon plans and sends what is due"),
+    Key("shutdown_timeout_seconds", 30, "on SIGTERM, how long in-flight sends may take to finish and record"),
     Key("templates_dir", "", "folder of the mail and page templates; empty means the ones shipped with digest"),
 )  # fmt: skip
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -96,6 +98,8 @@ class Settings:
     batch_size: int
     lease: timedelta
     confirm_max_age: timedelta
+    dispatch_interval: timedelta
+    shutdown_timeout: timedelta
     templates_dir: Path
 
     def require_secret_keys(self) -> tuple[str, ...]:
@@ -188,6 +192,8 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         batch_size=get("batch_size", _ranged(1, 10000)),
         lease=timedelta(seconds=get("lease_seconds", _ranged(60, 86400))),
         confirm_max_age=timedelta(days=get("confirm_max_age_days", _ranged(1, 365))),
+        dispatch_interval=timedelta(seconds=get("dispatch_interval_seconds", _ranged(1, 86400))),
+        shutdown_timeout=timedelta(seconds=get("shutdown_timeout_seconds", _ranged(1, 3600))),
         templates_dir=Path(templates) if templates else PROJECT_TEMPLATES,
     )
 

@@ -95,11 +95,13 @@ async def run_once(
     sender: Sender,
     clock: Clock,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> RunSummary:
     """Plan what is due at job.now and send it, batch by batch, until nothing claimable is left.
 
     Raises SmtpConfigError (after handing the affected claims back) when the relay refuses our
-    sender or credentials: no reader is to blame for that.
+    sender or credentials: no reader is to blame for that. should_stop is asked before each
+    claim, so a stopping daemon finishes and records the batch in flight and claims no more.
     """
     started = clock()
     summary = store.plan(job.now, job.plan, job.only)
@@ -107,7 +109,9 @@ async def run_once(
         progress.start(store.count_claimable(job.now, job.only))
     note = ""
     try:
-        while claims := store.claim(job.owner, clock(), job.lease, job.batch_size, job.only):
+        while not should_stop() and (
+            claims := store.claim(job.owner, clock(), job.lease, job.batch_size, job.only)
+        ):
             async with _lease_kept(job, store, clock, claims):
                 outcomes = await sender.send_many([mail.outgoing(claim) for claim in claims])
             summary += _record(job, store, clock, claims, outcomes)

@@ -24,7 +24,7 @@ from digest.domain import (
     SubscriberDraft,
     SubscriberStatus,
 )
-from digest.errors import DuplicateSubscriber, NotFound
+from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
 from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, Run
 from digest.models import ArticleRow, DeliveryRow, RunRow, SubscriberRow
 
@@ -84,6 +84,15 @@ def _article(row: AnyRow) -> Article:
 
 class Store(Ledger):
     """The whole database port: the catalogue of readers and articles, and the ledger beneath."""
+
+    def ping(self) -> bool:
+        """Whether the database answers, for health checks."""
+        try:
+            with self._read() as conn:
+                conn.execute(select(1))
+        except DatabaseError:
+            return False
+        return True
 
     # -- articles -------------------------------------------------------------------------
 

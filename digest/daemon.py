@@ -1,0 +1,101 @@
+"""`digest serve`: the scheduler and the web endpoints in one process, on one event loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from digest.app import Services
+from digest.dispatch import Clock
+from digest.scheduler import Dispatcher, build_scheduler
+from digest.web import create_app
+
+log = logging.getLogger("digest.daemon")
+
+
+class _Health:
+    def __init__(self, services: Services, dispatcher: Dispatcher) -> None:
+        self._services = services
+        self._dispatcher = dispatcher
+        self.scheduler_running = False
+
+    def database_ok(self) -> bool:
+        return self._services.store.ping()
+
+    def scheduler_state(self) -> dict[str, Any]:
+        last = self._dispatcher.last
+        return {
+            "running": self.scheduler_running,
+            "dispatching": self._dispatcher.running,
+            "last_run": None
+            if last is None
+            else {
+                "finished_at": last.finished_at.isoformat(),
+                "summary": last.summary.line() if last.summary else None,
+                "error": last.error or None,
+            },
+        }
+
+
+def asgi_app(services: Services, clock: Clock) -> Starlette:
+    dispatcher = Dispatcher(services, clock)
+    health = _Health(services, dispatcher)
+    settings = services.settings
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        scheduler = build_scheduler(dispatcher, settings.dispatch_interval.total_seconds(), clock())
+        scheduler.start()
+        health.scheduler_running = True
+        log.info("scheduler started: dispatch every %s", settings.dispatch_interval)
+        try:
+            yield
+        finally:
+            scheduler.shutdown(wait=False)
+            health.scheduler_running = False
+            finished = await dispatcher.stop(settings.shutdown_timeout.total_seconds())
+            if not finished:
+                log.warning("stopped with sends in flight; their leases hand them to the next run")
+
+    return create_app(health, lifespan)
+
+
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            # A second signal: leave now. The leases hand unfinished sends to the next run.
+            log.warning("second signal: exiting at once")
+            os._exit(128 + sig)
+        super().handle_exit(sig, frame)
+
+
+def _stopped_cleanly(sig: int, frame: FrameType | None) -> None:
+    """uvicorn raises the stopping signal again after a clean shutdown; ours ends with exit 0."""
+
+
+def serve(services: Services, clock: Clock, host: str, port: int) -> None:
+    """Run until SIGTERM or SIGINT; the first finishes in-flight sends, a second exits at once."""
+    config = uvicorn.Config(
+        asgi_app(services, clock),
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level="info",
+        timeout_graceful_shutdown=int(services.settings.shutdown_timeout.total_seconds()),
+    )
+    previous = {
+        sig: signal.signal(sig, _stopped_cleanly) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        _Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,94 @@
+"""The daemon's clockwork: APScheduler runs the dispatch pipeline on an interval, one run at a time.
+
+The schedule comes from settings (memory job store) and every piece of state lives in our own
+tables, so a restart loses nothing: the first run after start-up sends whatever came due meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from digest.app import Services
+from digest.dispatch import Clock, run_once
+from digest.domain import RunSummary
+from digest.errors import DigestError
+from digest.mailer import SmtpSender
+
+log = logging.getLogger("digest.daemon")
+
+
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    finished_at: datetime
+    summary: RunSummary | None  # None when the run failed
+    error: str
+
+
+class Dispatcher:
+    """One dispatch run at a time; stop() lets the batch in flight finish and record."""
+
+    def __init__(self, services: Services, clock: Clock) -> None:
+        self._services = services
+        self._clock = clock
+        self._stopping = False
+        self._current: asyncio.Task[object] | None = None
+        self.last: LastRun | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._current is not None and not self._current.done()
+
+    async def run(self) -> None:
+        if self._stopping or self.running:
+            return
+        self._current = asyncio.current_task()
+        try:
+            summary = await self._run()
+        except DigestError as exc:
+            log.error("run failed: %s", exc)
+            self.last = LastRun(self._clock(), None, str(exc))
+        else:
+            log.info("run: %s", summary.line())
+            self.last = LastRun(self._clock(), summary, "")
+
+    async def _run(self) -> RunSummary:
+        services, now = self._services, self._clock()
+        async with SmtpSender(services.smtp()) as sender:
+            return await run_once(
+                services.job(now),
+                services.store,
+                services.digest_mail(),
+                sender,
+                self._clock,
+                should_stop=lambda: self._stopping,
+            )
+
+    async def stop(self, timeout: float) -> bool:
+        """Claim nothing more and wait for the run in flight; False if it outlived timeout."""
+        self._stopping = True
+        if not self.running or self._current is None:
+            return True
+        done, _ = await asyncio.wait({self._current}, timeout=timeout)
+        return bool(done)
+
+
+def build_scheduler(
+    dispatcher: Dispatcher, interval_seconds: float, first_run: datetime
+) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.add_job(
+        dispatcher.run,
+        "interval",
+        seconds=interval_seconds,
+        id="dispatch",
+        next_run_time=first_run,  # at once on start: catch up what came due while we were down
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,  # however late a busy loop runs it, never drop a run silently
+    )
+    return scheduler

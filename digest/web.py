@@ -1,0 +1,31 @@
+"""Starlette routes. Each route: check the request, one call, one page. No queries here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+class Health(Protocol):
+    def database_ok(self) -> bool: ...
+    def scheduler_state(self) -> dict[str, Any]: ...
+
+
+def create_app(
+    health: Health, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None
+) -> Starlette:
+    async def healthz(request: Request) -> JSONResponse:
+        database = health.database_ok()
+        body = {
+            "database": "ok" if database else "unreachable",
+            "scheduler": health.scheduler_state(),
+        }
+        return JSONResponse(body, status_code=200 if database else 503)
+
+    return Starlette(routes=[Route("/healthz", healthz)], lifespan=lifespan)

@@ -1,0 +1,128 @@
+"""`digest serve` as a real process: it sends what is due at once, answers /healthz, and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from smtp_server import SmtpServer
+
+from digest.catcher import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PATIENCE = 30.0  # seconds a live daemon gets to do what a test waits for
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def digest(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture
+def daemon_env(database_url: str, smtp_server: SmtpServer, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env |= {
+        "DIGEST_DATABASE_URL": database_url,
+        "DIGEST_SMTP_HOST": smtp_server.host,
+        "DIGEST_SMTP_PORT": str(smtp_server.port),
+        "DIGEST_SECRET_KEY": "d" * 40,
+        "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
+        "DIGEST_DISPATCH_INTERVAL_SECONDS": "1",
+    }
+    digest(env, "db", "upgrade")
+    long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()
+    for n, frequency in enumerate(("daily", "weekly", "monthly")):
+        digest(
+            env,
+            "subscribers",
+            "add",
+            f"r{n}@example.org",
+            "--frequency",
+            frequency,
+            "--confirmed",
+            "--now",
+            long_ago,
+        )
+    feed = [
+        {"url": "https://miasfeed.example/a", "title": "Sleep and the heart", "summary": "A study."}
+    ]
+    path = tmp_path / "feed.json"
+    path.write_text(json.dumps(feed))
+    digest(env, "articles", "import", str(path))
+    return env
+
+
+@pytest.fixture
+def daemon(daemon_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "serve", "--port", str(port)],
+        env=daemon_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    yield process, port
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    assert process.stdout is not None
+    process.stdout.close()
+
+
+def healthz(port: int) -> tuple[int, dict[str, object]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        return response.status, json.loads(response.read())
+
+
+def answers(port: int) -> bool:
+    try:
+        healthz(port)
+    except OSError:
+        return False
+    return True
+
+
+def test_the_daemon_sends_due_digests_at_once_answers_healthz_and_stops_cleanly_on_sigterm(
+    daemon: tuple[subprocess.Popen[str], int], smtp_server: SmtpServer
+) -> None:
+    process, port = daemon
+    wait_for(lambda: len(smtp_server.messages) >= 3, "three digests")
+    wait_for(lambda: answers(port), "/healthz")
+    status, body = healthz(port)
+    assert status == 200
+    assert body["database"] == "ok"
+    scheduler = body["scheduler"]
+    assert isinstance(scheduler, dict) and scheduler["running"] is True
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=PATIENCE) == 0
+    # Several scheduled runs went by: still exactly one digest per reader.
+    assert sorted(r for m in smtp_server.messages for r in m.recipients) == [
+        "r0@example.org",
+        "r1@example.org",
+        "r2@example.org",
+    ]
