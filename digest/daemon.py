@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from digest.app import Services
 from digest.dispatch import Clock
+from digest.metrics import Metrics
 from digest.scheduler import Dispatcher, build_scheduler
 from digest.web import create_app
 
@@ -22,10 +23,14 @@ log = logging.getLogger("digest.daemon")
 
 
 class _Health:
-    def __init__(self, services: Services, dispatcher: Dispatcher) -> None:
+    def __init__(self, services: Services, dispatcher: Dispatcher, clock: Clock) -> None:
         self._services = services
         self._dispatcher = dispatcher
+        self._metrics = Metrics(services.store, clock)
         self.scheduler_running = False
+
+    def metrics(self) -> bytes:
+        return self._metrics.render()
 
     def database_ok(self) -> bool:
         return self._services.store.ping()
@@ -47,7 +52,7 @@ class _Health:
 
 def asgi_app(services: Services, clock: Clock) -> Starlette:
     dispatcher = Dispatcher(services, clock)
-    health = _Health(services, dispatcher)
+    health = _Health(services, dispatcher, clock)
     settings = services.settings
 
     @asynccontextmanager

@@ -251,6 +251,15 @@ class Store(Ledger):
         with self._read() as conn:
             return {DeliveryStatus(s): n for s, n in conn.execute(query)}
 
+    def delivery_counts_by_frequency(self) -> dict[tuple[DeliveryStatus, Frequency], int]:
+        query = (
+            select(D.status, S.frequency, func.count())
+            .join(S, S.id == D.subscriber_id)
+            .group_by(D.status, S.frequency)
+        )
+        with self._read() as conn:
+            return {(DeliveryStatus(st), Frequency(f)): n for st, f, n in conn.execute(query)}
+
     def retry_count(self) -> int:
         query = select(func.count()).where(D.status == DeliveryStatus.PENDING.value, D.attempts > 0)
         with self._read() as conn:

@@ -8,13 +8,16 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Health(Protocol):
     def database_ok(self) -> bool: ...
     def scheduler_state(self) -> dict[str, Any]: ...
+    def metrics(self) -> bytes: ...
 
 
 def create_app(
@@ -28,4 +31,9 @@ def create_app(
         }
         return JSONResponse(body, status_code=200 if database else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz)], lifespan=lifespan)
+    async def metrics(request: Request) -> Response:
+        return Response(health.metrics(), media_type=METRICS_CONTENT_TYPE)
+
+    return Starlette(
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics)], lifespan=lifespan
+    )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from smtp_server import SmtpServer
 
 from digest import app as composition
+from digest import database
 from digest.config import load
 from digest.domain import ArticleDraft, Frequency, SubscriberDraft
 from digest.scheduler import Dispatcher
@@ -36,8 +37,6 @@ def test_readers_in_madrid_and_sydney_get_their_daily_digest_at_their_own_0800_a
         "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
     }
     services = composition.build(load(None, env), check_schema=False)
-    from digest import database
-
     database.upgrade(services.store.engine)
     readers = [
         SubscriberDraft("madrid@example.org", Frequency.DAILY, "Europe/Madrid"),

@@ -1,4 +1,4 @@
-"""`digest serve` as a real process: it sends what is due at once, answers /healthz, and stops on SIGTERM."""
+"""`digest serve` as a real process: sends what is due at once, answers /healthz and /metrics, stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -99,6 +99,13 @@ def healthz(port: int) -> tuple[int, dict[str, object]]:
         return response.status, json.loads(response.read())
 
 
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text: str = response.read().decode()
+        return text
+
+
 def answers(port: int) -> bool:
     try:
         healthz(port)
@@ -107,7 +114,7 @@ def answers(port: int) -> bool:
     return True
 
 
-def test_the_daemon_sends_due_digests_at_once_answers_healthz_and_stops_cleanly_on_sigterm(
+def test_the_daemon_sends_due_digests_at_once_reports_them_and_stops_cleanly_on_sigterm(
     daemon: tuple[subprocess.Popen[str], int], smtp_server: SmtpServer
 ) -> None:
     process, port = daemon
@@ -118,6 +125,11 @@ def test_the_daemon_sends_due_digests_at_once_answers_healthz_and_stops_cleanly_
     assert body["database"] == "ok"
     scheduler = body["scheduler"]
     assert isinstance(scheduler, dict) and scheduler["running"] is True
+    metrics = scrape(port)
+    for frequency in ("daily", "weekly", "monthly"):
+        assert f'digest_deliveries{{frequency="{frequency}",status="sent"}} 1.0' in metrics
+    assert "digest_due_backlog 0.0" in metrics
+    assert "digest_last_run_timestamp_seconds" in metrics
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=PATIENCE) == 0
     # Several scheduled runs went by: still exactly one digest per reader.
