@@ -64,11 +64,12 @@ def asgi_app(services: Services, clock: Clock) -> Starlette:
         try:
             yield
         finally:
-            scheduler.shutdown(wait=False)
-            health.scheduler_running = False
+            # Wait for the run in flight first: APScheduler's shutdown cancels running jobs.
             finished = await dispatcher.stop(settings.shutdown_timeout.total_seconds())
             if not finished:
                 log.warning("stopped with sends in flight; their leases hand them to the next run")
+            scheduler.shutdown(wait=False)
+            health.scheduler_running = False
 
     return create_app(health, lifespan)
 

@@ -138,3 +138,62 @@ def test_the_daemon_sends_due_digests_at_once_reports_them_and_stops_cleanly_on_
         "r1@example.org",
         "r2@example.org",
     ]
+
+
+def start_daemon(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    return process, port
+
+
+def test_sigterm_mid_batch_exits_0_and_a_restart_delivers_the_rest_once_each(
+    daemon_env: dict[str, str], smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()
+    readers = [f"batch{n}@example.org" for n in range(12)]
+    for address in readers:
+        add = (
+            "subscribers",
+            "add",
+            address,
+            "--frequency",
+            "weekly",
+            "--confirmed",
+            "--now",
+            long_ago,
+        )
+        digest(daemon_env, *add)
+    news = tmp_path / "news.json"
+    news.write_text(
+        json.dumps([{"url": "https://miasfeed.example/b", "title": "Walk", "summary": "."}])
+    )
+    digest(daemon_env, "articles", "import", str(news))
+    env = daemon_env | {"DIGEST_BATCH_SIZE": "4", "DIGEST_SMTP_CONNECTIONS": "1"}
+    smtp_server.slow("data", 0.15)
+    process, _ = start_daemon(env)
+    try:
+        wait_for(lambda: len(smtp_server.messages) >= 2, "the first digests")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=PATIENCE) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stopped_at = len(smtp_server.messages)
+    assert stopped_at < len(readers) + 3  # it stopped claiming before the end
+    restarted, _ = start_daemon(env)
+    try:
+        wait_for(lambda: len(smtp_server.messages) >= len(readers) + 3, "the rest")
+        restarted.send_signal(signal.SIGTERM)
+        assert restarted.wait(timeout=PATIENCE) == 0
+    finally:
+        if restarted.poll() is None:
+            restarted.kill()
+    delivered = sorted(r for m in smtp_server.messages for r in m.recipients)
+    assert delivered == sorted([*readers, "r0@example.org", "r1@example.org", "r2@example.org"])
