@@ -75,23 +75,26 @@ def daemon_env(database_url: str, smtp_server: SmtpServer, tmp_path: Path) -> di
     return env
 
 
-@pytest.fixture
-def daemon(daemon_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def start_daemon(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "digest", "serve", "--port", str(port)],
-        env=daemon_env,
+        env=env,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
+    return process, port
+
+
+@pytest.fixture
+def daemon(daemon_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    process, port = start_daemon(daemon_env)
     yield process, port
     if process.poll() is None:
         process.kill()
     process.wait()
-    assert process.stdout is not None
-    process.stdout.close()
 
 
 def healthz(port: int) -> tuple[int, dict[str, object]]:
@@ -138,19 +141,6 @@ def test_the_daemon_sends_due_digests_at_once_reports_them_and_stops_cleanly_on_
         "r1@example.org",
         "r2@example.org",
     ]
-
-
-def start_daemon(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    return process, port
 
 
 def test_sigterm_mid_batch_exits_0_and_a_restart_delivers_the_rest_once_each(
