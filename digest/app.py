@@ -29,13 +29,17 @@ class Services:
     settings: Settings
     store: Store
 
+    def _sender_domain(self) -> str:
+        """Names our List-Id and Message-IDs."""
+        return sender_address(self.settings.require_sender()).rpartition("@")[2]
+
     def close(self) -> None:
         self.store.engine.dispose()
 
     def renderer(self) -> Renderer:
         s = self.settings
         sender = s.require_sender()
-        domain = sender_address(sender).rpartition("@")[2]
+        domain = self._sender_domain()
         site = Site(
             name=s.site_name,
             url=s.site_url,
@@ -60,7 +64,7 @@ class Services:
 
     def job(self, now: datetime, only: Only = EVERYONE) -> Job:
         s = self.settings
-        domain = sender_address(s.require_sender()).rpartition("@")[2]
+        domain = self._sender_domain()
         return Job(
             now=now,
             owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
