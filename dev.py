@@ -25,6 +25,7 @@ CHECKS = (
     ("ruff format", ["ruff", "format", "--check", "."]),
     ("ruff check", ["ruff", "check", "."]),
     ("mypy", ["mypy", "--strict", "digest"]),
+    ("hadolint", ["hadolint", "Dockerfile"]),
     ("pytest", ["pytest"]),
 )
 
