@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from digest.addresses import check_timezone, normalise_address, parse_frequency
 from digest.domain import WEEKDAYS, Frequency, Schedule
 from digest.errors import ConfigError, InvalidInput
+from digest.sources import display_name, is_web_url
 
 DEFAULT_PATH = Path("config/digest.toml")
 PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -67,6 +68,8 @@ KEYS: tuple[Key, ...] = (
     Key("confirm_max_age_days", 7, "days a confirmation link stays valid"),
     Key("dispatch_interval_seconds", 60, "how often the daemon plans and sends what is due"),
     Key("shutdown_timeout_seconds", 30, "on SIGTERM, how long in-flight sends may take to finish and record"),
+    Key("feeds", "", "comma-separated feed URLs or file paths (RSS, Atom or JSON) that the daemon imports articles from"),
+    Key("feed_poll_seconds", 900, "how often the daemon polls the feeds; a failed feed is tried again next time"),
     Key("templates_dir", "", "folder of the mail and page templates; empty means the ones shipped with digest"),
 )  # fmt: skip
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -100,6 +103,8 @@ class Settings:
     confirm_max_age: timedelta
     dispatch_interval: timedelta
     shutdown_timeout: timedelta
+    feeds: tuple[str, ...]
+    feed_poll_interval: timedelta
     templates_dir: Path
 
     def require_secret_keys(self) -> tuple[str, ...]:
@@ -194,6 +199,8 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         confirm_max_age=timedelta(days=get("confirm_max_age_days", _ranged(1, 365))),
         dispatch_interval=timedelta(seconds=get("dispatch_interval_seconds", _ranged(1, 86400))),
         shutdown_timeout=timedelta(seconds=get("shutdown_timeout_seconds", _ranged(1, 3600))),
+        feeds=get("feeds", _feeds),
+        feed_poll_interval=timedelta(seconds=get("feed_poll_seconds", _ranged(10, 86400))),
         templates_dir=Path(templates) if templates else PROJECT_TEMPLATES,
     )
 
@@ -256,6 +263,20 @@ def _secret_keys(value: Raw) -> tuple[str, ...]:
     if any(len(key) < MIN_SECRET_LENGTH for key in keys):
         raise ValueError(f"each key must be at least {MIN_SECRET_LENGTH} characters long")
     return keys
+
+
+def _feeds(value: Raw) -> tuple[str, ...]:
+    text = _optional_text(value)
+    if text is None:
+        return ()
+    feeds = tuple(part.strip() for part in text.split(",") if part.strip())
+    for feed in feeds:
+        scheme = urlsplit(feed).scheme.lower()
+        if len(scheme) > 1 and (scheme not in ("http", "https") or not is_web_url(feed)):
+            raise ValueError(
+                f"each feed must be an http(s) URL or a file path, got {display_name(feed)!r}"
+            )
+    return feeds
 
 
 def _sender(value: Raw) -> str | None:

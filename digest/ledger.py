@@ -48,7 +48,7 @@ from digest.domain import (
     retry_delay,
 )
 from digest.errors import DatabaseError
-from digest.models import ArticleRow, DeliveryRow, SubscriberRow
+from digest.models import ArticleRow, Base, DeliveryRow, SubscriberRow
 
 A, S, D = ArticleRow, SubscriberRow, DeliveryRow
 OUTSTANDING = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
@@ -104,10 +104,14 @@ class Ledger:
         self.engine = engine
         self._dialect = engine.dialect.name
 
-    def _insert_ignoring_conflicts(self, table: type[DeliveryRow]) -> Insert:
+    def _upsert(self, table: type[Base]) -> postgresql.Insert | sqlite.Insert:
+        """INSERT with this database's ON CONFLICT clause, for races between several senders."""
         if self._dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        return sqlite.insert(table).on_conflict_do_nothing()
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _insert_ignoring_conflicts(self, table: type[Base]) -> Insert:
+        return self._upsert(table).on_conflict_do_nothing()
 
     def newest_seq(self) -> int:
         with self._read() as conn:

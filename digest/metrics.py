@@ -6,20 +6,22 @@ across several daemons sharing one database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from digest.dispatch import Clock
+from digest.sources import display_name
 from digest.store import Store
 
 
 class _LedgerCollector(Collector):
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, feeds: Sequence[str]) -> None:
         self._store = store
         self._clock = clock
+        self._feeds = tuple(feeds)
 
     def collect(self) -> Iterator[Metric]:
         deliveries = GaugeMetricFamily(
@@ -50,12 +52,28 @@ class _LedgerCollector(Collector):
                 "How long the last dispatch run took",
                 value=(run.finished_at - run.started_at).total_seconds(),
             )
+        yield from self._feed_metrics()
+
+    def _feed_metrics(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily(
+            "digest_feed_poll_errors", "Failed polls of each feed, ever", labels=["feed"]
+        )
+        failing = GaugeMetricFamily(
+            "digest_feed_failing", "1 while the feed's latest poll failed", labels=["feed"]
+        )
+        states = self._store.feed_states(self._feeds)
+        for source in self._feeds:
+            state, name = states.get(source), display_name(source)
+            errors.add_metric([name], state.errors_total if state else 0)
+            failing.add_metric([name], int(state is not None and state.failures > 0))
+        yield errors
+        yield failing
 
 
 class Metrics:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, feeds: Sequence[str]) -> None:
         self._registry = CollectorRegistry()
-        self._registry.register(_LedgerCollector(store, clock))
+        self._registry.register(_LedgerCollector(store, clock, feeds))
 
     def render(self) -> bytes:
         return generate_latest(self._registry)

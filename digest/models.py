@@ -114,3 +114,17 @@ class RunRow(Base):
     retrying: Mapped[int] = mapped_column(Integer)
     failed: Mapped[int] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(String(500), default="")
+
+
+class FeedRow(Base):
+    """One row per polled feed: enough to say which feed is failing and since when."""
+
+    __tablename__ = "feeds"
+
+    source: Mapped[str] = mapped_column(String(2000), primary_key=True)
+    polled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ok_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    failing_since: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row
+    errors_total: Mapped[int] = mapped_column(Integer, default=0)  # ever, for the metrics counter
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)

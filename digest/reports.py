@@ -20,6 +20,8 @@ from digest.domain import (
     due_slot,
     next_slot,
 )
+from digest.feeds import failing_too_long
+from digest.sources import display_name
 from digest.store import Subscriber
 
 RECENT_RUNS = 5
@@ -86,7 +88,29 @@ def status(services: Services, now: datetime) -> str:
         f"{run.summary.line()}{'; ' + run.note if run.note else ''}"
         for run in runs
     ] or ["  none yet"]
-    return "\n".join(lines)
+    return "\n".join(lines + _feed_lines(services, now))
+
+
+def _feed_lines(services: Services, now: datetime) -> list[str]:
+    feeds = services.settings.feeds
+    if not feeds:
+        return ["", "Feeds", "  none configured (DIGEST_FEEDS)"]
+    every = int(services.settings.feed_poll_interval.total_seconds())
+    lines = ["", f"Feeds (polled every {every} s by digest serve)"]
+    states = services.store.feed_states(feeds)
+    for source in feeds:
+        state, name = states.get(source), display_name(source)
+        if state is None:
+            lines.append(f"  {name}: not polled yet")
+        elif state.failing_since is None:
+            lines.append(f"  {name}: ok, last polled {_when(state.polled_at)}")
+        else:
+            alarm = "FAILING FOR OVER A DAY" if failing_too_long(state, now) else "failing"
+            lines.append(
+                f"  {name}: {alarm} since {_when(state.failing_since)}, "
+                f"{state.failures} poll(s) in a row: {state.last_error}"
+            )
+    return lines
 
 
 class _Bar:

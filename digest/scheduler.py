@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -77,18 +78,26 @@ class Dispatcher:
         return bool(done)
 
 
-def build_scheduler(
-    dispatcher: Dispatcher, interval_seconds: float, first_run: datetime
-) -> AsyncIOScheduler:
+@dataclass(frozen=True, slots=True)
+class Every:
+    """A job run every so many seconds, and once at start-up."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+    seconds: float
+
+
+def build_scheduler(jobs: Sequence[Every], first_run: datetime) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
-    scheduler.add_job(
-        dispatcher.run,
-        "interval",
-        seconds=interval_seconds,
-        id="dispatch",
-        next_run_time=first_run,  # at once on start: catch up what came due while we were down
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=None,  # however late a busy loop runs it, never drop a run silently
-    )
+    for job in jobs:
+        scheduler.add_job(
+            job.run,
+            "interval",
+            seconds=job.seconds,
+            id=job.name,
+            next_run_time=first_run,  # at once on start: catch up what came due while we were down
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,  # however late a busy loop runs it, never drop a run silently
+        )
     return scheduler

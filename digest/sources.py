@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import urllib.error
 import urllib.request
+from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from digest.errors import InvalidInput
 
@@ -66,6 +67,23 @@ def shown(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[: limit - 3] + "...")
 
 
+def display_name(source: str) -> str:
+    """A source as logs and messages may show it: a URL loses its user, password and query.
+
+    Feed URLs often carry an access token; it must not end up in a log shipper.
+    """
+    try:
+        parts = urlsplit(source)
+    except ValueError:
+        return one_line(source)
+    if not parts.scheme or not parts.netloc:
+        return one_line(source)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    query = "?..." if parts.query else ""
+    return one_line(f"{parts.scheme}://{host}{port}{parts.path}{query}")
+
+
 def is_web_url(url: str) -> bool:
     try:
         parts = urlsplit(url)
@@ -89,32 +107,49 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> urllib.request.Request | None:
         if not is_web_url(newurl):
-            raise urllib.error.URLError(f"refused redirect to {shown(newurl)}")
+            raise urllib.error.URLError(f"refused redirect to {display_name(newurl)}")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def read_source(source: str, *, max_bytes: int = 10_000_000, timeout: float = 20) -> bytes:
     """The bytes of a file or an http(s) URL, refusing anything larger than max_bytes."""
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", source)
+    name = display_name(source)
     if scheme and scheme.group(1).lower() not in ("http", "https"):
-        raise InvalidInput(f"cannot read {source}: only files and http or https URLs are read")
+        raise InvalidInput(f"cannot read {name}: only files and http or https URLs are read")
     try:
-        data = _read_url(source, max_bytes, timeout) if scheme else _read_file(source, max_bytes)
+        data = (
+            _read_url(source, name, max_bytes, timeout) if scheme else _read_file(source, max_bytes)
+        )
     except urllib.error.HTTPError as exc:
         exc.close()  # it holds the response open
-        raise InvalidInput(f"cannot read {source}: HTTP {exc.code} {one_line(exc.reason)}") from exc
+        raise InvalidInput(f"cannot read {name}: HTTP {exc.code} {one_line(exc.reason)}") from exc
     except urllib.error.URLError as exc:
-        raise InvalidInput(f"cannot read {source}: {one_line(str(exc.reason))}") from exc
+        raise InvalidInput(f"cannot read {name}: {one_line(str(exc.reason))}") from exc
     except (OSError, HTTPException, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InvalidInput(f"cannot read {source}: {one_line(reason) or repr(exc)}") from exc
+        raise InvalidInput(f"cannot read {name}: {one_line(reason) or repr(exc)}") from exc
     if len(data) > max_bytes:
-        raise _too_large(source, max_bytes)
+        raise _too_large(name, max_bytes)
     return data
 
 
 def _too_large(source: str, max_bytes: int) -> InvalidInput:
     return InvalidInput(f"cannot read {source}: larger than {max_bytes} bytes")
+
+
+def _request(url: str) -> urllib.request.Request:
+    """A request for url; user:password in it become HTTP basic auth, never sent on a redirect."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url)  # noqa: S310 - read_source let only http(s) through
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    request = urllib.request.Request(urlunsplit(parts._replace(netloc=netloc)))  # noqa: S310
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    request.add_unredirected_header("Authorization", f"Basic {b64encode(pair.encode()).decode()}")
+    return request
 
 
 def _read_file(source: str, max_bytes: int) -> bytes:
@@ -126,12 +161,12 @@ def _read_file(source: str, max_bytes: int) -> bytes:
         return file.read(max_bytes + 1)
 
 
-def _read_url(url: str, max_bytes: int, timeout: float) -> bytes:
+def _read_url(url: str, name: str, max_bytes: int, timeout: float) -> bytes:
     opener = urllib.request.build_opener(_WebOnlyRedirects)
     opener.addheaders = [("User-Agent", "digest feed import")]
-    with opener.open(url, timeout=timeout) as response:
+    with opener.open(_request(url), timeout=timeout) as response:
         length = response.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > max_bytes:
-            raise _too_large(url, max_bytes)
+            raise _too_large(name, max_bytes)
         body: bytes = response.read(max_bytes + 1)
     return body

@@ -26,7 +26,7 @@ from digest.domain import (
 )
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
 from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, Run
-from digest.models import ArticleRow, DeliveryRow, RunRow, SubscriberRow
+from digest.models import ArticleRow, DeliveryRow, FeedRow, RunRow, SubscriberRow
 
 A, S, D = ArticleRow, SubscriberRow, DeliveryRow
 ARTICLE_COLUMNS = (A.id, A.url, A.title, A.summary, A.category, A.reading_minutes, A.published_at)
@@ -46,6 +46,17 @@ class Subscriber:
     cursor: int
     anchor: datetime
     bounces: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    source: str
+    polled_at: datetime
+    ok_at: datetime | None
+    failing_since: datetime | None
+    failures: int  # in a row
+    errors_total: int
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +120,8 @@ class Store(Ledger):
                 if d.url not in known
             ]
             if fresh:
-                conn.execute(insert(A), fresh)
+                # Another daemon polling the same feed may insert the same URL first; it wins.
+                conn.execute(self._insert_ignoring_conflicts(A), fresh)
             changed = [
                 _article_values(d, now) | {"b_url": d.url} for d in ordered if d.url in known
             ]
@@ -245,6 +257,41 @@ class Store(Ledger):
             )
             for r in rows
         ]
+
+    # -- feeds ----------------------------------------------------------------------------
+
+    def record_feed_poll(self, source: str, now: datetime, error: str | None) -> None:
+        """Note one poll of a feed: a success clears its failure streak, a failure extends it."""
+        F = FeedRow
+        error = None if error is None else error[:ERROR_TEXT_LIMIT]
+        failed = int(error is not None)
+        insert_row = self._upsert(F).values(
+            source=source,
+            polled_at=now,
+            ok_at=None if failed else now,
+            failing_since=now if failed else None,
+            failures=failed,
+            errors_total=failed,
+            last_error=error,
+        )
+        on_conflict: dict[str, object] = {"polled_at": now, "last_error": error}
+        if failed:
+            on_conflict |= {
+                "failing_since": func.coalesce(F.failing_since, now),
+                "failures": F.failures + 1,
+                "errors_total": F.errors_total + 1,
+            }
+        else:
+            on_conflict |= {"ok_at": now, "failing_since": None, "failures": 0}
+        with self._write() as conn:
+            conn.execute(
+                insert_row.on_conflict_do_update(index_elements=[F.source], set_=on_conflict)
+            )
+
+    def feed_states(self, sources: Sequence[str]) -> dict[str, FeedState]:
+        query = select(*FeedRow.__table__.c).where(FeedRow.source.in_(sources))
+        with self._read() as conn:
+            return {row.source: FeedState(**row._mapping) for row in conn.execute(query)}
 
     def delivery_counts(self) -> dict[DeliveryStatus, int]:
         query = select(D.status, func.count()).group_by(D.status)

@@ -69,6 +69,8 @@ def test_secret_keys_are_split_in_order_and_the_first_signs() -> None:
         ({"DIGEST_WEEKLY_DAY": "someday"}, "DIGEST_WEEKLY_DAY", "weekday"),
         ({"DIGEST_DEFAULT_TIMEZONE": "Mars/Base"}, "DIGEST_DEFAULT_TIMEZONE", "timezone"),
         ({"DIGEST_DATABASE_URL": "mysql://x"}, "DIGEST_DATABASE_URL", "sqlite"),
+        ({"DIGEST_FEEDS": "ftp://feeds.example/rss"}, "DIGEST_FEEDS", "http(s) URL or a file"),
+        ({"DIGEST_FEED_POLL_SECONDS": "1"}, "DIGEST_FEED_POLL_SECONDS", "from 10 to 86400"),
     ],
 )
 def test_a_bad_setting_names_its_key_and_the_problem_in_one_line(
@@ -112,6 +114,21 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [key.env for key in KEYS if key.env not in readme]
     assert missing == []
+
+
+def test_feeds_are_a_comma_separated_list_of_urls_and_paths() -> None:
+    settings = load(None, {"DIGEST_FEEDS": " https://miasfeed.example/rss , feeds/local.json,"})
+    assert settings.feeds == ("https://miasfeed.example/rss", "feeds/local.json")
+    assert settings.feed_poll_interval == timedelta(minutes=15)
+    assert load(None, {}).feeds == ()
+
+
+def test_a_bad_feed_setting_does_not_echo_the_feeds_credentials() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(None, {"DIGEST_FEEDS": "ftp://user:hunter2@feeds.example/rss?token=abc"})
+    assert "hunter2" not in str(caught.value)
+    assert "token=abc" not in str(caught.value)
+    assert "ftp://feeds.example/rss?..." in str(caught.value)
 
 
 def test_one_click_header_needs_an_https_base_url() -> None:

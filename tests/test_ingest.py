@@ -2,12 +2,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -421,59 +417,6 @@ def test_read_source_refuses_other_schemes_and_missing_files_in_one_line(
         read_source(source)
 
 
-class _FeedServer(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        if self.path == "/feed.xml":
-            self._send(200, (DATA / "feed_rss.xml").read_bytes())
-        elif self.path == "/big":
-            self._send(200, b"x" * 5_000)
-        elif self.path == "/endless":
-            self.send_response(200)
-            self.end_headers()  # no Content-Length: the body ends when the server closes
-            try:
-                for _ in range(1_000):
-                    self.wfile.write(b"x" * 1_000)
-            except OSError:
-                pass  # the client stopped reading, as it should
-        elif self.path == "/claims-huge":
-            self.send_response(200)
-            self.send_header("Content-Length", str(10**9))
-            self.end_headers()
-            self.wfile.write(b"x" * 10)  # the declared length alone must be refused
-        elif self.path == "/to-ftp":
-            self.send_response(302)
-            self.send_header("Location", "ftp://example.org/feed.xml")
-            self.end_headers()
-        elif self.path == "/slow":
-            time.sleep(1)
-            self._send(200, b"late")
-        else:
-            self._send(404, b"not here")
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def http_base() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FeedServer)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_read_source_reads_a_feed_from_a_real_http_server(http_base: str) -> None:
     data = read_source(f"{http_base}/feed.xml")
     assert parse_articles(data, source="feed.xml", now=NOW).items[0].title.startswith("Sleep")
@@ -486,7 +429,7 @@ def test_read_source_reads_a_feed_from_a_real_http_server(http_base: str) -> Non
         ("/endless", "larger than 1000 bytes"),
         ("/claims-huge", "larger than 1000 bytes"),
         ("/missing", "HTTP 404 Not Found"),
-        ("/to-ftp", "refused redirect to 'ftp://example.org/feed.xml'"),
+        ("/to-ftp", "refused redirect to ftp://example.org/feed.xml"),
     ],
 )
 def test_read_source_refuses_bad_http_answers_in_one_line(

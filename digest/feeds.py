@@ -1,0 +1,74 @@
+"""Articles from feeds: the one import path behind `digest articles import` and the daemon's poll job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from digest import ingest
+from digest.dispatch import Clock
+from digest.errors import DigestError
+from digest.sources import RowError, display_name, read_source
+from digest.store import FeedState, Store
+
+log = logging.getLogger("digest.feeds")
+
+# A feed may fail now and then (a deploy on the site, a timeout); one failing this long needs a person.
+FAILING_TOO_LONG = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    added: int
+    updated: int
+    errors: list[RowError]  # entries skipped, each with its reason
+
+
+def import_articles(store: Store, source: str, now: datetime) -> Imported:
+    """Read, parse and upsert one feed. A feed that cannot be read or parsed raises InvalidInput."""
+    parsed = ingest.parse_articles(read_source(source), source=display_name(source), now=now)
+    result = store.upsert_articles(parsed.items, now)
+    return Imported(result.added, result.updated, parsed.errors)
+
+
+def failing_too_long(state: FeedState, now: datetime) -> bool:
+    return state.failing_since is not None and now - state.failing_since >= FAILING_TOO_LONG
+
+
+class FeedPoller:
+    """Polls every configured feed; one that fails is logged and recorded, and the others go on."""
+
+    def __init__(self, store: Store, sources: Sequence[str], clock: Clock) -> None:
+        self._store = store
+        self._sources = tuple(sources)
+        self._clock = clock
+
+    async def poll(self) -> None:
+        # Each feed in a thread: reading a slow feed and writing articles must not stall the loop.
+        await asyncio.gather(*(asyncio.to_thread(self._poll, source) for source in self._sources))
+
+    def _poll(self, source: str) -> None:
+        name, now = display_name(source), self._clock()
+        try:
+            try:
+                imported = import_articles(self._store, source, now)
+            except DigestError as exc:
+                log.warning("feed %s failed, trying again next poll: %s", name, exc)
+                self._store.record_feed_poll(source, now, error=str(exc))
+                return
+            self._store.record_feed_poll(source, now, error=None)
+        except DigestError as exc:  # the database itself is down; the next poll tries again
+            log.error("feed %s: cannot record the poll: %s", name, exc)
+            return
+        for error in imported.errors:
+            log.warning("feed %s: skipped %s: %s", name, error.where, error.reason)
+        log.info(
+            "feed %s: added %d, updated %d, skipped %d",
+            name,
+            imported.added,
+            imported.updated,
+            len(imported.errors),
+        )
