@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -15,14 +16,16 @@ import click
 import typer
 
 from digest import app as composition
-from digest import daemon, database, demo, ingest, reports
+from digest import daemon, database, demo, ingest, logs, reports
 from digest.addresses import check_timezone, normalise_address
 from digest.app import Services, real_clock
-from digest.config import Settings, load
+from digest.config import load
 from digest.dispatch import Progress, dry_run, run_once
 from digest.domain import Frequency, RunSummary, SubscriberDraft, SubscriberStatus
 from digest.errors import DigestError, InvalidInput
+from digest.feeds import import_articles
 from digest.ledger import Only
+from digest.logs import LogFormat
 from digest.mailer import DryRunSender, SmtpSender
 from digest.render import preview_html, preview_text
 from digest.sources import RowError, read_source
@@ -52,6 +55,12 @@ class Format(StrEnum):
     TEXT = "text"
 
 
+@dataclass(frozen=True, slots=True)
+class _RootOptions:
+    config: Path | None
+    log_format: LogFormat
+
+
 @cli.callback()
 def _root(
     ctx: typer.Context,
@@ -61,17 +70,26 @@ def _root(
             "--config", help="Settings file (default config/digest.toml, or DIGEST_CONFIG)."
         ),
     ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            "--log-format",
+            envvar="DIGEST_LOG_FORMAT",
+            help="Log lines as text, or as one JSON object a line for log shippers.",
+        ),
+    ] = LogFormat.TEXT,
 ) -> None:
-    ctx.obj = config
+    ctx.obj = _RootOptions(config, log_format)
 
 
-def _settings(ctx: typer.Context) -> Settings:
-    path: Path | None = ctx.find_root().obj
-    return load(path, os.environ)
-
-
-def _services(ctx: typer.Context, *, check_schema: bool = True) -> Services:
-    services = composition.build(_settings(ctx), check_schema=check_schema)
+def _services(
+    ctx: typer.Context, *, check_schema: bool = True, log_level: int = logging.WARNING
+) -> Services:
+    """Load the settings, start logging (which must know the secrets to hide) and wire services."""
+    options: _RootOptions = ctx.find_root().obj
+    settings = load(options.config, os.environ)
+    logs.configure(options.log_format, log_level, logs.secrets_of(settings))
+    services = composition.build(settings, check_schema=check_schema)
     ctx.call_on_close(services.close)
     return services
 
@@ -187,10 +205,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """The daemon: send digests on schedule and serve the web endpoints, until SIGTERM."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    daemon.serve(_services(ctx), real_clock, host, port)
+    daemon.serve(_services(ctx, log_level=logging.INFO), real_clock, host, port)
 
 
 @cli.command("demo")
@@ -313,13 +328,12 @@ def articles_import(
     now: NowOption = None,
 ) -> None:
     """Import articles; the same URL again updates the article instead of duplicating it."""
-    services = _services(ctx)
-    at = _instant(now)
-    parsed = ingest.parse_articles(read_source(source), source=source, now=at)
-    result = services.store.upsert_articles(parsed.items, at)
-    _echo_errors(parsed.errors)
-    typer.echo(f"added {result.added}, updated {result.updated}, skipped {len(parsed.errors)}")
-    if parsed.errors:
+    imported = import_articles(_services(ctx).store, source, _instant(now))
+    _echo_errors(imported.errors)
+    typer.echo(
+        f"added {imported.added}, updated {imported.updated}, skipped {len(imported.errors)}"
+    )
+    if imported.errors:
         raise typer.Exit(1)
 
 

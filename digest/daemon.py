@@ -15,8 +15,9 @@ from starlette.applications import Starlette
 
 from digest.app import Services
 from digest.dispatch import Clock
+from digest.feeds import FeedPoller
 from digest.metrics import Metrics
-from digest.scheduler import Dispatcher, build_scheduler
+from digest.scheduler import Dispatcher, Every, build_scheduler
 from digest.web import create_app
 
 log = logging.getLogger("digest.daemon")
@@ -26,7 +27,7 @@ class _Health:
     def __init__(self, services: Services, dispatcher: Dispatcher, clock: Clock) -> None:
         self._services = services
         self._dispatcher = dispatcher
-        self._metrics = Metrics(services.store, clock)
+        self._metrics = Metrics(services.store, clock, services.settings.feeds)
         self.scheduler_running = False
 
     def metrics(self) -> bytes:
@@ -57,10 +58,21 @@ def asgi_app(services: Services, clock: Clock) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        scheduler = build_scheduler(dispatcher, settings.dispatch_interval.total_seconds(), clock())
+        jobs = [Every("dispatch", dispatcher.run, settings.dispatch_interval.total_seconds())]
+        if settings.feeds:
+            poller = FeedPoller(services.store, settings.feeds, clock)
+            jobs.append(
+                Every("poll_feeds", poller.poll, settings.feed_poll_interval.total_seconds())
+            )
+        scheduler = build_scheduler(jobs, clock())
         scheduler.start()
         health.scheduler_running = True
-        log.info("scheduler started: dispatch every %s", settings.dispatch_interval)
+        log.info(
+            "scheduler started: dispatch every %s, %d feed(s) polled every %s",
+            settings.dispatch_interval,
+            len(settings.feeds),
+            settings.feed_poll_interval,
+        )
         try:
             yield
         finally:
@@ -94,7 +106,7 @@ def serve(services: Services, clock: Clock, host: str, port: int) -> None:
         host=host,
         port=port,
         lifespan="on",
-        log_level="info",
+        log_config=None,  # logging is ours (digest.logs): one format, secrets scrubbed
         timeout_graceful_shutdown=int(services.settings.shutdown_timeout.total_seconds()),
     )
     previous = {
