@@ -77,3 +77,9 @@ def parse_frequency(text: str) -> Frequency:
         raise InvalidInput(
             f"unknown frequency: {text!r} (choose daily, weekly or monthly)"
         ) from exc
+
+
+def mask_address(email: str) -> str:
+    """Enough of an address for its owner to recognise it and nobody else to harvest it."""
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}"

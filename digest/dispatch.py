@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from digest.addresses import mask_address
 from digest.domain import Article, Claim, Frequency, ReplyClass, RunSummary
 from digest.errors import SmtpConfigError
 from digest.ledger import EVERYONE, Failure, FinishRules, Only, PlanRules, Run
@@ -23,6 +25,7 @@ from digest.store import Store
 from digest.tokens import Purpose, Tokens
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("digest.dispatch")
 
 
 class Progress(Protocol):
@@ -103,25 +106,30 @@ async def run_once(
     sender or credentials: no reader is to blame for that. should_stop is asked before each
     claim, so a stopping daemon finishes and records the batch in flight and claims no more.
     """
+    # Database work and rendering run in worker threads, so that the daemon's event loop keeps
+    # answering web requests and driving SMTP connections meanwhile.
     started = clock()
-    summary = store.plan(job.now, job.plan, job.only)
+    summary = await asyncio.to_thread(store.plan, job.now, job.plan, job.only)
     if progress is not None:
-        progress.start(store.count_claimable(job.now, job.only))
+        progress.start(await asyncio.to_thread(store.count_claimable, job.now, job.only))
     note = ""
     try:
         while not should_stop() and (
-            claims := store.claim(job.owner, clock(), job.lease, job.batch_size, job.only)
+            claims := await asyncio.to_thread(
+                store.claim, job.owner, clock(), job.lease, job.batch_size, job.only
+            )
         ):
             async with _lease_kept(job, store, clock, claims):
-                outcomes = await sender.send_many([mail.outgoing(claim) for claim in claims])
-            summary += _record(job, store, clock, claims, outcomes)
+                messages = await asyncio.to_thread(lambda: [mail.outgoing(c) for c in claims])
+                outcomes = await sender.send_many(messages)
+            summary += await asyncio.to_thread(_record, job, store, clock, claims, outcomes)
             if progress is not None:
                 progress.advance(len(claims))
     except SmtpConfigError as exc:
         note = str(exc)
         raise
     finally:
-        store.record_run(Run(started, clock(), summary, note))
+        await asyncio.to_thread(store.record_run, Run(started, clock(), summary, note))
     return summary
 
 
@@ -138,7 +146,7 @@ async def _lease_kept(
     async def renew() -> None:
         while True:
             await asyncio.sleep(job.lease.total_seconds() / 3)
-            store.extend_lease(job.owner, claims, clock() + job.lease)
+            await asyncio.to_thread(store.extend_lease, job.owner, claims, clock() + job.lease)
 
     task = asyncio.create_task(renew())
     try:
@@ -160,6 +168,17 @@ def _record(
         if o.reply in (ReplyClass.TRANSIENT, ReplyClass.PERMANENT)
     ]
     refused = [o for o in outcomes if o.reply is ReplyClass.CONFIG]
+    for failure in failures:
+        claim = failure.claim
+        log.warning(
+            "digest %s to reader %d (%s), attempt %d, %s failure: %s",
+            claim.period_key,
+            claim.subscriber_id,
+            mask_address(claim.email),
+            claim.attempts + 1,
+            "permanent" if failure.permanent else "transient",
+            failure.detail,
+        )
     summary = store.record(job.owner, clock(), sent, failures, job.finish)
     if refused:
         store.release(job.owner, [by_key[o.key] for o in refused])

@@ -351,6 +351,23 @@ def test_a_refused_recipient_fails_only_that_digest_and_exits_1(
     assert result.code == 1
     assert result.out.strip().splitlines()[-1] == "sent 1, skipped 0, retrying 0, failed 1"
     assert [m.recipients for m in smtp_server.messages] == [["daily@example.org"]]
+    (line,) = result.err.strip().splitlines()
+    assert "WARNING digest.dispatch: digest 2026-W49 to reader" in line
+    assert "(w***@example.org), attempt 1, permanent failure: 550" in line
+
+
+def test_log_format_json_writes_one_json_object_a_line_without_secrets(
+    three_readers: Cli, smtp_server: SmtpServer
+) -> None:
+    smtp_server.fail("rcpt", 451, to={"weekly@example.org"})
+    result = three_readers("--log-format", "json", "send", "--now", MONDAY_0900)
+    (line,) = result.err.strip().splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "warning"
+    assert entry["logger"] == "digest.dispatch"
+    assert "transient failure: 451" in entry["message"]
+    assert "weekly@example.org" not in line
+    assert SECRET not in result.err
 
 
 def test_a_busy_server_leaves_digests_to_retry_and_a_later_run_sends_them(
