@@ -23,7 +23,9 @@ class Health(Protocol):
 def create_app(
     health: Health, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None
 ) -> Starlette:
-    async def healthz(request: Request) -> JSONResponse:
+    # Plain functions: Starlette runs them in its thread pool, so a slow database cannot stall
+    # the event loop that also drives the scheduler and the SMTP connections.
+    def healthz(request: Request) -> JSONResponse:
         database = health.database_ok()
         body = {
             "database": "ok" if database else "unreachable",
@@ -31,7 +33,7 @@ def create_app(
         }
         return JSONResponse(body, status_code=200 if database else 503)
 
-    async def metrics(request: Request) -> Response:
+    def metrics(request: Request) -> Response:
         return Response(health.metrics(), media_type=METRICS_CONTENT_TYPE)
 
     return Starlette(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,16 +76,20 @@ def daemon_env(database_url: str, smtp_server: SmtpServer, tmp_path: Path) -> di
     return env
 
 
-def start_daemon(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+def start_daemon(
+    env: dict[str, str], *root_options: str, log: Path | None = None
+) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(log.open("w")) if log else subprocess.DEVNULL
+        process = subprocess.Popen(
+            [sys.executable, "-m", "digest", *root_options, "serve", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
     return process, port
 
 
@@ -187,3 +192,62 @@ def test_sigterm_mid_batch_exits_0_and_a_restart_delivers_the_rest_once_each(
             restarted.kill()
     delivered = sorted(r for m in smtp_server.messages for r in m.recipients)
     assert delivered == sorted([*readers, "r0@example.org", "r1@example.org", "r2@example.org"])
+
+
+def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets(
+    daemon_env: dict[str, str], smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    feed = tmp_path / "site-feed.json"
+    feed.write_text(
+        json.dumps([{"url": "https://miasfeed.example/new", "title": "Fresh", "summary": "."}])
+    )
+    missing = tmp_path / "gone.xml"
+    env = daemon_env | {"DIGEST_FEEDS": f"{feed},{missing}"}
+    log = tmp_path / "daemon.log"
+    process, port = start_daemon(env, "--log-format", "json", log=log)
+    try:
+        wait_for(lambda: "Fresh" in digest(env, "articles", "list").stdout, "the feed's article")
+        wait_for(lambda: answers(port), "/healthz")
+        wait_for(
+            lambda: f'digest_feed_failing{{feed="{missing}"}} 1.0' in scrape(port),
+            "the failing feed in /metrics",
+        )
+        assert f'digest_feed_poll_errors_total{{feed="{feed}"}} 0.0' in scrape(port)
+        wait_for(lambda: len(smtp_server.messages) >= 3, "the digests")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=PATIENCE) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    messages = [entry["message"] for entry in entries]
+    assert any(m.startswith("run: sent 3, skipped 0") for m in messages)
+    assert any(m.startswith(f"feed {feed}: added 1, updated 0") for m in messages)
+    assert any(m.startswith(f"feed {missing} failed, trying again next poll") for m in messages)
+    assert daemon_env["DIGEST_SECRET_KEY"] not in log.read_text()
+    assert "feeds" in digest(env, "status").stdout.lower()
+
+
+def test_a_second_signal_exits_at_once_without_waiting_for_the_batch(
+    daemon_env: dict[str, str], smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    smtp_server.slow("data", 20)  # longer than this test waits
+    log = tmp_path / "daemon.log"
+    process, port = start_daemon(daemon_env, log=log)
+    try:
+        wait_for(lambda: answers(port), "/healthz")
+
+        def dispatching() -> bool:
+            scheduler = healthz(port)[1]["scheduler"]
+            return isinstance(scheduler, dict) and scheduler["dispatching"] is True
+
+        wait_for(dispatching, "a batch in flight")
+        process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "Waiting for application shutdown" in log.read_text(), "a graceful stop")
+        assert process.poll() is None  # still waiting for the batch in flight
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=5) == 128 + signal.SIGINT
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert smtp_server.messages == []
