@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
 from digest.app import Services
 from digest.dispatch import Clock
@@ -51,7 +52,7 @@ class _Health:
         }
 
 
-def asgi_app(services: Services, clock: Clock) -> Starlette:
+def asgi_app(services: Services, clock: Clock, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     dispatcher = Dispatcher(services, clock)
     health = _Health(services, dispatcher, clock)
     settings = services.settings
@@ -83,7 +84,7 @@ def asgi_app(services: Services, clock: Clock) -> Starlette:
             scheduler.shutdown(wait=False)
             health.scheduler_running = False
 
-    return create_app(health, lifespan)
+    return create_app(health, lifespan, extra_routes)
 
 
 class _Server(uvicorn.Server):
@@ -99,10 +100,16 @@ def _stopped_cleanly(sig: int, frame: FrameType | None) -> None:
     """uvicorn raises the stopping signal again after a clean shutdown; ours ends with exit 0."""
 
 
-def serve(services: Services, clock: Clock, host: str, port: int) -> None:
+def serve(
+    services: Services,
+    clock: Clock,
+    host: str,
+    port: int,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> None:
     """Run until SIGTERM or SIGINT; the first finishes in-flight sends, a second exits at once."""
     config = uvicorn.Config(
-        asgi_app(services, clock),
+        asgi_app(services, clock, extra_routes),
         host=host,
         port=port,
         lifespan="on",

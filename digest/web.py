@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -21,7 +21,9 @@ class Health(Protocol):
 
 
 def create_app(
-    health: Health, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None
+    health: Health,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     # Plain functions: Starlette runs them in its thread pool, so a slow database cannot stall
     # the event loop that also drives the scheduler and the SMTP connections.
@@ -37,5 +39,6 @@ def create_app(
         return Response(health.metrics(), media_type=METRICS_CONTENT_TYPE)
 
     return Starlette(
-        routes=[Route("/healthz", healthz), Route("/metrics", metrics)], lifespan=lifespan
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *extra_routes],
+        lifespan=lifespan,
     )
