@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set up and check digest with nothing but Python 3.11+ on the machine.
 
-    python3 dev.py demo     send sample digests to a local SMTP catcher and keep them as files
+    python3 dev.py demo     the daemon on sample data at http://127.0.0.1:8000/ (Ctrl-C stops it);
+                            digest demo's options follow, e.g. --port 8001
     python3 dev.py check    ruff (format and lint), mypy --strict, and the whole test suite
 
 The first run makes .venv/ and installs the pinned dependencies (requirements.lock) into it;
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -73,6 +75,9 @@ def main(argv: list[str]) -> int:
         return 2
     ensure_environment()
     if argv[0] == "demo":
+        # Ctrl-C reaches the demo too, which stops itself cleanly: wait for it instead of dying
+        # with a traceback. A handler, not SIG_IGN, which the demo would inherit.
+        signal.signal(signal.SIGINT, lambda sig, frame: None)
         return run(["digest", "demo", *argv[1:]])
     return check(argv[1:])
 

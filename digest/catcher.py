@@ -38,16 +38,22 @@ class _SaveToFolder:
         with self._lock:
             for recipient in envelope.rcpt_tos:
                 stem = f"{len(self.saved) + 1:03d}-{UNSAFE_NAME.sub('_', recipient)}"
-                eml = self.folder / f"{stem}.eml"
-                eml.write_bytes(raw)
-                self.saved.append(eml)
+                # The .html first and each file whole: a reader of the folder (the demo's pages)
+                # that sees an .eml can open its .html at once.
                 if isinstance(message, EmailMessage):
                     html = message.get_body(preferencelist=("html",))
                     if html is not None:
-                        (self.folder / f"{stem}.html").write_text(
-                            html.get_content(), encoding="utf-8"
-                        )
+                        _write(self.folder / f"{stem}.html", html.get_content().encode())
+                eml = self.folder / f"{stem}.eml"
+                _write(eml, raw)
+                self.saved.append(eml)
         return "250 OK: kept"
+
+
+def _write(path: Path, data: bytes) -> None:
+    part = path.with_name(f"{path.name}.part")
+    part.write_bytes(data)
+    part.replace(path)
 
 
 class Catcher:

@@ -210,12 +210,18 @@ def serve(
 
 @cli.command("demo")
 def run_demo(
+    ctx: typer.Context,
     folder: Annotated[
         Path, typer.Option(help="Where the demo keeps its database and caught mail.")
     ] = Path("demo"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port to listen on; taken means exit 2.")
+    ] = 8000,
 ) -> None:
-    """Send sample digests to a local SMTP catcher and keep them as files to open."""
-    typer.echo(demo.run(folder))
+    """The daemon on sample data, fresh each start: browse the digests it sent, until Ctrl-C."""
+    options: _RootOptions = ctx.find_root().obj
+    demo.run(folder, host, port, options.log_format, typer.echo)
 
 
 # -- subscribers ---------------------------------------------------------------------------

@@ -1,22 +1,35 @@
-"""The README's first command: sample digests sent through a local catcher, kept as files to open."""
+"""The README's first command: the real daemon on sample data, its mail caught and shown as pages.
+
+Each start is fresh: a new SQLite database and outbox in the folder, the sample readers and
+articles, a local SMTP catcher on a free port and a new signing key. Then `digest serve`'s daemon
+runs on it, with the demo's own pages beside its routes: `/` lists the caught mail, and
+`/outbox/NAME` shows one as its reader would see it (`NAME.eml`, or `?raw=1`, the whole message).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import errno
+import logging
 import secrets
 import shutil
+import socket
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
 from digest import app as composition
-from digest import database, ingest
-from digest.app import real_clock
+from digest import daemon, database, ingest, logs, outbox
+from digest.app import Services, real_clock
 from digest.catcher import Catcher
-from digest.config import load
-from digest.dispatch import run_once
+from digest.config import PROJECT_TEMPLATES, Settings, load
 from digest.domain import Frequency, SubscriberDraft
-from digest.mailer import SmtpSender
+from digest.errors import InvalidInput
 
 SAMPLE_READERS = (
     SubscriberDraft("amara@example.org", Frequency.DAILY, "Europe/London"),
@@ -25,50 +38,128 @@ SAMPLE_READERS = (
     SubscriberDraft("dana@example.org", Frequency.WEEKLY, "Europe/Madrid"),
 )
 SAMPLE_ARTICLES = "articles.json"
+DISPATCH_SECONDS = 10  # short, so whatever becomes due (a new article, a reader) goes out soon
+# Caught mail is someone else's HTML: its own inline styles and data: images, nothing fetched.
+MAIL_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
-def run(folder: Path) -> str:
-    """Start afresh in folder, send what is due, and say where the caught mail is."""
+def run(
+    folder: Path, host: str, port: int, log_format: logs.LogFormat, say: Callable[[str], None]
+) -> None:
+    """Start afresh in folder and serve on host:port until SIGINT or SIGTERM."""
+    url = local_url(host, port)
+    check_port(host, port)  # before anything in the folder is replaced
+    mail = _fresh(folder)
+    with Catcher(mail) as catcher:
+        settings = _settings(folder, catcher, url)
+        logs.configure(log_format, logging.INFO, logs.secrets_of(settings))
+        # aiosmtpd logs every SMTP command at INFO: a dozen lines a mail would bury the daemon's.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        services = composition.build(settings, check_schema=False)
+        try:
+            _seed(services)
+            say(
+                f"digest demo is running at {url}/\n"
+                f"Open it to see the digests the {len(SAMPLE_READERS)} sample readers were sent; "
+                f"Ctrl-C stops it.\n"
+                f"Each caught mail is kept in {mail}/ as .eml (the whole message) and .html."
+            )
+            daemon.serve(services, real_clock, host, port, routes(mail, settings.site_name))
+        finally:
+            services.close()
+    say(f"digest demo stopped; the caught mail is still in {mail}/")
+
+
+def local_url(host: str, port: int) -> str:
+    """The address a browser on this machine uses, which every link in the digests points at."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 - naming the wildcard, not binding to it
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail in one line now rather than in uvicorn's log after the folder has been replaced."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        # As uvicorn binds: a port left in TIME_WAIT by the last demo is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InvalidInput(
+                    f"port {port} on {host} is taken; try another, e.g. --port {port + 1}"
+                ) from exc
+            raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def routes(mail: Path, site_name: str) -> Sequence[BaseRoute]:
+    """`/`: the caught mail, newest first; `/outbox/NAME`: one mail's HTML part as its reader sees
+    it; `/outbox/NAME.eml` or `?raw=1`: the whole message. Unknown names are 404."""
+    env = Environment(loader=FileSystemLoader(PROJECT_TEMPLATES / "demo"), autoescape=True)
+    listing = env.get_template("outbox.html.j2")
+
+    # Plain functions, as in web.py: Starlette runs them in its thread pool, off the event loop.
+    def index(request: Request) -> HTMLResponse:
+        page = listing.render(
+            mails=outbox.read(mail),
+            folder=mail.resolve(),
+            site_name=site_name,
+            interval=DISPATCH_SECONDS,
+        )
+        return HTMLResponse(page, headers=MAIL_HEADERS)
+
+    def one(request: Request) -> Response:
+        name: str = request.path_params["name"]
+        raw = name.endswith(".eml") or request.query_params.get("raw") == "1"
+        caught = outbox.find(mail, name.removesuffix(".eml"))
+        if caught is not None and raw:
+            body = caught.eml.read_bytes()
+            return Response(body, media_type="text/plain; charset=utf-8", headers=MAIL_HEADERS)
+        if caught is None or caught.html is None:
+            return Response("no such mail in the outbox", 404, media_type="text/plain")
+        return HTMLResponse(caught.html.read_bytes(), headers=MAIL_HEADERS)
+
+    return [Route("/", index), Route("/outbox/{name}", one)]
+
+
+def _fresh(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("digest.db*"):
         stale.unlink()
-    shutil.rmtree(folder / "outbox", ignore_errors=True)
-    with Catcher(folder / "outbox") as catcher:
-        settings = load(
-            None,
-            {
-                "DIGEST_DATABASE_URL": f"sqlite:///{folder / 'digest.db'}",
-                "DIGEST_SMTP_HOST": catcher.host,
-                "DIGEST_SMTP_PORT": str(catcher.port),
-                # The demo is the one command that may sign without a configured key.
-                "DIGEST_SECRET_KEY": secrets.token_urlsafe(32),
-                "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
-                "DIGEST_SITE_URL": "https://miasfeed.example",
-            },
-        )
-        services = composition.build(settings, check_schema=False)
-        database.upgrade(services.store.engine)
-        now = real_clock()
-        # Readers who confirmed weeks ago, before the articles came in: every one of them is due.
-        services.store.add_subscribers(SAMPLE_READERS, confirmed=True, now=now - timedelta(days=40))
-        data = resources.files("digest.samples").joinpath(SAMPLE_ARTICLES).read_bytes()
-        parsed = ingest.parse_articles(data, source=SAMPLE_ARTICLES, now=now)
-        services.store.upsert_articles(parsed.items, now)
+    mail = folder / "outbox"
+    shutil.rmtree(mail, ignore_errors=True)
+    return mail
 
-        async def send() -> str:
-            async with SmtpSender(services.smtp()) as sender:
-                summary = await run_once(
-                    services.job(now), services.store, services.digest_mail(), sender, real_clock
-                )
-            return summary.line()
 
-        line = asyncio.run(send())
-        pages = sorted(p for p in (folder / "outbox").glob("*.html"))
-    shown = "\n".join(f"  {page}" for page in pages)
-    return (
-        f"{line}\n"
-        f"{len(SAMPLE_READERS)} sample readers, {len(parsed.items)} sample articles, "
-        f"database {folder / 'digest.db'}\n"
-        f"The local SMTP catcher kept each mail as .eml (the whole message) and .html; open one:\n"
-        f"{shown}"
+def _settings(folder: Path, catcher: Catcher, url: str) -> Settings:
+    return load(
+        None,
+        {
+            "DIGEST_DATABASE_URL": f"sqlite:///{folder / 'digest.db'}",
+            "DIGEST_SMTP_HOST": catcher.host,
+            "DIGEST_SMTP_PORT": str(catcher.port),
+            # The demo is the one command that may sign without a configured key.
+            "DIGEST_SECRET_KEY": secrets.token_urlsafe(32),
+            "DIGEST_BASE_URL": url,
+            "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
+            "DIGEST_SITE_URL": "https://miasfeed.example",
+            "DIGEST_DISPATCH_INTERVAL_SECONDS": str(DISPATCH_SECONDS),
+        },
     )
+
+
+def _seed(services: Services) -> None:
+    database.upgrade(services.store.engine)
+    now = real_clock()
+    # Readers who confirmed weeks ago, before the articles came in: the daemon's first run, at
+    # start, finds every one of them due.
+    services.store.add_subscribers(SAMPLE_READERS, confirmed=True, now=now - timedelta(days=40))
+    data = resources.files("digest.samples").joinpath(SAMPLE_ARTICLES).read_bytes()
+    parsed = ingest.parse_articles(data, source=SAMPLE_ARTICLES, now=now)
+    services.store.upsert_articles(parsed.items, now)
