@@ -8,16 +8,22 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from starlette.routing import BaseRoute
+
 from digest import database
 from digest.config import Settings, sender_address
-from digest.dispatch import DigestMail, Job
+from digest.dispatch import Clock, DigestMail, Job
 from digest.ledger import EVERYONE, FinishRules, Only, PlanRules
 from digest.mailer import SmtpSettings
+from digest.pages import Pages, PageSettings, ReaderPages
+from digest.ratelimit import RateLimiter
+from digest.readers import ConfirmationMail, Readers
 from digest.render import Renderer, Site
 from digest.store import Store
 from digest.tokens import Tokens
 
 RETRY_CAP = timedelta(hours=1)
+SIGNUP_WINDOW = timedelta(hours=1)
 
 
 def real_clock() -> datetime:
@@ -37,16 +43,50 @@ class Services:
         self.store.engine.dispose()
 
     def renderer(self) -> Renderer:
+        return Renderer(
+            self.settings.templates_dir, self._site(), max_articles=self.settings.max_articles
+        )
+
+    def _site(self) -> Site:
         s = self.settings
-        sender = s.require_sender()
-        domain = self._sender_domain()
-        site = Site(
+        return Site(
             name=s.site_name,
             url=s.site_url,
-            sender=sender,
-            list_id=f"{s.site_name} digest <digest.{domain}>",
+            sender=s.require_sender(),
+            list_id=f"{s.site_name} digest <digest.{self._sender_domain()}>",
         )
-        return Renderer(s.templates_dir, site, max_articles=s.max_articles)
+
+    def pages(self) -> Pages:
+        s = self.settings
+        return Pages(
+            s.templates_dir,
+            PageSettings(
+                site=self._site(),
+                allowed_origins=s.allowed_origins,
+                default_frequency=s.default_frequency,
+                default_timezone=s.default_timezone,
+                send_time=s.schedule.send_time.strftime("%H:%M"),
+                confirm_days=s.confirm_max_age.days,
+            ),
+        )
+
+    def reader_routes(self, clock: Clock) -> list[BaseRoute]:
+        s = self.settings
+        confirmations = ConfirmationMail(
+            self.renderer(),
+            self.tokens(),
+            self.smtp(),
+            base_url=s.base_url,
+            envelope_sender=sender_address(s.require_sender()),
+            message_domain=self._sender_domain(),
+            expires_days=s.confirm_max_age.days,
+        )
+        limits = (
+            RateLimiter(s.signup_limit_per_address, SIGNUP_WINDOW, clock),
+            RateLimiter(s.signup_limit_per_client, SIGNUP_WINDOW, clock),
+        )
+        readers = Readers(self.store, self.tokens(), s.schedule, clock)
+        return ReaderPages(readers, self.pages(), confirmations, limits).routes()
 
     def tokens(self) -> Tokens:
         return Tokens(self.settings.require_secret_keys(), self.settings.confirm_max_age)

@@ -70,6 +70,9 @@ KEYS: tuple[Key, ...] = (
     Key("shutdown_timeout_seconds", 30, "on SIGTERM, how long in-flight sends may take to finish and record"),
     Key("feeds", "", "comma-separated feed URLs or file paths (RSS, Atom or JSON) that the daemon imports articles from"),
     Key("feed_poll_seconds", 900, "how often the daemon polls the feeds; a failed feed is tried again next time"),
+    Key("allowed_origins", "", "comma-separated origins (https://miasfeed.example) whose pages may post the sign-up form; base_url's own origin always may"),
+    Key("signup_limit_per_address", 3, "sign-ups (so confirmation mails) per address per hour; more get 429"),
+    Key("signup_limit_per_client", 20, "sign-ups per client IP address per hour; more get 429"),
     Key("templates_dir", "", "folder of the mail and page templates; empty means the ones shipped with digest"),
 )  # fmt: skip
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -105,6 +108,9 @@ class Settings:
     shutdown_timeout: timedelta
     feeds: tuple[str, ...]
     feed_poll_interval: timedelta
+    allowed_origins: frozenset[str]
+    signup_limit_per_address: int
+    signup_limit_per_client: int
     templates_dir: Path
 
     def require_secret_keys(self) -> tuple[str, ...]:
@@ -201,6 +207,9 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         shutdown_timeout=timedelta(seconds=get("shutdown_timeout_seconds", _ranged(1, 3600))),
         feeds=get("feeds", _feeds),
         feed_poll_interval=timedelta(seconds=get("feed_poll_seconds", _ranged(10, 86400))),
+        allowed_origins=frozenset({origin_of(base_url), *get("allowed_origins", _origins)}),
+        signup_limit_per_address=get("signup_limit_per_address", _ranged(1, 1000)),
+        signup_limit_per_client=get("signup_limit_per_client", _ranged(1, 100000)),
         templates_dir=Path(templates) if templates else PROJECT_TEMPLATES,
     )
 
@@ -277,6 +286,25 @@ def _feeds(value: Raw) -> tuple[str, ...]:
                 f"each feed must be an http(s) URL or a file path, got {display_name(feed)!r}"
             )
     return feeds
+
+
+def origin_of(url: str) -> str:
+    """scheme://host[:port], as browsers send it in the Origin header."""
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{(parts.netloc or '').lower()}"
+
+
+def _origins(value: Raw) -> tuple[str, ...]:
+    text = _optional_text(value)
+    if text is None:
+        return ()
+    origins = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        origin = _base_url(part)
+        if urlsplit(origin).path:
+            raise ValueError(f"an origin has no path, like https://miasfeed.example; got {part!r}")
+        origins.append(origin_of(origin))
+    return tuple(origins)
 
 
 def _sender(value: Raw) -> str | None:

@@ -84,7 +84,8 @@ def asgi_app(services: Services, clock: Clock, extra_routes: Sequence[BaseRoute]
             scheduler.shutdown(wait=False)
             health.scheduler_running = False
 
-    return create_app(health, lifespan, extra_routes)
+    routes = [*services.reader_routes(clock), *extra_routes]
+    return create_app(health, services.pages(), lifespan, routes)
 
 
 class _Server(uvicorn.Server):

@@ -115,7 +115,7 @@ class Ledger:
 
     def newest_seq(self) -> int:
         with self._read() as conn:
-            return conn.scalar(select(func.coalesce(func.max(A.id), 0))) or 0
+            return newest_article(conn)
 
     # -- the ledger: plan -----------------------------------------------------------------
 
@@ -455,6 +455,11 @@ class Ledger:
     def _read(self) -> Iterator[Connection]:
         with _translated(), self.engine.connect() as conn:
             yield conn
+
+
+def newest_article(conn: Connection) -> int:
+    """The newest article's place in the ingest sequence (0 when there is none)."""
+    return conn.scalar(select(func.coalesce(func.max(A.id), 0))) or 0
 
 
 def _claimable(now: datetime) -> ColumnElement[bool]:

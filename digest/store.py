@@ -25,7 +25,7 @@ from digest.domain import (
     SubscriberStatus,
 )
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
-from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, Run
+from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, Run, newest_article
 from digest.models import ArticleRow, DeliveryRow, FeedRow, RunRow, SubscriberRow
 
 A, S, D = ArticleRow, SubscriberRow, DeliveryRow
@@ -57,6 +57,13 @@ class FeedState:
     failures: int  # in a row
     errors_total: int
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Signup:
+    subscriber_id: int
+    token_version: int
+    confirm: bool  # False for a reader who is already active: no mail, and the same answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,21 +161,10 @@ class Store(Ledger):
         with self._write() as conn:
             emails = [draft.email for draft in drafts]
             known = set(conn.scalars(select(S.email).where(S.email.in_(emails))))
-            cursor = conn.scalar(select(func.coalesce(func.max(A.id), 0))) if confirmed else 0
+            cursor = newest_article(conn) if confirmed else 0
             status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
             rows = [
-                {
-                    "email": d.email,
-                    "frequency": d.frequency.value,
-                    "timezone": d.timezone,
-                    "status": status.value,
-                    "token_version": 1,
-                    "created_at": now,
-                    "confirmed_at": now if confirmed else None,
-                    "cursor": cursor,
-                    "anchor": now,
-                    "bounces": 0,
-                }
+                _new_subscriber(d, status, cursor=cursor, now=now)
                 for d in drafts
                 if d.email not in known
             ]
@@ -211,13 +207,95 @@ class Store(Ledger):
             conn.execute(delete(D).where(D.subscriber_id == subscriber_id))
             conn.execute(delete(S).where(S.id == subscriber_id))
 
-    def unsubscribe(self, subscriber_id: int, now: datetime) -> bool:
-        """Stop every digest to this reader, planned ones included; False if they were not active."""
+    # -- the reader's own choices, from the web pages --------------------------------------
+    # Each takes the token_version the reader's link carries and changes the row only while it
+    # still matches, so a link from before a re-subscription can never act on the new one.
+
+    def subscriber(self, subscriber_id: int) -> Subscriber | None:
+        with self._read() as conn:
+            query = select(*SUBSCRIBER_COLUMNS).where(S.id == subscriber_id)
+            row = conn.execute(query).one_or_none()
+        return None if row is None else _subscriber(row)
+
+    def sign_up(self, draft: SubscriberDraft, now: datetime) -> Signup:
+        """Record a sign-up as pending; say whether a confirmation mail should go out.
+
+        A new address is added; a pending one takes the latest choices; an unsubscribed or bounced
+        one starts over with a new token_version; an active one is left exactly as it is.
+        """
+        with self._write() as conn:
+            new_id = conn.scalar(
+                self._insert_ignoring_conflicts(S)
+                .values(
+                    _new_subscriber(draft, SubscriberStatus.PENDING, cursor=0, now=now),
+                )
+                .returning(S.id)
+            )
+            if new_id is not None:
+                return Signup(new_id, 1, confirm=True)
+            row = conn.execute(
+                select(S.id, S.status, S.token_version).where(S.email == draft.email)
+            ).one()
+            if row.status == SubscriberStatus.ACTIVE.value:
+                return Signup(row.id, row.token_version, confirm=False)
+            version = row.token_version + (row.status != SubscriberStatus.PENDING.value)
+            conn.execute(
+                update(S)
+                .where(S.id == row.id)
+                .values(
+                    status=SubscriberStatus.PENDING.value,
+                    frequency=draft.frequency.value,
+                    timezone=draft.timezone,
+                    token_version=version,
+                )
+            )
+        return Signup(row.id, version, confirm=True)
+
+    def activate(self, subscriber_id: int, token_version: int, now: datetime) -> bool:
+        """Pending → active, from now on and with nothing older than now; False if not pending."""
+        with self._write() as conn:
+            newest = newest_article(conn)
+            changed = conn.execute(
+                update(S)
+                .where(
+                    S.id == subscriber_id,
+                    S.token_version == token_version,
+                    S.status == SubscriberStatus.PENDING.value,
+                )
+                .values(
+                    status=SubscriberStatus.ACTIVE.value,
+                    confirmed_at=now,
+                    unsubscribed_at=None,
+                    cursor=newest,
+                    anchor=now,
+                    bounces=0,
+                )
+            ).rowcount
+        return bool(changed)
+
+    def unsubscribe(self, subscriber_id: int, token_version: int, now: datetime) -> bool:
+        """Stop every digest to this reader, planned ones included; False if nothing changed."""
         with self._write() as conn:
             changed = conn.execute(
                 update(S)
-                .where(S.id == subscriber_id, S.status != SubscriberStatus.UNSUBSCRIBED.value)
+                .where(
+                    S.id == subscriber_id,
+                    S.token_version == token_version,
+                    S.status != SubscriberStatus.UNSUBSCRIBED.value,
+                )
                 .values(status=SubscriberStatus.UNSUBSCRIBED.value, unsubscribed_at=now)
+            ).rowcount
+        return bool(changed)
+
+    def set_preferences(
+        self, subscriber_id: int, token_version: int, frequency: Frequency, timezone: str
+    ) -> bool:
+        """Change frequency and timezone. The cursor stays: no article is lost or sent twice."""
+        with self._write() as conn:
+            changed = conn.execute(
+                update(S)
+                .where(S.id == subscriber_id, S.token_version == token_version)
+                .values(frequency=frequency.value, timezone=timezone)
             ).rowcount
         return bool(changed)
 
@@ -322,6 +400,23 @@ class Store(Ledger):
         )
         with self._read() as conn:
             return [(p, DeliveryStatus(s), a, e) for p, s, a, e in conn.execute(query)]
+
+
+def _new_subscriber(
+    draft: SubscriberDraft, status: SubscriberStatus, *, cursor: int, now: datetime
+) -> dict[str, object]:
+    return {
+        "email": draft.email,
+        "frequency": draft.frequency.value,
+        "timezone": draft.timezone,
+        "status": status.value,
+        "token_version": 1,
+        "created_at": now,
+        "confirmed_at": now if status is SubscriberStatus.ACTIVE else None,
+        "cursor": cursor,
+        "anchor": now,
+        "bounces": 0,
+    }
 
 
 def _article_values(draft: ArticleDraft, now: datetime) -> dict[str, object]:

@@ -60,19 +60,24 @@ class Tokens:
         payload = [subscriber_id, token_version, address_hash(email), int(now.timestamp())]
         return self._serializers[Purpose.CONFIRM].dumps(payload)
 
-    def read(self, purpose: Purpose, token: str, now: datetime) -> TokenSubject:
-        """The token's subject; InvalidToken for anything tampered, foreign or malformed."""
+    def read(
+        self, purpose: Purpose, token: str, now: datetime, *, expired_ok: bool = False
+    ) -> TokenSubject:
+        """The token's subject; InvalidToken for anything tampered, foreign or malformed.
+
+        expired_ok reads an authentic but expired confirm token, to send its reader a fresh one.
+        """
         try:
             payload = self._serializers[purpose].loads(token)
         except BadData as exc:
             raise InvalidToken("this link is not valid") from exc
         if purpose is Purpose.CONFIRM:
-            return self._read_confirm(payload, now)
+            return self._read_confirm(payload, now, expired_ok)
         if not _is_ints(payload, 2):
             raise InvalidToken("this link is not valid")
         return TokenSubject(payload[0], payload[1])
 
-    def _read_confirm(self, payload: object, now: datetime) -> TokenSubject:
+    def _read_confirm(self, payload: object, now: datetime, expired_ok: bool) -> TokenSubject:
         if not (
             isinstance(payload, list)
             and len(payload) == 4
@@ -82,7 +87,7 @@ class Tokens:
         ):
             raise InvalidToken("this link is not valid")
         issued = datetime.fromtimestamp(payload[3], tz=now.tzinfo)
-        if now - issued > self._confirm_max_age:
+        if now - issued > self._confirm_max_age and not expired_ok:
             raise ExpiredToken("this confirmation link has expired")
         return TokenSubject(payload[0], payload[1], payload[2])
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from pg_cluster import PgCluster
+from sqlalchemy import Engine, MetaData, create_engine, select
 
 from digest import database
 from digest.store import Store
@@ -27,3 +28,18 @@ def store(database_url: str) -> Iterator[Store]:
     database.upgrade(engine)
     yield Store(engine)
     engine.dispose()
+
+
+def snapshot(database: str | Engine) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, to show that something changed nothing."""
+    engine = create_engine(database) if isinstance(database, str) else database
+    metadata = MetaData()
+    metadata.reflect(engine)
+    with engine.connect() as conn:
+        tables = {
+            name: sorted(map(tuple, conn.execute(select(table))))
+            for name, table in metadata.tables.items()
+        }
+    if isinstance(database, str):
+        engine.dispose()
+    return tables

@@ -13,8 +13,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from db_fixtures import snapshot
 from smtp_server import SmtpServer
-from sqlalchemy import MetaData, create_engine, select
 
 from digest.cli import main
 
@@ -121,19 +121,6 @@ def parsed(data: bytes) -> EmailMessage:
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     return message
-
-
-def snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
-    engine = create_engine(url)
-    metadata = MetaData()
-    metadata.reflect(engine)
-    with engine.connect() as conn:
-        tables = {
-            name: sorted(map(tuple, conn.execute(select(table))))
-            for name, table in metadata.tables.items()
-        }
-    engine.dispose()
-    return tables
 
 
 def test_send_mails_exactly_the_due_readers_once_with_both_parts_and_every_header(

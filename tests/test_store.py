@@ -197,7 +197,8 @@ def test_permanent_failures_in_a_row_mark_the_reader_bounced_and_a_send_resets_t
 def test_a_reader_who_unsubscribes_after_planning_is_not_claimed(store: Store) -> None:
     seed(store, "a@example.org", "b@example.org")
     store.plan(MONDAY_0900, RULES)
-    store.unsubscribe(store.find_subscriber("a@example.org").id, MONDAY_0900)
+    reader = store.find_subscriber("a@example.org")
+    store.unsubscribe(reader.id, reader.token_version, MONDAY_0900)
     assert [c.email for c in claim_all(store)] == ["b@example.org"]
     assert statuses(store, "a@example.org") == [DeliveryStatus.SKIPPED]
 

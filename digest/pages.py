@@ -1,0 +1,347 @@
+"""The reader's pages: sign up, confirm, unsubscribe (RFC 8058 one-click too) and preferences.
+
+Each route reads the request, makes one call on Readers and picks a page. GET and HEAD never change
+anything (mail scanners open every link); every change is a POST. Bad links of any kind end in the
+one "not valid" page, raised as InvalidToken and turned into a page by the app's error handlers.
+"""
+
+from __future__ import annotations
+
+import math
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from digest.addresses import check_timezone, mask_address, normalise_address, parse_frequency
+from digest.domain import Frequency, SubscriberDraft, SubscriberStatus
+from digest.errors import InvalidInput
+from digest.ratelimit import RateLimiter
+from digest.readers import ConfirmationMail, Readers
+from digest.render import Site
+from digest.store import Subscriber
+from digest.tokens import Purpose
+
+TIMEZONES = tuple(sorted(zoneinfo.available_timezones() - {"localtime", "Factory"}))
+FREQUENCIES = tuple(f.value for f in Frequency)
+HOUR = timedelta(hours=1)
+MAX_FORM_FIELDS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class PageSettings:
+    site: Site
+    allowed_origins: frozenset[str]
+    default_frequency: Frequency
+    default_timezone: str
+    send_time: str
+    confirm_days: int
+
+
+class Pages:
+    """Renders templates/pages/*.html.j2 into responses; autoescaped, strict about missing names."""
+
+    def __init__(self, templates_dir: Path, settings: PageSettings) -> None:
+        self._env = Environment(
+            loader=FileSystemLoader(templates_dir / "pages"),
+            autoescape=select_autoescape(enabled_extensions=("html", "html.j2")),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.templates_dir = templates_dir
+        self.settings = settings
+
+    def render(
+        self,
+        name: str,
+        title: str,
+        status: int = 200,
+        *,
+        headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        html = self._env.get_template(f"{name}.html.j2").render(
+            site=self.settings.site, title=title, **context
+        )
+        return HTMLResponse(html, status, headers=headers, background=background)
+
+    def problem(self, status: int, title: str, message: str, **headers: str) -> HTMLResponse:
+        return self.render("problem", title, status, headers=headers, message=message)
+
+    def invalid_link(self) -> HTMLResponse:
+        return self.render("invalid_link", "This link is not valid", 400)
+
+    def expired_link(self) -> HTMLResponse:
+        return self.render(
+            "expired_link",
+            "This link has expired",
+            400,
+            expires_days=self.settings.confirm_days,
+        )
+
+    def choices(
+        self, frequency: Frequency, timezone: str, *, guess_timezone: bool
+    ) -> dict[str, Any]:
+        """What the frequency and timezone fields need."""
+        return {
+            "frequencies": FREQUENCIES,
+            "chosen_frequency": frequency.value,
+            "timezones": TIMEZONES,
+            "chosen_timezone": timezone,
+            "guess_timezone": guess_timezone,
+            "send_time": self.settings.send_time,
+        }
+
+
+class ReaderPages:
+    """The routes of DESIGN §2; limits are the (per address, per client) sign-up limiters."""
+
+    def __init__(
+        self,
+        readers: Readers,
+        pages: Pages,
+        confirmations: ConfirmationMail,
+        limits: tuple[RateLimiter, RateLimiter],
+    ) -> None:
+        self._readers = readers
+        self._pages = pages
+        self._settings = pages.settings
+        self._confirmations = confirmations
+        self._per_address, self._per_client = limits
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/subscribe", self.subscribe_page, methods=["GET"]),
+            Route("/subscribe", self.subscribe, methods=["POST"]),
+            Route("/confirm/{token}", self.confirm_page, methods=["GET"]),
+            Route("/confirm/{token}", self.confirm, methods=["POST"]),
+            Route("/unsubscribe/{token}", self.unsubscribe_page, methods=["GET"]),
+            Route("/unsubscribe/{token}", self.unsubscribe, methods=["POST"]),
+            Route("/preferences/{token}", self.preferences_page, methods=["GET"]),
+            Route("/preferences/{token}", self.preferences, methods=["POST"]),
+        ]
+
+    def _same_site(self, request: Request) -> bool:
+        # Browsers send Origin on every cross-origin POST; without one, Sec-Fetch-Site tells.
+        origin = request.headers.get("origin")
+        if origin is not None:
+            return origin.lower() in self._settings.allowed_origins
+        return request.headers.get("sec-fetch-site") != "cross-site"
+
+    def _forbidden(self) -> Response:
+        return self._pages.problem(
+            403, "Not allowed", "This form can only be sent from the site's own pages."
+        )
+
+    def _too_many(self, wait: timedelta) -> Response:
+        seconds = max(1, math.ceil(wait.total_seconds()))
+        minutes = math.ceil(seconds / 60)
+        return self._pages.problem(
+            429,
+            "Too many requests",
+            f"Too many sign-ups at once. Please try again in {minutes} minute"
+            f"{'' if minutes == 1 else 's'}.",
+            **{"Retry-After": str(seconds)},
+        )
+
+    def _subscribe_form(
+        self,
+        email: str = "",
+        error: str = "",
+        frequency: Frequency | None = None,
+        timezone: str = "",
+    ) -> Response:
+        return self._pages.render(
+            "subscribe",
+            "Get the digest",
+            400 if error else 200,
+            email=email,
+            error=error,
+            **self._pages.choices(
+                frequency or self._settings.default_frequency,
+                timezone or self._settings.default_timezone,
+                guess_timezone=not timezone,
+            ),
+        )
+
+    async def subscribe_page(self, request: Request) -> Response:
+        return self._subscribe_form()
+
+    async def subscribe(self, request: Request) -> Response:
+        if not self._same_site(request):
+            return self._forbidden()
+        form = await _form(request)
+        email = _field(form, "email")
+        try:
+            draft = SubscriberDraft(
+                normalise_address(email),
+                parse_frequency(_field(form, "frequency") or self._settings.default_frequency),
+                check_timezone(_field(form, "timezone") or self._settings.default_timezone),
+            )
+        except InvalidInput as exc:
+            return self._subscribe_form(email, _sentence(str(exc)))
+        client = request.client.host if request.client else "unknown"
+        wait = self._per_client.hit(client) or self._per_address.hit(draft.email)
+        if wait is not None:
+            return self._too_many(wait)
+        signup = await run_in_threadpool(self._readers.sign_up, draft)
+        # Mailed after the answer is sent: the answer, and its timing, are the same for every address.
+        task = (
+            BackgroundTask(self._confirmations.send, signup, draft, self._readers.now())
+            if signup.confirm
+            else None
+        )
+        return self._check_inbox(task)
+
+    def _check_inbox(self, task: BackgroundTask | None) -> Response:
+        return self._pages.render(
+            "check_inbox",
+            "Check your inbox",
+            background=task,
+            expires_days=self._settings.confirm_days,
+        )
+
+    async def confirm_page(self, request: Request) -> Response:
+        reader = await run_in_threadpool(self._readers.reader, Purpose.CONFIRM, _token(request))
+        if reader.status is SubscriberStatus.ACTIVE:
+            return self._confirmed(reader)
+        return self._pages.render(
+            "confirm",
+            "Confirm your subscription",
+            frequency=reader.frequency.value,
+            masked_email=mask_address(reader.email),
+        )
+
+    async def confirm(self, request: Request) -> Response:
+        form = await _form(request)
+        if _field(form, "action") == "resend":
+            return await self._resend(_token(request))
+        return self._confirmed(await run_in_threadpool(self._readers.confirm, _token(request)))
+
+    async def _resend(self, token: str) -> Response:
+        reader = await run_in_threadpool(
+            self._readers.reader, Purpose.CONFIRM, token, expired_ok=True
+        )
+        if reader.status is SubscriberStatus.ACTIVE:
+            return self._confirmed(reader)
+        wait = self._per_address.hit(reader.email)
+        if wait is not None:
+            return self._too_many(wait)
+        draft = SubscriberDraft(reader.email, reader.frequency, reader.timezone)
+        signup = await run_in_threadpool(self._readers.sign_up, draft)
+        return self._check_inbox(
+            BackgroundTask(self._confirmations.send, signup, draft, self._readers.now())
+        )
+
+    def _confirmed(self, reader: Subscriber) -> Response:
+        first = self._readers.first_digest(reader)
+        return self._pages.render(
+            "confirmed",
+            "You're subscribed",
+            frequency=reader.frequency.value,
+            first_digest=_day_and_time(first),
+            preferences_path=self._readers.link(Purpose.PREFERENCES, reader),
+        )
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        reader = await run_in_threadpool(self._readers.reader, Purpose.UNSUBSCRIBE, _token(request))
+        order = list(Frequency)
+        return self._pages.render(
+            "unsubscribe",
+            "Unsubscribe",
+            unsubscribed=reader.status is not SubscriberStatus.ACTIVE,
+            masked_email=mask_address(reader.email),
+            frequency=reader.frequency.value,
+            less_often=[f.value for f in order[order.index(reader.frequency) + 1 :]],
+            preferences_path=self._readers.link(Purpose.PREFERENCES, reader),
+        )
+
+    async def unsubscribe(self, request: Request) -> Response:
+        # The RFC 8058 one-click target: no cookies, no CSRF token, no Origin check, never a
+        # redirect; the body (List-Unsubscribe=One-Click) is not needed to know what to do.
+        reader = await run_in_threadpool(self._readers.unsubscribe, _token(request))
+        return self._unsubscribed(reader)
+
+    def _unsubscribed(self, reader: Subscriber) -> Response:
+        return self._pages.render(
+            "unsubscribed", "You're unsubscribed", masked_email=mask_address(reader.email)
+        )
+
+    def _preferences_form(
+        self, reader: Subscriber, *, saved: str = "", error: str = ""
+    ) -> Response:
+        return self._pages.render(
+            "preferences",
+            "Your digest",
+            400 if error else 200,
+            masked_email=mask_address(reader.email),
+            unsubscribed=reader.status is SubscriberStatus.UNSUBSCRIBED,
+            saved=saved,
+            error=error,
+            **self._pages.choices(reader.frequency, reader.timezone, guess_timezone=False),
+        )
+
+    async def preferences_page(self, request: Request) -> Response:
+        token = _token(request)
+        return self._preferences_form(
+            await run_in_threadpool(self._readers.reader, Purpose.PREFERENCES, token)
+        )
+
+    async def preferences(self, request: Request) -> Response:
+        token = _token(request)
+        reader = await run_in_threadpool(self._readers.reader, Purpose.PREFERENCES, token)
+        if not self._same_site(request):
+            return self._forbidden()
+        form = await _form(request)
+        if _field(form, "action") == "unsubscribe":
+            return self._unsubscribed(
+                await run_in_threadpool(self._readers.unsubscribe_from_preferences, token)
+            )
+        try:
+            frequency = parse_frequency(_field(form, "frequency") or reader.frequency)
+            timezone = check_timezone(_field(form, "timezone") or reader.timezone)
+        except InvalidInput as exc:
+            return self._preferences_form(reader, error=_sentence(str(exc)))
+        changed = await run_in_threadpool(self._readers.set_preferences, token, frequency, timezone)
+        when = self._readers.first_digest(changed)
+        saved = f"Saved: a {changed.frequency.value} digest, in {changed.timezone} time." + (
+            f" The next one arrives {_day_and_time(when)}."
+            if changed.status is SubscriberStatus.ACTIVE
+            else ""
+        )
+        return self._preferences_form(changed, saved=saved)
+
+
+def _token(request: Request) -> str:
+    token: str = request.path_params["token"]
+    return token
+
+
+async def _form(request: Request) -> FormData:
+    return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _day_and_time(at: datetime) -> str:
+    """Monday 30 November at 08:00, in the reader's own timezone."""
+    return f"{at:%A} {at.day} {at:%B} at {at:%H:%M}"
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")

@@ -1,0 +1,135 @@
+"""What readers do on the web pages: sign up, confirm, unsubscribe, and change their preferences.
+
+Every link is checked here against the reader it names (its purpose's signature, the reader's
+current token_version and, for a confirm link, the address), and every failure is the same
+InvalidToken, so that a page can never tell a stranger which readers exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from digest.addresses import mask_address
+from digest.dispatch import Clock
+from digest.domain import Frequency, Schedule, SubscriberDraft, SubscriberStatus, next_slot
+from digest.errors import InvalidToken
+from digest.mailer import Outgoing, SmtpSender, SmtpSettings
+from digest.render import Renderer
+from digest.store import Signup, Store, Subscriber
+from digest.tokens import Purpose, Tokens, address_hash
+
+log = logging.getLogger("digest.readers")
+NOT_VALID = "this link is not valid"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationMail:
+    """Sends the double opt-in mail: no List-Unsubscribe headers, since nobody is subscribed yet."""
+
+    renderer: Renderer
+    tokens: Tokens
+    smtp: SmtpSettings
+    base_url: str
+    envelope_sender: str
+    message_domain: str
+    expires_days: int
+
+    async def send(self, signup: Signup, draft: SubscriberDraft, now: datetime) -> None:
+        token = self.tokens.confirm_token(
+            signup.subscriber_id, signup.token_version, draft.email, now
+        )
+        message = self.renderer.confirmation_message(
+            draft.email,
+            f"{self.base_url}/confirm/{token}",
+            draft.frequency,
+            message_id=f"<confirm.{uuid.uuid4().hex}@{self.message_domain}>",
+            date=now,
+            expires_days=self.expires_days,
+        )
+        async with SmtpSender(self.smtp) as sender:
+            (outcome,) = await sender.send_many(
+                [Outgoing(0, self.envelope_sender, draft.email, message)]
+            )
+        if outcome.reply is None:
+            log.info("confirmation mail sent to %s", mask_address(draft.email))
+        else:
+            log.warning(
+                "confirmation mail to %s not sent: %s", mask_address(draft.email), outcome.detail
+            )
+
+
+class Readers:
+    def __init__(self, store: Store, tokens: Tokens, schedule: Schedule, clock: Clock) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._schedule = schedule
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def reader(self, purpose: Purpose, token: str, *, expired_ok: bool = False) -> Subscriber:
+        """The reader a link belongs to; InvalidToken (ExpiredToken for an old confirm link)."""
+        subject = self._tokens.read(purpose, token, self._clock(), expired_ok=expired_ok)
+        reader = self._store.subscriber(subject.subscriber_id)
+        if reader is None or reader.token_version != subject.token_version:
+            raise InvalidToken(NOT_VALID)
+        if purpose is Purpose.CONFIRM and address_hash(reader.email) != subject.address_hash:
+            raise InvalidToken(NOT_VALID)
+        return reader
+
+    def link(self, purpose: Purpose, reader: Subscriber) -> str:
+        """The path of another of this reader's pages, e.g. preferences from the unsubscribe page."""
+        return (
+            f"/{purpose.value}/{self._tokens.link_token(purpose, reader.id, reader.token_version)}"
+        )
+
+    def sign_up(self, draft: SubscriberDraft) -> Signup:
+        return self._store.sign_up(draft, self._clock())
+
+    def confirm(self, token: str) -> Subscriber:
+        """Activate the reader; confirming twice is harmless. An unsubscribed reader's old confirm
+        link does not bring them back: that takes a new sign-up."""
+        reader = self.reader(Purpose.CONFIRM, token)
+        if reader.status is SubscriberStatus.PENDING:
+            self._store.activate(reader.id, reader.token_version, self._clock())
+        elif reader.status is not SubscriberStatus.ACTIVE:
+            raise InvalidToken(NOT_VALID)
+        return self._current(reader)
+
+    def first_digest(self, reader: Subscriber) -> datetime:
+        """When an active reader's next digest goes out, in their own timezone."""
+        zone = ZoneInfo(reader.timezone)
+        return next_slot(reader.frequency, self._schedule, zone, self._clock()).at.astimezone(zone)
+
+    def unsubscribe(self, token: str) -> Subscriber:
+        reader = self.reader(Purpose.UNSUBSCRIBE, token)
+        self._store.unsubscribe(reader.id, reader.token_version, self._clock())
+        return self._current(reader)
+
+    def set_preferences(
+        self, token: str, frequency: Frequency | None, timezone: str | None
+    ) -> Subscriber:
+        reader = self.reader(Purpose.PREFERENCES, token)
+        self._store.set_preferences(
+            reader.id,
+            reader.token_version,
+            frequency or reader.frequency,
+            timezone or reader.timezone,
+        )
+        return self._current(reader)
+
+    def unsubscribe_from_preferences(self, token: str) -> Subscriber:
+        reader = self.reader(Purpose.PREFERENCES, token)
+        self._store.unsubscribe(reader.id, reader.token_version, self._clock())
+        return self._current(reader)
+
+    def _current(self, reader: Subscriber) -> Subscriber:
+        now = self._store.subscriber(reader.id)
+        if now is None:  # erased meanwhile by `digest subscribers remove`
+            raise InvalidToken(NOT_VALID)
+        return now

@@ -1,0 +1,542 @@
+"""The reader's pages, in process and over real HTTP, on SQLite and PostgreSQL.
+
+Sign-up mails go to a real SMTP server; the clock is injected, so "your first digest arrives"
+and expiring links are exact.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from db_fixtures import snapshot
+from smtp_server import Received, SmtpServer
+from web_client import in_process_client
+
+from digest import database
+from digest.app import Services
+from digest.catcher import free_port
+from digest.config import PROJECT_TEMPLATES, load
+from digest.daemon import asgi_app
+from digest.domain import ArticleDraft, Frequency, SubscriberDraft, SubscriberStatus
+from digest.ledger import PlanRules
+from digest.store import Store, Subscriber
+from digest.tokens import Purpose
+
+TUESDAY_NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+SECRET = "p" * 40
+PATIENCE = 20.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = TUESDAY_NOON
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Web:
+    """One running app and what a test needs around it."""
+
+    client: httpx.Client
+    services: Services
+    clock: Clock
+    smtp: SmtpServer
+    base_url: str
+    seen_mails: int = field(default=0)
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    def get(self, path: str) -> httpx.Response:
+        return self.client.get(path)
+
+    def post(self, path: str, data: dict[str, str] | None = None, **headers: str) -> httpx.Response:
+        headers = {"Origin": self.base_url} | headers
+        return self.client.post(path, data=data, headers=headers)
+
+    def next_mail(self) -> EmailMessage:
+        """The next message the SMTP server receives (background sends finish after the answer)."""
+        deadline = time.monotonic() + PATIENCE
+        while len(self.smtp.messages) <= self.seen_mails:
+            if time.monotonic() > deadline:
+                raise AssertionError("no mail arrived")
+            time.sleep(0.02)
+        received: Received = self.smtp.messages[self.seen_mails]
+        self.seen_mails += 1
+        message = email.message_from_bytes(received.data, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
+
+    def link(self, purpose: Purpose, reader: Subscriber) -> str:
+        tokens = self.services.tokens()
+        if purpose is Purpose.CONFIRM:
+            token = tokens.confirm_token(
+                reader.id, reader.token_version, reader.email, self.clock()
+            )
+        else:
+            token = tokens.link_token(purpose, reader.id, reader.token_version)
+        return f"/{purpose.value}/{token}"
+
+    def reader(self, address: str) -> Subscriber:
+        return self.store.find_subscriber(address)
+
+
+def _settings_env(smtp: SmtpServer, base_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "DIGEST_SECRET_KEY": SECRET,
+        "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
+        "DIGEST_SITE_URL": "https://miasfeed.example",
+        "DIGEST_BASE_URL": base_url,
+        "DIGEST_SMTP_HOST": smtp.host,
+        "DIGEST_SMTP_PORT": str(smtp.port),
+        "DIGEST_ALLOWED_ORIGINS": "https://miasfeed.example",
+        "DIGEST_SIGNUP_LIMIT_PER_ADDRESS": "3",
+        "DIGEST_SIGNUP_LIMIT_PER_CLIENT": "6",
+    } | extra
+
+
+@pytest.fixture(params=["in-process", "http"])
+def web(request: pytest.FixtureRequest, store: Store, smtp_server: SmtpServer) -> Iterator[Web]:
+    yield from _web(request.param, store, smtp_server, {})
+
+
+def _web(mode: str, store: Store, smtp: SmtpServer, extra: dict[str, str]) -> Iterator[Web]:
+    clock = Clock()
+    store.upsert_articles([_article(1)], TUESDAY_NOON - timedelta(days=1))
+    if mode == "in-process":
+        base_url = "http://testserver"
+        services = Services(load(None, _settings_env(smtp, base_url, **extra)), store)
+        with in_process_client(asgi_app(services, clock)) as client:
+            yield Web(client, services, clock, smtp, base_url)
+        return
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    services = Services(load(None, _settings_env(smtp, base_url, **extra)), store)
+    config = uvicorn.Config(
+        asgi_app(services, clock), host="127.0.0.1", port=port, lifespan="off", log_config=None
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + PATIENCE
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    with httpx.Client(base_url=base_url, follow_redirects=False) as client:
+        yield Web(client, services, clock, smtp, base_url)
+    server.should_exit = True
+    thread.join()
+
+
+def _article(n: int) -> ArticleDraft:
+    return ArticleDraft(
+        url=f"https://miasfeed.example/articles/{n}",
+        title=f"Article {n}",
+        summary="A study.",
+        category="Research",
+        reading_minutes=2,
+        published_at=TUESDAY_NOON - timedelta(days=1),
+    )
+
+
+def _active(web: Web, address: str, frequency: Frequency = Frequency.DAILY) -> Subscriber:
+    draft = SubscriberDraft(address, frequency, "Europe/Madrid")
+    web.store.add_subscriber(draft, confirmed=True, now=TUESDAY_NOON - timedelta(days=30))
+    return web.reader(address)
+
+
+def _confirm_path(message: EmailMessage) -> str:
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    found = re.search(r"https?://\S+(/confirm/\S+)", body.get_content())
+    assert found is not None
+    return found.group(1)
+
+
+def _visible_text(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+class _Forms(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.actions: list[str] = []
+        self.assets: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "form" and found.get("action"):
+            self.actions.append(found["action"] or "")
+        if tag in ("link", "script", "img", "iframe") and (found.get("src") or found.get("href")):
+            self.assets.append(found.get("src") or found.get("href") or "")
+
+
+def _parse(html: str) -> _Forms:
+    forms = _Forms()
+    forms.feed(html)
+    return forms
+
+
+# -- sign up and confirm ---------------------------------------------------------------------
+
+
+def test_sign_up_mails_a_confirmation_and_confirming_activates_with_the_first_digest_date(
+    web: Web,
+) -> None:
+    page = web.get("/subscribe")
+    assert page.status_code == 200
+    assert "How often would you like updates?" in page.text
+    assert 'name="timezone"' in page.text  # works without scripts: a select
+    answer = web.post(
+        "/subscribe",
+        {"email": "Reader@Example.ORG", "frequency": "weekly", "timezone": "Europe/Madrid"},
+    )
+    assert answer.status_code == 200
+    assert "Check your inbox" in answer.text
+    reader = web.reader("Reader@example.org")
+    assert (reader.status, reader.frequency, reader.timezone) == (
+        SubscriberStatus.PENDING,
+        Frequency.WEEKLY,
+        "Europe/Madrid",
+    )
+
+    mail = web.next_mail()
+    assert mail["To"] == "Reader@example.org"
+    assert mail["List-Unsubscribe"] is None
+    assert mail["List-Unsubscribe-Post"] is None
+    assert {part.get_content_type() for part in mail.walk()} >= {"text/plain", "text/html"}
+    confirm = _confirm_path(mail)
+
+    shown = web.get(confirm)
+    assert shown.status_code == 200
+    assert "R***@example.org" in shown.text
+    assert (
+        web.reader("Reader@example.org").status is SubscriberStatus.PENDING
+    )  # GET changes nothing
+
+    done = web.post(confirm)
+    assert done.status_code == 200
+    assert "Your first weekly digest arrives Monday 30 November at 08:00." in _visible_text(
+        done.text
+    )
+    active = web.reader("Reader@example.org")
+    assert active.status is SubscriberStatus.ACTIVE
+    assert active.cursor == web.store.newest_seq()  # what is new from now on, nothing older
+    assert web.post(confirm).status_code == 200  # a second click is harmless
+
+
+def test_the_sign_up_answer_is_the_same_for_new_pending_and_active_addresses(web: Web) -> None:
+    _active(web, "known@example.org")
+    form = {"frequency": "daily", "timezone": "UTC"}
+    new = web.post("/subscribe", form | {"email": "new@example.org"})
+    pending = web.post("/subscribe", form | {"email": "new@example.org"})
+    active = web.post("/subscribe", form | {"email": "known@example.org"})
+    assert new.status_code == pending.status_code == active.status_code == 200
+    assert new.text == pending.text == active.text
+    # A later sign-up's mail marks the end: a wrong mail to the active reader would come before it.
+    web.post("/subscribe", form | {"email": "marker@example.org"})
+    recipients = [web.next_mail()["To"] for _ in range(3)]
+    assert recipients == ["new@example.org", "new@example.org", "marker@example.org"]
+    assert len(web.smtp.messages) == 3  # the active reader was not mailed again
+    assert web.reader("known@example.org").status is SubscriberStatus.ACTIVE
+
+
+def test_a_bad_address_gets_the_form_again_with_the_problem_and_nothing_stored(web: Web) -> None:
+    before = snapshot(web.store.engine)
+    answer = web.post("/subscribe", {"email": "not an address", "frequency": "weekly"})
+    assert answer.status_code == 400
+    assert "not a valid email address" in answer.text.lower()
+    assert 'value="not an address"' in answer.text
+    bad_zone = web.post("/subscribe", {"email": "a@example.org", "timezone": "Mars/Base"})
+    assert bad_zone.status_code == 400
+    assert "Mars/Base" in bad_zone.text
+    assert snapshot(web.store.engine) == before
+
+
+def test_an_expired_confirm_link_says_so_and_sends_a_fresh_one_on_request(web: Web) -> None:
+    web.post("/subscribe", {"email": "late@example.org", "frequency": "monthly"})
+    old = _confirm_path(web.next_mail())
+    web.clock.now = TUESDAY_NOON + timedelta(days=8)
+    expired = web.get(old)
+    assert expired.status_code == 400
+    assert "expired" in expired.text
+    assert web.post(old).status_code == 400  # pressing an old confirm button does nothing
+    assert web.reader("late@example.org").status is SubscriberStatus.PENDING
+
+    fresh = web.post(old, {"action": "resend"})
+    assert fresh.status_code == 200
+    assert "Check your inbox" in fresh.text
+    assert web.post(_confirm_path(web.next_mail())).status_code == 200
+    assert web.reader("late@example.org").status is SubscriberStatus.ACTIVE
+
+
+# -- unsubscribe and preferences -------------------------------------------------------------
+
+
+def test_the_unsubscribe_page_shows_the_masked_address_and_changes_nothing_until_posted(
+    web: Web,
+) -> None:
+    reader = _active(web, "daily@example.org")
+    link = web.link(Purpose.UNSUBSCRIBE, reader)
+    before = snapshot(web.store.engine)
+    page = web.get(link)
+    assert page.status_code == 200
+    assert "d***@example.org" in page.text
+    assert "daily@example.org" not in page.text
+    assert "Send me a weekly digest instead" in page.text
+    assert "Send me a monthly digest instead" in page.text
+    assert snapshot(web.store.engine) == before
+
+    done = web.post(link)
+    assert done.status_code == 200
+    assert web.reader("daily@example.org").status is SubscriberStatus.UNSUBSCRIBED
+    again = web.post(link)
+    assert again.status_code == 200
+    assert again.text == done.text
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_the_one_click_post_as_gmail_sends_it_unsubscribes_and_stops_a_planned_digest(
+    web: Web, encoding: str
+) -> None:
+    reader = _active(web, "oneclick@example.org", Frequency.WEEKLY)
+    web.store.upsert_articles([_article(2)], TUESDAY_NOON)
+    rules = PlanRules(web.services.settings.schedule, None, 100, "miasfeed.example")
+    web.store.plan(datetime(2026, 11, 30, 9, 0, tzinfo=UTC), rules)  # the digest is planned
+    link = web.link(Purpose.UNSUBSCRIBE, reader)
+    # Gmail posts from its own servers: no cookies, no Origin of ours, no CSRF token.
+    if encoding == "urlencoded":
+        answer = web.client.post(
+            link,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    else:
+        answer = web.client.post(link, files={"List-Unsubscribe": (None, "One-Click")})
+    assert answer.status_code == 200  # never a redirect
+    assert web.reader("oneclick@example.org").status is SubscriberStatus.UNSUBSCRIBED
+    claimed = web.store.claim(
+        "test", datetime(2026, 11, 30, 9, 1, tzinfo=UTC), timedelta(minutes=5), 100
+    )
+    assert [c.email for c in claimed] == []
+
+
+def test_less_often_moves_the_reader_to_a_lower_frequency_and_keeps_them(web: Web) -> None:
+    reader = _active(web, "busy@example.org")
+    page = web.get(web.link(Purpose.UNSUBSCRIBE, reader))
+    (target,) = {a for a in _parse(page.text).actions if a.startswith("/preferences/")}
+    answer = web.post(target, {"frequency": "monthly"})
+    assert answer.status_code == 200
+    assert "Saved: a monthly digest" in answer.text
+    after = web.reader("busy@example.org")
+    assert (after.status, after.frequency) == (SubscriberStatus.ACTIVE, Frequency.MONTHLY)
+    assert (after.cursor, after.anchor) == (
+        reader.cursor,
+        reader.anchor,
+    )  # nothing lost or repeated
+
+
+def test_preferences_change_frequency_and_timezone_and_refuse_a_bad_timezone(web: Web) -> None:
+    reader = _active(web, "prefs@example.org", Frequency.WEEKLY)
+    link = web.link(Purpose.PREFERENCES, reader)
+    page = web.get(link)
+    assert page.status_code == 200
+    assert "p***@example.org" in page.text
+    saved = web.post(link, {"frequency": "daily", "timezone": "Australia/Sydney"})
+    assert saved.status_code == 200
+    assert "The next one arrives Wednesday 25 November at 08:00" in saved.text
+    after = web.reader("prefs@example.org")
+    assert (after.frequency, after.timezone, after.cursor) == (
+        Frequency.DAILY,
+        "Australia/Sydney",
+        reader.cursor,
+    )
+    refused = web.post(link, {"frequency": "daily", "timezone": "Nowhere/Else"})
+    assert refused.status_code == 400
+    assert web.reader("prefs@example.org").timezone == "Australia/Sydney"
+
+
+def test_preferences_can_unsubscribe(web: Web) -> None:
+    reader = _active(web, "leaving@example.org")
+    answer = web.post(web.link(Purpose.PREFERENCES, reader), {"action": "unsubscribe"})
+    assert answer.status_code == 200
+    assert web.reader("leaving@example.org").status is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_re_subscribing_kills_the_old_unsubscribe_link(web: Web) -> None:
+    reader = _active(web, "again@example.org")
+    old_link = web.link(Purpose.UNSUBSCRIBE, reader)
+    assert web.post(old_link).status_code == 200
+    web.post("/subscribe", {"email": "again@example.org", "frequency": "weekly"})
+    web.post(_confirm_path(web.next_mail()))
+    renewed = web.reader("again@example.org")
+    assert renewed.status is SubscriberStatus.ACTIVE
+    assert renewed.token_version == reader.token_version + 1
+    assert web.post(old_link).status_code == 400
+    assert web.reader("again@example.org").status is SubscriberStatus.ACTIVE
+
+
+# -- bad links, floods and foreign origins ---------------------------------------------------
+
+
+def test_every_bad_link_gets_the_same_400_page_and_changes_nothing(web: Web) -> None:
+    reader = _active(web, "victim@example.org")
+    unsubscribe = web.link(Purpose.UNSUBSCRIBE, reader).rsplit("/", 1)[1]
+    confirm = web.link(Purpose.CONFIRM, reader).rsplit("/", 1)[1]
+    tokens = web.services.tokens()
+    bad = {
+        "tampered": unsubscribe[:-3] + ("AAA" if not unsubscribe.endswith("AAA") else "BBB"),
+        "truncated": unsubscribe[: len(unsubscribe) // 2],
+        "stale version": tokens.link_token(Purpose.UNSUBSCRIBE, reader.id, 99),
+        "unknown reader": tokens.link_token(Purpose.UNSUBSCRIBE, 424242, 1),
+        "garbage": "%00%0d%0a..",
+    }
+    before = snapshot(web.store.engine)
+    reference = web.get(f"/unsubscribe/{bad['garbage']}")
+    assert reference.status_code == 400
+    assert "This link is not valid" in reference.text
+    assert 'href="/subscribe"' in reference.text
+    other_purpose = {"unsubscribe": confirm, "preferences": unsubscribe, "confirm": unsubscribe}
+    for purpose, foreign in other_purpose.items():
+        for name, token in [*bad.items(), ("another purpose's token", foreign)]:
+            for method in ("GET", "POST"):
+                answer = web.client.request(method, f"/{purpose}/{token}")
+                assert (answer.status_code, answer.text) == (400, reference.text), (name, purpose)
+    assert snapshot(web.store.engine) == before
+    assert "Traceback" not in reference.text
+
+
+def test_a_storm_of_gets_and_heads_on_every_token_link_changes_nothing(web: Web) -> None:
+    reader = _active(web, "scanned@example.org")
+    web.store.add_subscriber(
+        SubscriberDraft("pending@example.org", Frequency.WEEKLY, "UTC"),
+        confirmed=False,
+        now=TUESDAY_NOON,
+    )
+    links = [
+        web.link(Purpose.UNSUBSCRIBE, reader),
+        web.link(Purpose.PREFERENCES, reader),
+        web.link(Purpose.CONFIRM, web.reader("pending@example.org")),
+    ]
+    before = snapshot(web.store.engine)
+    for _ in range(10):
+        for link in links:
+            assert web.client.get(link).status_code == 200
+            assert web.client.head(link).status_code == 200
+    assert snapshot(web.store.engine) == before
+
+
+def test_sign_up_floods_get_429_with_retry_after(web: Web) -> None:
+    form = {"email": "target@example.org", "frequency": "daily"}
+    answers = [web.post("/subscribe", form) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert int(answers[-1].headers["Retry-After"]) == 3600
+    for _ in range(3):
+        web.next_mail()
+    # Per client: six tries an hour, whatever the addresses; the refused fourth one counted too.
+    others = [web.post("/subscribe", {"email": f"x{n}@example.org"}) for n in range(3)]
+    assert [a.status_code for a in others] == [200, 200, 429]
+    web.clock.now += timedelta(hours=1)
+    assert web.post("/subscribe", {"email": "target@example.org"}).status_code == 200
+
+
+def test_cross_origin_posts_are_refused_but_allowed_origins_and_one_click_pass(web: Web) -> None:
+    reader = _active(web, "origin@example.org")
+    form = {"email": "someone@example.org", "frequency": "weekly"}
+    assert web.post("/subscribe", form, Origin="https://evil.example").status_code == 403
+    assert web.post("/subscribe", form, Origin="null").status_code == 403
+    no_origin = web.client.post("/subscribe", data=form, headers={"Sec-Fetch-Site": "cross-site"})
+    assert no_origin.status_code == 403
+    preferences = web.link(Purpose.PREFERENCES, reader)
+    refused = web.post(preferences, {"frequency": "monthly"}, Origin="https://evil.example")
+    assert refused.status_code == 403
+    assert web.reader("origin@example.org").frequency is Frequency.DAILY
+    assert web.post("/subscribe", form, Origin="https://miasfeed.example").status_code == 200
+    one_click = web.post(web.link(Purpose.UNSUBSCRIBE, reader), Origin="https://mail.example")
+    assert one_click.status_code == 200
+
+
+# -- how pages are served --------------------------------------------------------------------
+
+
+def test_pages_carry_security_headers_and_load_nothing_from_other_hosts(web: Web) -> None:
+    reader = _active(web, "headers@example.org")
+    for path in (
+        "/subscribe",
+        web.link(Purpose.UNSUBSCRIBE, reader),
+        web.link(Purpose.PREFERENCES, reader),
+        "/unsubscribe/not-a-token",
+    ):
+        answer = web.get(path)
+        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        csp = answer.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp
+        assert "frame-ancestors 'none'" in csp
+        assets = _parse(answer.text).assets
+        assert assets
+        assert all(asset.startswith("/static/") for asset in assets), assets
+        for asset in assets:
+            assert web.get(asset).status_code == 200
+
+
+def test_a_missing_page_is_a_404_page(web: Web) -> None:
+    answer = web.get("/nothing-here")
+    assert answer.status_code == 404
+    assert "There is no page at this address." in answer.text
+
+
+@pytest.fixture
+def broken_web(store: Store, smtp_server: SmtpServer, tmp_path: Path) -> Iterator[Web]:
+    """The app with a template that fails as it renders: a bug, as far as the app can tell."""
+    copy = tmp_path / "templates"
+    shutil.copytree(PROJECT_TEMPLATES, copy)
+    page = copy / "pages" / "unsubscribe.html.j2"
+    page.write_text(page.read_text().replace("{{ masked_email }}", "{{ masked_email.oops() }}"))
+    yield from _web("in-process", store, smtp_server, {"DIGEST_TEMPLATES_DIR": str(copy)})
+
+
+def test_an_unexpected_error_gets_a_plain_500_page_and_a_log_line(
+    broken_web: Web, caplog: pytest.LogCaptureFixture
+) -> None:
+    web = broken_web
+    reader = _active(web, "bug@example.org")
+    answer = web.get(web.link(Purpose.UNSUBSCRIBE, reader))
+    assert answer.status_code == 500
+    assert "Something went wrong on our side" in answer.text
+    assert "Traceback" not in answer.text
+    assert "oops" not in answer.text
+    assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    logged = [r for r in caplog.records if r.name == "digest.web" and r.levelname == "ERROR"]
+    assert [r.getMessage().split()[0] for r in logged] == ["GET"]
+    assert logged[0].exc_info is not None  # the operator's log keeps the cause
+
+
+def test_a_database_outage_gets_a_503_page(smtp_server: SmtpServer) -> None:
+    unreachable = "postgresql+psycopg://digest@127.0.0.1:1/digest"
+    engine = database.connect(unreachable)
+    services = Services(load(None, _settings_env(smtp_server, "http://testserver")), Store(engine))
+    token = services.tokens().link_token(Purpose.UNSUBSCRIBE, 1, 1)
+    with in_process_client(asgi_app(services, Clock())) as client:
+        answer = client.get(f"/unsubscribe/{token}")
+    engine.dispose()
+    assert answer.status_code == 503
+    assert "Please try again" in answer.text
