@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import json
 import os
 import signal
@@ -84,7 +86,7 @@ def start_daemon(
         stderr = files.enter_context(log.open("w")) if log else subprocess.DEVNULL
         process = subprocess.Popen(
             [sys.executable, "-m", "digest", *root_options, "serve", "--port", str(port)],
-            env=env,
+            env={"DIGEST_BASE_URL": f"http://127.0.0.1:{port}"} | env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -251,3 +253,26 @@ def test_a_second_signal_exits_at_once_without_waiting_for_the_batch(
         if process.poll() is None:
             process.kill()
     assert smtp_server.messages == []
+
+
+def test_the_unsubscribe_link_of_a_sent_digest_opens_a_page_and_one_click_unsubscribes(
+    daemon: tuple[subprocess.Popen[str], int], smtp_server: SmtpServer, daemon_env: dict[str, str]
+) -> None:
+    process, port = daemon
+    wait_for(lambda: len(smtp_server.messages) >= 3, "three digests")
+    received = next(m for m in smtp_server.messages if m.recipients == ["r1@example.org"])
+    message = email.message_from_bytes(received.data, policy=email.policy.default)
+    link = str(message["List-Unsubscribe"]).strip("<>")
+    assert link.startswith(f"http://127.0.0.1:{port}/unsubscribe/")
+    with urllib.request.urlopen(link, timeout=5) as page:
+        assert page.status == 200
+        assert "r***@example.org" in page.read().decode()
+    listed = digest(daemon_env, "subscribers", "list", "--status", "active").stdout
+    assert "r1@example.org" in listed  # the page changed nothing
+    one_click = urllib.request.Request(link, data=b"List-Unsubscribe=One-Click", method="POST")
+    with urllib.request.urlopen(one_click, timeout=5) as answer:
+        assert answer.status == 200
+    gone = digest(daemon_env, "subscribers", "list", "--status", "unsubscribed").stdout
+    assert "r1@example.org" in gone
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=PATIENCE) == 0
