@@ -1,1 +1,1 @@
-pytest_plugins = ["pg_cluster", "db_fixtures", "smtp_server", "feed_server"]
+pytest_plugins = ["pg_cluster", "db_fixtures", "smtp_server", "feed_server", "browser"]
