@@ -135,10 +135,15 @@ class ReaderPages:
 
     def _same_site(self, request: Request) -> bool:
         # Browsers send Origin on every cross-origin POST; without one, Sec-Fetch-Site tells.
+        # Our pages' Referrer-Policy: no-referrer makes a browser send "Origin: null" even on
+        # our own forms; Sec-Fetch-Site, which no script can set, then says they are ours.
         origin = request.headers.get("origin")
+        fetch_site = request.headers.get("sec-fetch-site")
+        if origin == "null":
+            return fetch_site == "same-origin"
         if origin is not None:
             return origin.lower() in self._settings.allowed_origins
-        return request.headers.get("sec-fetch-site") != "cross-site"
+        return fetch_site != "cross-site"
 
     def _forbidden(self) -> Response:
         return self._pages.problem(

@@ -25,13 +25,6 @@ if TYPE_CHECKING:
 
 BROWSER_TIMEZONE = "Europe/Madrid"  # not the app's default (UTC): the script must pick it
 PATIENCE_MS = 10_000
-# Known bug, not in this file: the pages send Referrer-Policy: no-referrer, so browsers post forms
-# with "Origin: null" (and Sec-Fetch-Site: same-origin); pages._same_site refuses null, so every
-# real sign-up and preferences save gets 403. Delete this and its check once pages.py is fixed.
-ORIGIN_NULL_BUG = (
-    "known bug: Chromium posts the form with Origin: null (Referrer-Policy: no-referrer) "
-    "and the app answers 403 Not allowed"
-)
 
 
 @pytest.fixture
@@ -93,10 +86,6 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
         steps.shot("filled-focus-on-subscribe")
         with page.expect_navigation():
             page.keyboard.press("Enter")
-        if page.locator("h1").text_content() == "Not allowed":
-            steps.shot("sign-up-refused")
-            pytest.xfail(ORIGIN_NULL_BUG)
-
         expect(page.locator("h1")).to_have_text("Check your inbox")
         steps.shot("check-inbox")
         pending = web.reader("reader@example.org")

@@ -462,6 +462,8 @@ def test_cross_origin_posts_are_refused_but_allowed_origins_and_one_click_pass(w
     form = {"email": "someone@example.org", "frequency": "weekly"}
     assert web.post("/subscribe", form, Origin="https://evil.example").status_code == 403
     assert web.post("/subscribe", form, Origin="null").status_code == 403
+    null_cross = web.post("/subscribe", form, Origin="null", **{"Sec-Fetch-Site": "cross-site"})
+    assert null_cross.status_code == 403
     no_origin = web.client.post("/subscribe", data=form, headers={"Sec-Fetch-Site": "cross-site"})
     assert no_origin.status_code == 403
     preferences = web.link(Purpose.PREFERENCES, reader)
@@ -469,6 +471,9 @@ def test_cross_origin_posts_are_refused_but_allowed_origins_and_one_click_pass(w
     assert refused.status_code == 403
     assert web.reader("origin@example.org").frequency is Frequency.DAILY
     assert web.post("/subscribe", form, Origin="https://miasfeed.example").status_code == 200
+    # What a browser sends from our own page, whose Referrer-Policy is no-referrer:
+    ours = web.post("/subscribe", form, Origin="null", **{"Sec-Fetch-Site": "same-origin"})
+    assert ours.status_code == 200
     one_click = web.post(web.link(Purpose.UNSUBSCRIBE, reader), Origin="https://mail.example")
     assert one_click.status_code == 200
 
