@@ -18,9 +18,10 @@ import re
 import shutil
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pytest
+from unavailable import Requirement
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Playwright
@@ -40,7 +41,6 @@ CHROMIUM_ARGS = (
 LAUNCH_TIMEOUT_MS = 30_000
 _MAX_REASON = 300
 
-_REASON_KEY = pytest.StashKey[str]()
 _SCREENSHOTS_KEY = pytest.StashKey[Path]()
 
 
@@ -51,16 +51,6 @@ class ChromiumUnavailable(RuntimeError):
         line = " ".join(reason.split())
         self.reason = line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
         super().__init__(self.reason)
-
-
-def unavailable_action(
-    reason: str, environ: Mapping[str, str] | None = None
-) -> tuple[Literal["fail", "skip"], str]:
-    """CI=true (exactly): fail; otherwise skip."""
-    env = os.environ if environ is None else environ
-    if env.get("CI") == "true":
-        return "fail", f"Chromium unavailable (CI=true, so failing): {reason}"
-    return "skip", f"Chromium unavailable: {reason}"
 
 
 def chromium_path(environ: Mapping[str, str] | None = None) -> str:
@@ -110,17 +100,19 @@ def _launch() -> tuple[Playwright, Browser]:
 
 
 def _start_browser(config: pytest.Config) -> tuple[Playwright, Browser]:
-    """Start a browser, or skip/fail (see ``unavailable_action``)."""
+    """Start a browser, or skip (fail under CI=true)."""
     try:
         return _launch()
     except ChromiumUnavailable as exc:
         reason = exc.reason
     # Outside the except block, so no chained traceback is shown.
-    config.stash[_REASON_KEY] = reason
-    action, message = unavailable_action(reason)
-    if action == "fail":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    return CHROMIUM.refuse(config, reason)
+
+
+CHROMIUM = Requirement(
+    "Chromium", "browser", "browser tests", (__file__, _start_browser.__code__.co_firstlineno)
+)
+unavailable_action = CHROMIUM.action
 
 
 @pytest.fixture(scope="module")
@@ -153,34 +145,15 @@ def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Report the fixture's skip at the fixture, so ``-ra`` folds it into one line."""
     report = yield
-    reason = item.config.stash.get(_REASON_KEY, None)
-    longrepr = report.longrepr
-    if (
-        reason is not None
-        and report.when == "setup"
-        and report.skipped
-        and isinstance(longrepr, tuple)
-        and str(longrepr[2]).endswith(unavailable_action(reason)[1])
-    ):
-        report.longrepr = (__file__, _start_browser.__code__.co_firstlineno, longrepr[2])
+    CHROMIUM.fold_skip(item, report)
     return report
 
 
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    reason = config.stash.get(_REASON_KEY, None)
-    if reason is not None:
-        action, message = unavailable_action(reason)
-        verb = "errored" if action == "fail" else "were skipped"
-        terminalreporter.write_line(
-            f"browser: {message} -- browser tests {verb}",
-            yellow=action == "skip",
-            red=action == "fail",
-            bold=True,
-        )
+    CHROMIUM.summary(terminalreporter, config)
     folder = config.stash.get(_SCREENSHOTS_KEY, None)
     if folder is not None and any(folder.glob("*.png")):
         terminalreporter.write_line(f"browser screenshots: {folder}")

@@ -22,9 +22,9 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 __all__ = [
     "PgCluster",
@@ -390,19 +390,6 @@ class PgCluster:
             watchdog.wait()
 
 
-def unavailable_action(
-    reason: str, environ: Mapping[str, str] | None = None
-) -> tuple[Literal["fail", "skip"], str]:
-    """What a test needing PostgreSQL does when the cluster cannot start.
-
-    CI=true (exactly): fail, so CI never goes green by skipping; otherwise skip.
-    """
-    env = os.environ if environ is None else environ
-    if env.get("CI") == "true":
-        return "fail", f"PostgreSQL unavailable (CI=true, so failing): {reason}"
-    return "skip", f"PostgreSQL unavailable: {reason}"
-
-
 # -- pytest plugin ------------------------------------------------------------
 
 try:
@@ -410,21 +397,25 @@ try:
 except ImportError:  # pragma: no cover - plain import outside pytest
     pass
 else:
-    _REASON_KEY = pytest.StashKey[str]()
+    from unavailable import Requirement
 
     def _start_session_cluster(config: pytest.Config) -> PgCluster:
-        """Start the session's cluster, or skip/fail (see ``unavailable_action``)."""
+        """Start the session's cluster, or skip (fail under CI=true)."""
         cluster = PgCluster()
         try:
             return cluster.start()
         except PgUnavailable as exc:
             reason = exc.reason
         # Outside the except block, so no chained traceback is shown.
-        config.stash[_REASON_KEY] = reason
-        action, message = unavailable_action(reason)
-        if action == "fail":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        return POSTGRES.refuse(config, reason)
+
+    POSTGRES = Requirement(
+        "PostgreSQL",
+        "pg_cluster",
+        "tests needing PostgreSQL",
+        (__file__, _start_session_cluster.__code__.co_firstlineno),
+    )
+    unavailable_action = POSTGRES.action
 
     @pytest.fixture(scope="session")
     def pg_cluster(request: pytest.FixtureRequest) -> Iterator[PgCluster]:
@@ -439,38 +430,11 @@ else:
     def pytest_runtest_makereport(
         item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        """Report our fixture-raised skips at the fixture, not at each test.
-
-        pytest puts a fixture's skip at the test's own line, so ``-ra`` would print
-        one SKIPPED line per test; a shared location folds them into one line.
-        """
         report = yield
-        reason = item.config.stash.get(_REASON_KEY, None)
-        longrepr = report.longrepr
-        if (
-            reason is not None
-            and report.when == "setup"
-            and report.skipped
-            and isinstance(longrepr, tuple)
-            and str(longrepr[2]).endswith(unavailable_action(reason)[1])
-        ):
-            report.longrepr = (
-                __file__,
-                _start_session_cluster.__code__.co_firstlineno,
-                longrepr[2],
-            )
+        POSTGRES.fold_skip(item, report)
         return report
 
     def pytest_terminal_summary(
         terminalreporter: pytest.TerminalReporter, config: pytest.Config
     ) -> None:
-        reason = config.stash.get(_REASON_KEY, None)
-        if reason is not None:
-            action, message = unavailable_action(reason)
-            verb = "errored" if action == "fail" else "were skipped"
-            terminalreporter.write_line(
-                f"pg_cluster: {message} -- tests needing PostgreSQL {verb}",
-                yellow=action == "skip",
-                red=action == "fail",
-                bold=True,
-            )
+        POSTGRES.summary(terminalreporter, config)
