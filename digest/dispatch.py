@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from digest.addresses import mask_address
 from digest.domain import Article, Claim, Frequency, ReplyClass, RunSummary
@@ -25,6 +26,7 @@ from digest.store import Store
 from digest.tokens import Purpose, Tokens
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 log = logging.getLogger("digest.dispatch")
 
 
@@ -106,36 +108,59 @@ async def run_once(
     sender or credentials: no reader is to blame for that. should_stop is asked before each
     claim, so a stopping daemon finishes and records the batch in flight and claims no more.
     """
-    # Database work and rendering run in worker threads, so that the daemon's event loop keeps
-    # answering web requests and driving SMTP connections meanwhile.
+    # Database work and rendering run in a worker thread, so that the daemon's event loop keeps
+    # answering web requests and driving SMTP connections meanwhile. One thread per run, not the
+    # default pool: each thread's malloc arena would keep its own batch of messages alive.
+    with ThreadPoolExecutor(1, thread_name_prefix="digest-run") as worker:
+        return await _run(job, store, mail, sender, clock, progress, should_stop, _OffLoop(worker))
+
+
+class _OffLoop:
+    def __init__(self, worker: ThreadPoolExecutor) -> None:
+        self._worker = worker
+
+    async def __call__(self, function: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
+
+
+async def _run(
+    job: Job,
+    store: Store,
+    mail: DigestMail,
+    sender: Sender,
+    clock: Clock,
+    progress: Progress | None,
+    should_stop: Callable[[], bool],
+    off_loop: _OffLoop,
+) -> RunSummary:
     started = clock()
-    summary = await asyncio.to_thread(store.plan, job.now, job.plan, job.only)
+    summary = await off_loop(store.plan, job.now, job.plan, job.only)
     if progress is not None:
-        progress.start(await asyncio.to_thread(store.count_claimable, job.now, job.only))
+        progress.start(await off_loop(store.count_claimable, job.now, job.only))
     note = ""
     try:
         while not should_stop() and (
-            claims := await asyncio.to_thread(
+            claims := await off_loop(
                 store.claim, job.owner, clock(), job.lease, job.batch_size, job.only
             )
         ):
-            async with _lease_kept(job, store, clock, claims):
-                messages = await asyncio.to_thread(lambda: [mail.outgoing(c) for c in claims])
+            async with _lease_kept(job, store, clock, claims, off_loop):
+                messages = await off_loop(lambda: [mail.outgoing(c) for c in claims])
                 outcomes = await sender.send_many(messages)
-            summary += await asyncio.to_thread(_record, job, store, clock, claims, outcomes)
+            summary += await off_loop(_record, job, store, clock, claims, outcomes)
             if progress is not None:
                 progress.advance(len(claims))
     except SmtpConfigError as exc:
         note = str(exc)
         raise
     finally:
-        await asyncio.to_thread(store.record_run, Run(started, clock(), summary, note))
+        await off_loop(store.record_run, Run(started, clock(), summary, note))
     return summary
 
 
 @asynccontextmanager
 async def _lease_kept(
-    job: Job, store: Store, clock: Clock, claims: Sequence[Claim]
+    job: Job, store: Store, clock: Clock, claims: Sequence[Claim], off_loop: _OffLoop
 ) -> AsyncIterator[None]:
     """Renew the batch's lease while it is being sent.
 
@@ -146,7 +171,7 @@ async def _lease_kept(
     async def renew() -> None:
         while True:
             await asyncio.sleep(job.lease.total_seconds() / 3)
-            await asyncio.to_thread(store.extend_lease, job.owner, claims, clock() + job.lease)
+            await off_loop(store.extend_lease, job.owner, claims, clock() + job.lease)
 
     task = asyncio.create_task(renew())
     try:
