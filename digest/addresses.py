@@ -5,28 +5,20 @@ The only module that imports email_validator. Every refusal is an InvalidInput w
 
 from __future__ import annotations
 
-import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
 from digest.domain import Frequency
 from digest.errors import InvalidInput
+from digest.sources import CONTROLS, shown
 
 # RFC 5321 limits a path to 256 octets including the angle brackets.
 MAX_ADDRESS_CHARS = 254
 
-# C0 and C1 controls and the Unicode line and paragraph separators: Python's email package has
-# split headers on some of these (CVE-2024-6923), so an address carrying one is refused outright.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _shown(value: str, limit: int = 80) -> str:
-    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
-
 
 def _invalid_address(raw: str, reason: str) -> InvalidInput:
-    return InvalidInput(f"not a valid email address: {_shown(raw)}: {' '.join(reason.split())}")
+    return InvalidInput(f"not a valid email address: {shown(raw, 80)}: {' '.join(reason.split())}")
 
 
 def normalise_address(raw: str) -> str:
@@ -36,7 +28,9 @@ def normalise_address(raw: str) -> str:
     validator, so two spellings of the same Unicode address are one subscriber.
     """
     address = raw.strip(" \t")
-    if _UNSAFE.search(address):
+    # Python's email package has split headers on control characters and U+2028/U+2029
+    # (CVE-2024-6923), so an address carrying one is refused outright.
+    if CONTROLS.search(address):
         raise _invalid_address(raw, "contains a line break or control character")
     if len(address) > MAX_ADDRESS_CHARS:
         raise _invalid_address(raw, f"longer than {MAX_ADDRESS_CHARS} characters")

@@ -274,11 +274,13 @@ def _secret_keys(value: Raw) -> tuple[str, ...]:
     return keys
 
 
-def _feeds(value: Raw) -> tuple[str, ...]:
+def _comma_list(value: Raw) -> tuple[str, ...]:
     text = _optional_text(value)
-    if text is None:
-        return ()
-    feeds = tuple(part.strip() for part in text.split(",") if part.strip())
+    return () if text is None else tuple(filter(None, (part.strip() for part in text.split(","))))
+
+
+def _feeds(value: Raw) -> tuple[str, ...]:
+    feeds = _comma_list(value)
     for feed in feeds:
         scheme = urlsplit(feed).scheme.lower()
         if len(scheme) > 1 and (scheme not in ("http", "https") or not is_web_url(feed)):
@@ -295,11 +297,8 @@ def origin_of(url: str) -> str:
 
 
 def _origins(value: Raw) -> tuple[str, ...]:
-    text = _optional_text(value)
-    if text is None:
-        return ()
     origins = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    for part in _comma_list(value):
         origin = _base_url(part)
         if urlsplit(origin).path:
             raise ValueError(f"an origin has no path, like https://miasfeed.example; got {part!r}")

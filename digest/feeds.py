@@ -53,16 +53,12 @@ class FeedPoller:
     def _poll(self, source: str) -> None:
         name, now = display_name(source), self._clock()
         try:
-            try:
-                imported = import_articles(self._store, source, now)
-            except DigestError as exc:
-                log.warning("feed %s failed, trying again next poll: %s", name, exc)
-                self._store.record_feed_poll(source, now, error=str(exc))
-                return
-            self._store.record_feed_poll(source, now, error=None)
-        except DigestError as exc:  # the database itself is down; the next poll tries again
-            log.error("feed %s: cannot record the poll: %s", name, exc)
+            imported = import_articles(self._store, source, now)
+        except DigestError as exc:
+            log.warning("feed %s failed, trying again next poll: %s", name, exc)
+            self._record(source, now, str(exc))
             return
+        self._record(source, now, None)
         for error in imported.errors:
             log.warning("feed %s: skipped %s: %s", name, error.where, error.reason)
         log.info(
@@ -72,3 +68,9 @@ class FeedPoller:
             imported.updated,
             len(imported.errors),
         )
+
+    def _record(self, source: str, now: datetime, error: str | None) -> None:
+        try:
+            self._store.record_feed_poll(source, now, error=error)
+        except DigestError as exc:  # the database itself is down; the next poll tries again
+            log.error("feed %s: cannot record the poll: %s", display_name(source), exc)

@@ -201,6 +201,9 @@ class ReaderPages:
         wait = self._per_client.hit(client) or self._per_address.hit(draft.email)
         if wait is not None:
             return self._too_many(wait)
+        return await self._sign_up(draft)
+
+    async def _sign_up(self, draft: SubscriberDraft) -> Response:
         signup = await run_in_threadpool(self._readers.sign_up, draft)
         # Mailed after the answer is sent: the answer, and its timing, are the same for every address.
         task = (
@@ -208,9 +211,6 @@ class ReaderPages:
             if signup.confirm
             else None
         )
-        return self._check_inbox(task)
-
-    def _check_inbox(self, task: BackgroundTask | None) -> Response:
         return self._pages.render(
             "check_inbox",
             "Check your inbox",
@@ -244,11 +244,7 @@ class ReaderPages:
         wait = self._per_address.hit(reader.email)
         if wait is not None:
             return self._too_many(wait)
-        draft = SubscriberDraft(reader.email, reader.frequency, reader.timezone)
-        signup = await run_in_threadpool(self._readers.sign_up, draft)
-        return self._check_inbox(
-            BackgroundTask(self._confirmations.send, signup, draft, self._readers.now())
-        )
+        return await self._sign_up(SubscriberDraft(reader.email, reader.frequency, reader.timezone))
 
     def _confirmed(self, reader: Subscriber) -> Response:
         first = self._readers.first_digest(reader)
@@ -276,7 +272,8 @@ class ReaderPages:
     async def unsubscribe(self, request: Request) -> Response:
         # The RFC 8058 one-click target: no cookies, no CSRF token, no Origin check, never a
         # redirect; the body (List-Unsubscribe=One-Click) is not needed to know what to do.
-        reader = await run_in_threadpool(self._readers.unsubscribe, _token(request))
+        token = _token(request)
+        reader = await run_in_threadpool(self._readers.unsubscribe, Purpose.UNSUBSCRIBE, token)
         return self._unsubscribed(reader)
 
     def _unsubscribed(self, reader: Subscriber) -> Response:
@@ -312,7 +309,7 @@ class ReaderPages:
         form = await _form(request)
         if _field(form, "action") == "unsubscribe":
             return self._unsubscribed(
-                await run_in_threadpool(self._readers.unsubscribe_from_preferences, token)
+                await run_in_threadpool(self._readers.unsubscribe, Purpose.PREFERENCES, token)
             )
         try:
             frequency = parse_frequency(_field(form, "frequency") or reader.frequency)

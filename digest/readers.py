@@ -106,8 +106,9 @@ class Readers:
         zone = ZoneInfo(reader.timezone)
         return next_slot(reader.frequency, self._schedule, zone, self._clock()).at.astimezone(zone)
 
-    def unsubscribe(self, token: str) -> Subscriber:
-        reader = self.reader(Purpose.UNSUBSCRIBE, token)
+    def unsubscribe(self, purpose: Purpose, token: str) -> Subscriber:
+        """From the unsubscribe link or from the preferences page: either link may stop the mail."""
+        reader = self.reader(purpose, token)
         self._store.unsubscribe(reader.id, reader.token_version, self._clock())
         return self._current(reader)
 
@@ -121,11 +122,6 @@ class Readers:
             frequency or reader.frequency,
             timezone or reader.timezone,
         )
-        return self._current(reader)
-
-    def unsubscribe_from_preferences(self, token: str) -> Subscriber:
-        reader = self.reader(Purpose.PREFERENCES, token)
-        self._store.unsubscribe(reader.id, reader.token_version, self._clock())
         return self._current(reader)
 
     def _current(self, reader: Subscriber) -> Subscriber:
