@@ -78,9 +78,11 @@ def daemon_env(database_url: str, smtp_server: SmtpServer, tmp_path: Path) -> di
     return env
 
 
-def start_daemon(
+@contextlib.contextmanager
+def running_daemon(
     env: dict[str, str], *root_options: str, log: Path | None = None
-) -> tuple[subprocess.Popen[str], int]:
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A real `digest serve` on a free port; killed on the way out if a test left it running."""
     port = free_port()
     with contextlib.ExitStack() as files:
         stderr = files.enter_context(log.open("w")) if log else subprocess.DEVNULL
@@ -92,16 +94,23 @@ def start_daemon(
             stderr=stderr,
             text=True,
         )
-    return process, port
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def stop_cleanly(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=PATIENCE) == 0
 
 
 @pytest.fixture
 def daemon(daemon_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    process, port = start_daemon(daemon_env)
-    yield process, port
-    if process.poll() is None:
-        process.kill()
-    process.wait()
+    with running_daemon(daemon_env) as started:
+        yield started
 
 
 def healthz(port: int) -> tuple[int, dict[str, object]]:
@@ -140,8 +149,7 @@ def test_the_daemon_sends_due_digests_at_once_reports_them_and_stops_cleanly_on_
         assert f'digest_deliveries{{frequency="{frequency}",status="sent"}} 1.0' in metrics
     assert "digest_due_backlog 0.0" in metrics
     assert "digest_last_run_timestamp_seconds" in metrics
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=PATIENCE) == 0
+    stop_cleanly(process)
     # Several scheduled runs went by: still exactly one digest per reader.
     assert sorted(r for m in smtp_server.messages for r in m.recipients) == [
         "r0@example.org",
@@ -174,24 +182,14 @@ def test_sigterm_mid_batch_exits_0_and_a_restart_delivers_the_rest_once_each(
     digest(daemon_env, "articles", "import", str(news))
     env = daemon_env | {"DIGEST_BATCH_SIZE": "4", "DIGEST_SMTP_CONNECTIONS": "1"}
     smtp_server.slow("data", 0.15)
-    process, _ = start_daemon(env)
-    try:
+    with running_daemon(env) as (process, _):
         wait_for(lambda: len(smtp_server.messages) >= 2, "the first digests")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=PATIENCE) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
+        stop_cleanly(process)
     stopped_at = len(smtp_server.messages)
     assert stopped_at < len(readers) + 3  # it stopped claiming before the end
-    restarted, _ = start_daemon(env)
-    try:
+    with running_daemon(env) as (restarted, _):
         wait_for(lambda: len(smtp_server.messages) >= len(readers) + 3, "the rest")
-        restarted.send_signal(signal.SIGTERM)
-        assert restarted.wait(timeout=PATIENCE) == 0
-    finally:
-        if restarted.poll() is None:
-            restarted.kill()
+        stop_cleanly(restarted)
     delivered = sorted(r for m in smtp_server.messages for r in m.recipients)
     assert delivered == sorted([*readers, "r0@example.org", "r1@example.org", "r2@example.org"])
 
@@ -206,8 +204,7 @@ def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets(
     missing = tmp_path / "gone.xml"
     env = daemon_env | {"DIGEST_FEEDS": f"{feed},{missing}"}
     log = tmp_path / "daemon.log"
-    process, port = start_daemon(env, "--log-format", "json", log=log)
-    try:
+    with running_daemon(env, "--log-format", "json", log=log) as (process, port):
         wait_for(lambda: "Fresh" in digest(env, "articles", "list").stdout, "the feed's article")
         wait_for(lambda: answers(port), "/healthz")
         wait_for(
@@ -216,11 +213,7 @@ def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets(
         )
         assert f'digest_feed_poll_errors_total{{feed="{feed}"}} 0.0' in scrape(port)
         wait_for(lambda: len(smtp_server.messages) >= 3, "the digests")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=PATIENCE) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
+        stop_cleanly(process)
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     messages = [entry["message"] for entry in entries]
     assert any(m.startswith("run: sent 3, skipped 0") for m in messages)
@@ -235,8 +228,7 @@ def test_a_second_signal_exits_at_once_without_waiting_for_the_batch(
 ) -> None:
     smtp_server.slow("data", 20)  # longer than this test waits
     log = tmp_path / "daemon.log"
-    process, port = start_daemon(daemon_env, log=log)
-    try:
+    with running_daemon(daemon_env, log=log) as (process, port):
         wait_for(lambda: answers(port), "/healthz")
 
         def dispatching() -> bool:
@@ -249,9 +241,6 @@ def test_a_second_signal_exits_at_once_without_waiting_for_the_batch(
         assert process.poll() is None  # still waiting for the batch in flight
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 128 + signal.SIGINT
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert smtp_server.messages == []
 
 
@@ -274,5 +263,4 @@ def test_the_unsubscribe_link_of_a_sent_digest_opens_a_page_and_one_click_unsubs
         assert answer.status == 200
     gone = digest(daemon_env, "subscribers", "list", "--status", "unsubscribed").stdout
     assert "r1@example.org" in gone
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=PATIENCE) == 0
+    stop_cleanly(process)
