@@ -70,11 +70,12 @@ class Services:
             ),
         )
 
-    def reader_routes(self, clock: Clock) -> list[BaseRoute]:
+    def reader_routes(self, clock: Clock, pages: Pages) -> list[BaseRoute]:
         s = self.settings
+        tokens = self.tokens()
         confirmations = ConfirmationMail(
             self.renderer(),
-            self.tokens(),
+            tokens,
             self.smtp(),
             base_url=s.base_url,
             envelope_sender=sender_address(s.require_sender()),
@@ -85,8 +86,8 @@ class Services:
             RateLimiter(s.signup_limit_per_address, SIGNUP_WINDOW, clock),
             RateLimiter(s.signup_limit_per_client, SIGNUP_WINDOW, clock),
         )
-        readers = Readers(self.store, self.tokens(), s.schedule, clock)
-        return ReaderPages(readers, self.pages(), confirmations, limits).routes()
+        readers = Readers(self.store, tokens, s.schedule, clock)
+        return ReaderPages(readers, pages, confirmations, limits).routes()
 
     def tokens(self) -> Tokens:
         return Tokens(self.settings.require_secret_keys(), self.settings.confirm_max_age)

@@ -84,8 +84,9 @@ def asgi_app(services: Services, clock: Clock, extra_routes: Sequence[BaseRoute]
             scheduler.shutdown(wait=False)
             health.scheduler_running = False
 
-    routes = [*services.reader_routes(clock), *extra_routes]
-    return create_app(health, services.pages(), lifespan, routes)
+    pages = services.pages()
+    routes = [*services.reader_routes(clock, pages), *extra_routes]
+    return create_app(health, pages, lifespan, routes)
 
 
 class _Server(uvicorn.Server):
