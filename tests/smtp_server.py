@@ -125,6 +125,10 @@ class SmtpServer:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
     def start(self) -> None:
         """Listen (again); callable from a test's own running event loop too."""
         assert self._loop is None, "already running"
