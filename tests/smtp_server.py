@@ -8,6 +8,8 @@ client with ``asyncio.run`` while the server answers. Load the ``smtp_server`` f
     smtp_server.fail("data", 451, times=1)                   # only the first message
     smtp_server.drop("data")                                 # close without replying
     smtp_server.slow("data", 2.0)                            # answer, but late
+    held = smtp_server.hold("data"); held.reached.wait()     # no answer until held.release()
+    smtp_server.on_accept = callback                         # called before each 250 after DATA
     smtp_server.stop(); smtp_server.start()                  # down, then back on the same port
 
 For TLS, ``start_smtp_server(tls_context=context)`` offers STARTTLS and
@@ -60,6 +62,22 @@ class Received:
     tls: bool  # the session was encrypted (STARTTLS or implicit TLS) when DATA ended
 
 
+class Hold:
+    """A command the server sits on: `reached` is set once it does, `release()` lets it answer."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def wait(self) -> None:
+        self.reached.set()
+        while not self._released.is_set():
+            await asyncio.sleep(0.02)
+
+
 @dataclass
 class Fault:
     stage: Stage
@@ -68,6 +86,7 @@ class Fault:
     delay: float = 0.0  # seconds to wait before the (normal or scripted) reply
     to: frozenset[str] | None = None  # only when one of these is a recipient (rcpt, data)
     times: int | None = None  # only the first N matching commands; None: every one
+    hold: Hold | None = None  # wait, before the reply, until the test releases it
 
     def matches(self, stage: Stage, recipients: Iterable[str]) -> bool:
         if stage != self.stage or self.times == 0:
@@ -96,6 +115,8 @@ class SmtpServer:
         self.implicit_tls = implicit_tls  # wrap every connection in TLS from the start instead
         self.messages: list[Received] = []
         self.connections = 0  # connections accepted since the fixture began
+        # Called on the server's thread with each message it is about to accept (before the 250).
+        self.on_accept: Callable[[Received], None] | None = None
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._live: set[_ScriptedSMTP] = set()
@@ -118,6 +139,12 @@ class SmtpServer:
     def slow(self, stage: Stage, seconds: float, *, times: int | None = None) -> None:
         """Give the normal reply at `stage`, `seconds` late."""
         self._add(Fault(stage, delay=seconds, times=times))
+
+    def hold(self, stage: Stage, *, times: int | None = 1) -> Hold:
+        """Sit on `stage` without replying until the returned Hold is released (the first time)."""
+        held = Hold()
+        self._add(Fault(stage, hold=held, times=times))
+        return held
 
     @property
     def recipients(self) -> list[str]:
@@ -200,6 +227,8 @@ class SmtpServer:
             return None
         if fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault.hold is not None:
+            await fault.hold.wait()
         if fault.drop:
             await _hang_up(smtp)
         if fault.code is None:
@@ -258,9 +287,10 @@ class SmtpServer:
         # After STARTTLS, aiosmtpd's transport is the TLS one; with implicit TLS it always was.
         assert server.transport is not None
         tls = server.transport.get_extra_info("sslcontext") is not None
-        self.messages.append(
-            Received(env.mail_from or "", list(env.rcpt_tos), data, message_id, options, tls)
-        )
+        received = Received(env.mail_from or "", list(env.rcpt_tos), data, message_id, options, tls)
+        if self.on_accept is not None:
+            self.on_accept(received)
+        self.messages.append(received)
         return "250 2.0.0 OK queued"
 
 
