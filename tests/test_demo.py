@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import PATIENCE, ROOT, wait_for
 from starlette.applications import Starlette
-from test_serve import PATIENCE, ROOT, wait_for
 
 from digest import demo, outbox
 from digest.catcher import Catcher, free_port

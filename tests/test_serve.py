@@ -2,59 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import email
 import email.policy
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from processes import digest, digest_env, running_daemon, stop_cleanly, wait_for
 from smtp_server import SmtpServer
-
-from digest.catcher import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-PATIENCE = 30.0  # seconds a live daemon gets to do what a test waits for
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def digest(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "digest", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
 
 
 @pytest.fixture
 def daemon_env(database_url: str, smtp_server: SmtpServer, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env |= {
-        "DIGEST_DATABASE_URL": database_url,
-        "DIGEST_SMTP_HOST": smtp_server.host,
-        "DIGEST_SMTP_PORT": str(smtp_server.port),
-        "DIGEST_SECRET_KEY": "d" * 40,
-        "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
-        "DIGEST_DISPATCH_INTERVAL_SECONDS": "1",
-    }
+    env = digest_env(database_url, smtp_server, DIGEST_DISPATCH_INTERVAL_SECONDS="1")
     digest(env, "db", "upgrade")
     long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()
     for n, frequency in enumerate(("daily", "weekly", "monthly")):
@@ -76,35 +41,6 @@ def daemon_env(database_url: str, smtp_server: SmtpServer, tmp_path: Path) -> di
     path.write_text(json.dumps(feed))
     digest(env, "articles", "import", str(path))
     return env
-
-
-@contextlib.contextmanager
-def running_daemon(
-    env: dict[str, str], *root_options: str, log: Path | None = None
-) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """A real `digest serve` on a free port; killed on the way out if a test left it running."""
-    port = free_port()
-    with contextlib.ExitStack() as files:
-        stderr = files.enter_context(log.open("w")) if log else subprocess.DEVNULL
-        process = subprocess.Popen(
-            [sys.executable, "-m", "digest", *root_options, "serve", "--port", str(port)],
-            env={"DIGEST_BASE_URL": f"http://127.0.0.1:{port}"} | env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-        )
-    try:
-        yield process, port
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-
-
-def stop_cleanly(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=PATIENCE) == 0
 
 
 @pytest.fixture

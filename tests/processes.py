@@ -1,0 +1,211 @@
+"""`digest` as real processes, for tests of what only separate processes show: daemons, races, crashes.
+
+    env = digest_env(database_url, smtp_server)      # DIGEST_* for that database and server
+    digest(env, "db", "upgrade")                     # run one command to the end (raises on failure)
+    readers = seed_due_readers(env, tmp_path, 3000)  # CSV import + articles: all due at MONDAY_0900
+    senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(3)]  # not waited for
+    results = [finish(p) for p in senders]           # exit code, stdout, stderr of each
+    with running_daemon(env) as (process, port): ...; stop_cleanly(process)
+
+PYTEST_DONT_REWRITE
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from smtp_server import SmtpServer
+from sqlalchemy import create_engine, select
+
+from digest.catcher import free_port
+from digest.domain import DeliveryStatus, RunSummary
+from digest.models import DeliveryRow, SubscriberRow
+
+ROOT = Path(__file__).resolve().parent.parent
+PATIENCE = 30.0  # seconds a live process gets to do what a test waits for
+SECRET = "d" * 40
+SENDER = "Mia's Feed <digest@miasfeed.example>"
+CONFIRMED = "2026-11-23T09:00Z"  # a week before...
+MONDAY_0900 = "2026-11-30T09:00Z"  # ... Monday 09:00 UTC: weekly readers confirmed then are due
+SUMMARY = re.compile(r"^sent (\d+), skipped (\d+), retrying (\d+), failed (\d+)$", re.MULTILINE)
+
+
+def wait_for(condition: Callable[[], bool], what: str, patience: float = PATIENCE) -> None:
+    """Poll until condition() holds; fail naming `what` after `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def digest_env(database_url: str, smtp_server: SmtpServer, **settings: str) -> dict[str, str]:
+    """This process's environment without any DIGEST_* of its own, set for one database and server.
+
+    settings: more DIGEST_* variables by name, e.g. DIGEST_BATCH_SIZE="50".
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    return env | {
+        "DIGEST_DATABASE_URL": database_url,
+        "DIGEST_SMTP_HOST": smtp_server.host,
+        "DIGEST_SMTP_PORT": str(smtp_server.port),
+        "DIGEST_SECRET_KEY": SECRET,
+        "DIGEST_SENDER": SENDER,
+        **settings,
+    }
+
+
+def digest(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run one `digest` command to the end; raises CalledProcessError unless it exits 0."""
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+
+
+def start(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]:
+    """Start one `digest` command and return at once; collect it with finish()."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "digest", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@dataclass(frozen=True)
+class Finished:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def summary(self) -> RunSummary:
+        """The `sent N, skipped N, retrying N, failed N` line of a `digest send`."""
+        found = SUMMARY.findall(self.out)
+        assert found, f"no summary line in {self.out!r} (stderr {self.err!r})"
+        return RunSummary(*map(int, found[-1]))
+
+
+def finish(process: subprocess.Popen[str], patience: float = PATIENCE) -> Finished:
+    """Wait for a started command; kill it (and fail) if it outlives `patience` seconds."""
+    try:
+        out, err = process.communicate(timeout=patience)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"{process.args!r} still running after {patience:g}s: {err}") from None
+    return Finished(process.returncode, out, err)
+
+
+def import_readers(
+    env: Mapping[str, str],
+    folder: Path,
+    emails: list[str],
+    *,
+    frequency: str = "weekly",
+    confirmed_at: str = CONFIRMED,
+) -> None:
+    """Add confirmed readers in one CSV import (fast, even for thousands)."""
+    csv = folder / f"readers-{len(list(folder.glob('readers-*.csv')))}.csv"
+    csv.write_text("email,frequency\n" + "".join(f"{e},{frequency}\n" for e in emails))
+    digest(env, "subscribers", "import", str(csv), "--confirmed", "--now", confirmed_at)
+
+
+def import_articles(env: Mapping[str, str], folder: Path, count: int, *, at: str) -> None:
+    """Import `count` new articles at `at` (a JSON list)."""
+    first = len(list(folder.glob("articles-*.json"))) * 1000
+    items = [
+        {
+            "url": f"https://miasfeed.example/articles/{n}",
+            "title": f"Study {n}: sleep and the heart",
+            "summary": f"Finding number {n}.",
+            "category": "Medical News & Research",
+            "reading_minutes": 2,
+        }
+        for n in range(first, first + count)
+    ]
+    path = folder / f"articles-{first}.json"
+    path.write_text(json.dumps(items))
+    digest(env, "articles", "import", str(path), "--now", at)
+
+
+def seed_due_readers(
+    env: Mapping[str, str],
+    folder: Path,
+    count: int,
+    *,
+    confirmed_at: str = CONFIRMED,
+    articles: int = 3,
+) -> list[str]:
+    """The schema, `count` weekly readers confirmed at `confirmed_at` and articles newer than that.
+
+    With the default, every reader is due at MONDAY_0900. Returns their addresses.
+    """
+    digest(env, "db", "upgrade")
+    emails = [f"reader{n:05d}@example.org" for n in range(count)]
+    import_readers(env, folder, emails, confirmed_at=confirmed_at)
+    import_articles(env, folder, articles, at=confirmed_at)
+    return emails
+
+
+def sent_rows(database_url: str) -> Counter[str]:
+    """`sent` deliveries in the ledger, counted by reader address."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            emails = conn.scalars(
+                select(SubscriberRow.email)
+                .join(DeliveryRow, DeliveryRow.subscriber_id == SubscriberRow.id)
+                .where(DeliveryRow.status == DeliveryStatus.SENT.value)
+            ).all()
+    finally:
+        engine.dispose()
+    return Counter(emails)
+
+
+@contextlib.contextmanager
+def running_daemon(
+    env: Mapping[str, str], *root_options: str, log: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A real `digest serve` on a free port; killed on the way out if a test left it running."""
+    port = free_port()
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(log.open("w")) if log else subprocess.DEVNULL
+        process = subprocess.Popen(
+            [sys.executable, "-m", "digest", *root_options, "serve", "--port", str(port)],
+            env={"DIGEST_BASE_URL": f"http://127.0.0.1:{port}", **env},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def stop_cleanly(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, then the process must exit 0 within PATIENCE."""
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=PATIENCE) == 0
