@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self
 
 import aiosmtplib
 
 from digest.domain import ReplyClass, SmtpStage, classify_reply
+from digest.ratelimit import Pacer, Rate
 
 SECURITY_MODES = ("none", "starttls", "tls")
 _MAX_DETAIL = 300
@@ -35,6 +37,7 @@ class SmtpSettings:
     timeout: float = 60.0  # connect / command timeout
     data_timeout: float = 600.0  # the final reply after DATA may take 10 minutes (RFC 5321)
     local_hostname: str | None = None
+    rate: Rate | None = None  # most messages per window towards the relay; None: no limit
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY_MODES:
@@ -100,10 +103,22 @@ def _envelope_address(address: str, smtputf8: bool) -> str | None:
 
 
 class SmtpSender:
-    """Sends over at most `connections` pooled SMTP connections, opened lazily and reused."""
+    """Sends over at most `connections` pooled SMTP connections, opened lazily and reused.
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    With a rate, every message waits for a slot of one Pacer shared by all connections, before it
+    connects if it must: a message that cannot connect spends its slot, so a relay that is down
+    is not hammered. The pace is kept per sender (one `digest send`, one dispatch run).
+    """
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._settings = settings
+        self._pacer = Pacer(settings.rate, clock, sleep)
         self._clients = [self._client() for _ in range(settings.connections)]
         # A client is in this queue while idle; taking one is what bounds messages in flight.
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
@@ -144,18 +159,22 @@ class SmtpSender:
 
     async def send(self, mail: Outgoing) -> Outcome:
         client = await self._idle.get()
-        # One deadline for the whole send, retry included: the bound dispatch sizes its lease by.
-        deadline = asyncio.get_running_loop().time() + self._settings.transaction_timeout
         try:
+            # With a connection in hand, so a slot is not spent waiting for one (sends would bunch).
+            await self._pacer.acquire()
+            # One deadline for the whole send, retry included: the bound dispatch sizes its lease
+            # by. It starts after the slot: waiting for one is pacing, not a slow server.
+            deadline = asyncio.get_running_loop().time() + self._settings.transaction_timeout
             reused = client.is_connected
             outcome, stale = await self._attempt(client, mail, deadline)
             # A pooled connection the server closed while idle fails at MAIL, before any of the
-            # message went out, so one try on a fresh connection cannot duplicate anything.
+            # message went out, so one try on a fresh connection cannot duplicate anything; nor
+            # did the relay take a message, so the retry keeps this message's slot.
             if reused and stale:
                 outcome, _ = await self._attempt(client, mail, deadline)
             return outcome
         except BaseException:
-            client.close()  # cancelled mid-transaction: the session's state is unknown
+            client.close()  # cancelled, perhaps mid-transaction: the session's state is unknown
             raise
         finally:
             self._idle.put_nowait(client)

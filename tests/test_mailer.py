@@ -14,6 +14,7 @@ from smtp_server import REPLY_TEXT, SmtpServer
 
 from digest.domain import ReplyClass
 from digest.mailer import DryRunSender, Outcome, Outgoing, Sender, SmtpSender, SmtpSettings
+from digest.ratelimit import Rate
 
 pytest_plugins = ["smtp_server"]
 
@@ -350,6 +351,74 @@ def test_international_domain_alone_needs_no_smtputf8(smtp_server: SmtpServer) -
 
     assert outcome.accepted
     assert smtp_server.recipients == ["reader@xn--bcher-kva.example"]
+
+
+class PacingClock:
+    """A monotonic clock moved only by the sender's sleeps; notes what the server had at each."""
+
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self.received: list[int] = []  # messages the server had when each sleep began
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.received.append(len(self.server.messages))
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def send_paced(config: SmtpSettings, time: PacingClock, *mails: Outgoing) -> list[Outcome]:
+    return asyncio.run(_send(SmtpSender(config, clock=time.clock, sleep=time.sleep), mails))
+
+
+def test_a_rate_limit_paces_every_message_across_connections_and_all_arrive(
+    smtp_server: SmtpServer,
+) -> None:
+    time = PacingClock(smtp_server)
+    mails = [mail(key, f"reader{key}@example.org") for key in range(1, 13)]
+
+    outcomes = send_paced(settings(smtp_server, connections=4, rate=Rate(10, 1.0)), time, *mails)
+
+    assert all(o.accepted for o in outcomes), outcomes
+    assert len(smtp_server.messages) == 12
+    assert time.sleeps == pytest.approx([0.1] * 11)  # one slot each, the first at once
+    # The server never had more messages than slots handed out: no connection ran ahead.
+    assert all(had <= n + 1 for n, had in enumerate(time.received)), time.received
+
+
+def test_a_retry_on_a_stale_pooled_connection_keeps_the_messages_slot(
+    smtp_server: SmtpServer,
+) -> None:
+    time = PacingClock(smtp_server)
+
+    async def scenario() -> list[Outcome]:
+        config = settings(smtp_server, connections=1, rate=Rate(10, 1.0))
+        async with SmtpSender(config, clock=time.clock, sleep=time.sleep) as sender:
+            first = await sender.send(mail(1))
+            smtp_server.drop("mail", times=1)  # the relay closed the idle connection
+            return [first, await sender.send(mail(2))]
+
+    outcomes = asyncio.run(scenario())
+
+    assert [o.reply for o in outcomes] == [None, None]
+    assert smtp_server.connections == 2
+    assert time.sleeps == pytest.approx([0.1])  # two messages, two slots: none for the retry
+
+
+def test_without_a_rate_limit_the_sender_never_sleeps(smtp_server: SmtpServer) -> None:
+    async def sleep(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s")
+
+    sender = SmtpSender(settings(smtp_server, connections=2), sleep=sleep)
+
+    outcomes = asyncio.run(_send(sender, [mail(key) for key in range(10)]))
+
+    assert all(o.accepted for o in outcomes)
 
 
 def test_dry_run_accepts_everything_and_counts_it() -> None:
