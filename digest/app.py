@@ -126,6 +126,7 @@ class Services:
             security=s.smtp_security,
             connections=s.smtp_connections,
             timeout=s.smtp_timeout,
+            rate=s.smtp_rate_limit,
         )
 
 

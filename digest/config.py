@@ -6,6 +6,7 @@ The same table writes config/digest.toml's comments and is checked against the R
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ from urllib.parse import urlsplit
 from digest.addresses import check_timezone, normalise_address, parse_frequency
 from digest.domain import WEEKDAYS, Frequency, Schedule
 from digest.errors import ConfigError, InvalidInput
+from digest.ratelimit import Rate
 from digest.sources import display_name, is_web_url
 
 DEFAULT_PATH = Path("config/digest.toml")
 PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 MIN_SECRET_LENGTH = 32
+MAX_RATE = 100_000
+RATE_UNITS = {"s": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
 
 Raw = str | int | float | bool | None
 
@@ -48,6 +52,7 @@ KEYS: tuple[Key, ...] = (
     Key("smtp_security", "none", "none, starttls or tls (implicit TLS, usually port 465)"),
     Key("smtp_connections", 4, "SMTP connections kept open at once: how many messages are in flight"),
     Key("smtp_timeout", 60, "seconds to wait for the SMTP server on connect and each command"),
+    Key("smtp_rate_limit", 0, "most messages sent to the SMTP server per second or per minute, like \"50/s\" or \"600/min\", evenly spaced; 0 means no limit"),
     Key("secret_key", None, "signing key for links, 32+ characters; comma-separated to rotate: the first signs, all verify"),
     Key("base_url", "http://localhost:8000", "public URL of the web endpoints, used in every link"),
     Key("sender", None, "From address of the digests, e.g. Mia's Feed <digest@example.org>"),
@@ -88,6 +93,7 @@ class Settings:
     smtp_security: str
     smtp_connections: int
     smtp_timeout: float
+    smtp_rate_limit: Rate | None
     secret_keys: tuple[str, ...]
     base_url: str
     sender: str | None
@@ -183,6 +189,7 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         smtp_security=get("smtp_security", _choice("none", "starttls", "tls")),
         smtp_connections=get("smtp_connections", _ranged(1, 100)),
         smtp_timeout=float(get("smtp_timeout", _ranged(1, 3600))),
+        smtp_rate_limit=get("smtp_rate_limit", _rate),
         secret_keys=get("secret_key", _secret_keys),
         base_url=base_url,
         sender=get("sender", _sender),
@@ -248,6 +255,20 @@ def _choice(*choices: str) -> Callable[[Raw], str]:
         return text
 
     return parse
+
+
+def _rate(value: Raw) -> Rate | None:
+    text = _text(value).lower()
+    if text == "0":
+        return None
+    # A bare number is refused: per second or per minute is a factor of 60, too costly to guess.
+    match = re.fullmatch(r"([0-9]+)\s*/\s*(s|second|min|minute)", text)
+    if match is None or not 1 <= int(match[1]) <= MAX_RATE:
+        raise ValueError(
+            f"must be 0 (no limit) or 1 to {MAX_RATE} messages per second or minute, "
+            f"like 50/s or 600/min; got {value!r}"
+        )
+    return Rate(int(match[1]), RATE_UNITS[match[2]])
 
 
 def _database_url(value: Raw) -> str:

@@ -11,6 +11,7 @@ import pytest
 from digest.config import KEYS, load
 from digest.domain import Frequency
 from digest.errors import ConfigError
+from digest.ratelimit import Rate
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_KEY = "k" * 32
@@ -33,6 +34,7 @@ def test_defaults_match_the_design() -> None:
     assert settings.bounce_limit == 3
     assert settings.confirm_max_age == timedelta(days=7)
     assert settings.max_lateness is None
+    assert settings.smtp_rate_limit is None  # no limit
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
@@ -71,6 +73,11 @@ def test_secret_keys_are_split_in_order_and_the_first_signs() -> None:
         ({"DIGEST_DATABASE_URL": "mysql://x"}, "DIGEST_DATABASE_URL", "sqlite"),
         ({"DIGEST_FEEDS": "ftp://feeds.example/rss"}, "DIGEST_FEEDS", "http(s) URL or a file"),
         ({"DIGEST_FEED_POLL_SECONDS": "1"}, "DIGEST_FEED_POLL_SECONDS", "from 10 to 86400"),
+        ({"DIGEST_SMTP_RATE_LIMIT": "50"}, "DIGEST_SMTP_RATE_LIMIT", "like 50/s or 600/min"),
+        ({"DIGEST_SMTP_RATE_LIMIT": "50/h"}, "DIGEST_SMTP_RATE_LIMIT", "per second or minute"),
+        ({"DIGEST_SMTP_RATE_LIMIT": "0/s"}, "DIGEST_SMTP_RATE_LIMIT", "1 to 100000"),
+        ({"DIGEST_SMTP_RATE_LIMIT": "-5/s"}, "DIGEST_SMTP_RATE_LIMIT", "like 50/s"),
+        ({"DIGEST_SMTP_RATE_LIMIT": "1000000/s"}, "DIGEST_SMTP_RATE_LIMIT", "1 to 100000"),
     ],
 )
 def test_a_bad_setting_names_its_key_and_the_problem_in_one_line(
@@ -129,6 +136,28 @@ def test_a_bad_feed_setting_does_not_echo_the_feeds_credentials() -> None:
     assert "hunter2" not in str(caught.value)
     assert "token=abc" not in str(caught.value)
     assert "ftp://feeds.example/rss?..." in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "rate"),
+    [
+        ("50/s", Rate(50, 1.0)),
+        ("800 / second", Rate(800, 1.0)),
+        ("600/min", Rate(600, 60.0)),
+        ("1/Minute", Rate(1, 60.0)),
+        ("0", None),
+    ],
+)
+def test_smtp_rate_limit_is_messages_per_second_or_minute(value: str, rate: Rate | None) -> None:
+    assert load(None, {"DIGEST_SMTP_RATE_LIMIT": value}).smtp_rate_limit == rate
+
+
+def test_smtp_rate_limit_in_the_file_is_a_string_or_zero(tmp_path: Path) -> None:
+    file = tmp_path / "digest.toml"
+    file.write_text('smtp_rate_limit = "10/s"\n')
+    assert load(file, {}).smtp_rate_limit == Rate(10, 1.0)
+    file.write_text("smtp_rate_limit = 0\n")
+    assert load(file, {}).smtp_rate_limit is None
 
 
 def test_one_click_header_needs_an_https_base_url() -> None:
