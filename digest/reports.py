@@ -57,6 +57,11 @@ def status(services: Services, now: datetime) -> str:
     for frequency in Frequency:
         row = "".join(f"{counts.get((frequency, st), 0):>14}" for st in SubscriberStatus)
         lines.append(f"  {frequency.value:10}{row}")
+    if bounced := sum(n for (_, st), n in counts.items() if st is SubscriberStatus.BOUNCED):
+        lines.append(
+            f"  {bounced} bounced reader(s) get no digests: "
+            "digest subscribers list --status bounced"
+        )
 
     lines += ["", "Next slots"]
     groups = store.active_groups()

@@ -360,3 +360,4 @@ def test_permanent_failures_in_a_row_mark_the_reader_bounced_and_a_success_reset
     assert "bounced" in status.splitlines()[1]
     daily_row = next(line for line in status.splitlines() if line.strip().startswith("daily"))
     assert daily_row.split()[1:] == ["0", "1", "0", "1"]  # pending active unsubscribed bounced
+    assert "1 bounced reader(s) get no digests: digest subscribers list --status bounced" in status
