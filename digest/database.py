@@ -64,7 +64,7 @@ def upgrade(engine: Engine) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot upgrade the database: {_one_line(exc)}") from exc
+        raise database_error(exc, "cannot upgrade the database") from exc
 
 
 def check_current(engine: Engine) -> None:
@@ -74,10 +74,18 @@ def check_current(engine: Engine) -> None:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot open the database: {_one_line(exc)}") from exc
+        raise database_error(exc, "cannot open the database") from exc
     if current != head:
         state = "has no schema yet" if current is None else "schema is out of date"
         raise DatabaseError(f"the database {state}: run `digest db upgrade`")
+
+
+def database_error(exc: BaseException, failing: str) -> DatabaseError:
+    """One line for a person; a lock another process holds is "busy", whichever step met it."""
+    text = _one_line(exc)
+    if "locked" in text or "busy" in text:
+        return DatabaseError(f"the database is busy, try again: {text}")
+    return DatabaseError(f"{failing}: {text}")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
+from digest.database import database_error
 from digest.domain import (
     Claim,
     DeliveryStatus,
@@ -47,7 +48,6 @@ from digest.domain import (
     latest_slot,
     retry_delay,
 )
-from digest.errors import DatabaseError
 from digest.models import ArticleRow, Base, DeliveryRow, SubscriberRow
 
 A, S, D = ArticleRow, SubscriberRow, DeliveryRow
@@ -488,7 +488,4 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
-        text = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "unknown error"
-        if "locked" in text or "busy" in text:
-            raise DatabaseError(f"the database is busy, try again: {text}") from exc
-        raise DatabaseError(f"the database failed: {text}") from exc
+        raise database_error(exc, "the database failed") from exc
