@@ -126,6 +126,7 @@ class Services:
             security=s.smtp_security,
             connections=s.smtp_connections,
             timeout=s.smtp_timeout,
+            data_timeout=s.smtp_data_timeout,
             rate=s.smtp_rate_limit,
         )
 

@@ -52,6 +52,7 @@ KEYS: tuple[Key, ...] = (
     Key("smtp_security", "none", "none, starttls or tls (implicit TLS, usually port 465)"),
     Key("smtp_connections", 4, "SMTP connections kept open at once: how many messages are in flight"),
     Key("smtp_timeout", 60, "seconds to wait for the SMTP server on connect and each command"),
+    Key("smtp_data_timeout", 600, "seconds to wait for the SMTP server's final reply after a message; RFC 5321 allows 10 minutes"),
     Key("smtp_rate_limit", 0, "most messages sent to the SMTP server per second or per minute, like \"50/s\" or \"600/min\", evenly spaced; 0 means no limit"),
     Key("secret_key", None, "signing key for links, 32+ characters; comma-separated to rotate: the first signs, all verify"),
     Key("base_url", "http://localhost:8000", "public URL of the web endpoints, used in every link"),
@@ -93,6 +94,7 @@ class Settings:
     smtp_security: str
     smtp_connections: int
     smtp_timeout: float
+    smtp_data_timeout: float
     smtp_rate_limit: Rate | None
     secret_keys: tuple[str, ...]
     base_url: str
@@ -189,6 +191,7 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         smtp_security=get("smtp_security", _choice("none", "starttls", "tls")),
         smtp_connections=get("smtp_connections", _ranged(1, 100)),
         smtp_timeout=float(get("smtp_timeout", _ranged(1, 3600))),
+        smtp_data_timeout=float(get("smtp_data_timeout", _ranged(1, 3600))),
         smtp_rate_limit=get("smtp_rate_limit", _rate),
         secret_keys=get("secret_key", _secret_keys),
         base_url=base_url,

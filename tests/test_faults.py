@@ -127,9 +127,16 @@ def _refuse(stage: str, code: int) -> Fault:
 TRANSIENT = {
     **{f"{code} after RCPT": _refuse("rcpt", code) for code in (450, 451, 452, 454)},
     **{f"{code} after DATA": _refuse("data", code) for code in (450, 451, 452, 454)},
-    "552 on RCPT (mailbox full: RELIABILITY rule 6 retries it)": _refuse("rcpt", 552),
+    "552 on RCPT (mailbox full: retried)": _refuse("rcpt", 552),
     "connection dropped mid-DATA": Fault(
         lambda server: server.drop("data", to={VICTIM}, times=1), "", "data", replied=False
+    ),
+    "final reply after DATA later than the data timeout": Fault(
+        lambda server: server.slow("data", 3.0, times=1),
+        "",
+        "data",
+        replied=False,
+        env={"DIGEST_SMTP_DATA_TIMEOUT": "1"},
     ),
     "no reply to RCPT within the timeout": Fault(
         lambda server: server.slow("rcpt", 3.0, times=1),
