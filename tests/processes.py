@@ -5,7 +5,8 @@
     readers = seed_due_readers(env, tmp_path, 3000)  # CSV import + articles: all due at MONDAY_0900
     senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(3)]  # not waited for
     results = [finish(p) for p in senders]           # exit code, stdout, stderr of each
-    with running_daemon(env) as (process, port): ...; stop_cleanly(process)
+    with running_daemon(env, log=path) as (process, port): ...; stop_cleanly(process)
+    logged_runs(path)                                # the summary of each dispatch run it logged
 
 PYTEST_DONT_REWRITE
 """
@@ -39,6 +40,7 @@ SENDER = "Mia's Feed <digest@miasfeed.example>"
 CONFIRMED = "2026-11-23T09:00Z"  # a week before...
 MONDAY_0900 = "2026-11-30T09:00Z"  # ... Monday 09:00 UTC: weekly readers confirmed then are due
 SUMMARY = re.compile(r"^sent (\d+), skipped (\d+), retrying (\d+), failed (\d+)$", re.MULTILINE)
+RUN_LOGGED = re.compile(r"run: sent (\d+), skipped (\d+), retrying (\d+), failed (\d+)")
 
 
 def wait_for(condition: Callable[[], bool], what: str, patience: float = PATIENCE) -> None:
@@ -203,6 +205,12 @@ def running_daemon(
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def logged_runs(log: Path) -> list[RunSummary]:
+    """The dispatch runs a daemon has logged so far (text or JSON lines), oldest first."""
+    text = log.read_text() if log.exists() else ""
+    return [RunSummary(*map(int, found)) for found in RUN_LOGGED.findall(text)]
 
 
 def stop_cleanly(process: subprocess.Popen[str]) -> None:

@@ -7,26 +7,55 @@ worker whose lease ran out from recording what another worker now holds.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import sqlite3
 import uuid
 from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Self
 
 import pytest
 from cli_fixtures import Cli
 from db_fixtures import snapshot
 from pg_cluster import PgCluster
 from processes import (
+    CONFIRMED,
     MONDAY_0900,
+    PATIENCE,
+    digest,
     digest_env,
     finish,
+    import_articles,
+    import_readers,
+    logged_runs,
+    running_daemon,
     seed_due_readers,
     sent_rows,
     start,
+    stop_cleanly,
+    wait_for,
 )
 from smtp_server import SmtpServer
+from sqlalchemy import Engine
 
+from digest import app as composition
 from digest import database
+from digest.config import load
+from digest.dispatch import run_once
+from digest.domain import ArticleDraft, DeliveryStatus, Frequency, RunSummary, SubscriberDraft
+from digest.mailer import Outcome, Outgoing, Sender, SmtpSender
+
+NEWS = ArticleDraft(
+    url="https://miasfeed.example/articles/sleep",
+    title="Sleep and the heart",
+    summary="A study.",
+    category="Medical News & Research",
+    reading_minutes=2,
+    published_at=datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
+)
 
 
 @pytest.fixture
@@ -44,7 +73,6 @@ def test_three_senders_on_one_postgresql_database_send_3000_readers_one_digest_e
     results = [finish(process, patience=90) for process in senders]
     assert [r.code for r in results] == [0, 0, 0], [r.err for r in results]
     sent = [r.summary.sent for r in results]
-
     assert sum(sent) == len(readers)
     assert sum(n > 0 for n in sent) >= 2, f"the senders did not overlap: {sent}"
     assert len(smtp_server.messages) == len(readers)
@@ -92,3 +120,140 @@ def test_a_sqlite_file_locked_past_the_busy_timeout_is_one_plain_line_and_nothin
     assert result.err.startswith("error: the database is busy")
     assert smtp_server.messages == []
     assert snapshot(database_url) == before
+
+
+def test_two_daemons_on_one_postgresql_database_send_one_digest_per_reader_per_period(
+    postgres_url: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    env = digest_env(
+        postgres_url, smtp_server, DIGEST_BATCH_SIZE="20", DIGEST_DISPATCH_INTERVAL_SECONDS="1"
+    )
+    digest(env, "db", "upgrade")
+    # Due now on the real clock, as a daemon sees it: confirmed long ago, with news since.
+    long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()
+    readers: list[str] = []
+    for frequency in ("daily", "weekly", "monthly"):
+        group = [f"{frequency}{n:03d}@example.org" for n in range(150)]
+        import_readers(env, tmp_path, group, frequency=frequency, confirmed_at=long_ago)
+        readers += group
+    import_articles(env, tmp_path, 3, at=long_ago)
+    # A relay slower than two daemons' startup is apart, so that both take part.
+    smtp_server.slow("data", 0.05)
+    logs = [tmp_path / "daemon-a.log", tmp_path / "daemon-b.log"]
+    with running_daemon(env, log=logs[0]) as (a, _), running_daemon(env, log=logs[1]) as (b, _):
+        wait_for(lambda: len(smtp_server.messages) >= len(readers), "every reader's digest")
+        runs_then = [len(logged_runs(log)) for log in logs]
+
+        def both_ran_twice_more() -> bool:
+            return all(
+                len(logged_runs(log)) >= n + 2 for log, n in zip(logs, runs_then, strict=True)
+            )
+
+        wait_for(both_ran_twice_more, "two more scheduled runs of each daemon")
+        stop_cleanly(a)
+        stop_cleanly(b)
+    sent = [sum(run.sent for run in logged_runs(log)) for log in logs]
+    assert all(sent), f"the daemons did not overlap: {sent}"
+    assert sum(sent) == len(readers)
+    assert len(smtp_server.messages) == len(readers)
+    assert len({m.message_id for m in smtp_server.messages}) == len(readers)
+    assert sorted(smtp_server.recipients) == sorted(readers)
+    assert sent_rows(postgres_url) == Counter(readers)
+
+
+class Stalled:
+    """A sender whose relay accepts each batch, then stalls before the worker hears back.
+
+    `delivered` is set once the relay has the messages; nothing is returned until `resume` is set:
+    the worker is still sending, as far as its ledger knows, for as long as the test wants.
+    """
+
+    def __init__(self, relay: Sender) -> None:
+        self._relay = relay
+        self.delivered = asyncio.Event()
+        self.resume = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def send_many(self, mails: Sequence[Outgoing]) -> list[Outcome]:
+        outcomes = await self._relay.send_many(mails)
+        self.delivered.set()
+        await self.resume.wait()
+        return outcomes
+
+
+async def reached(event: asyncio.Event, run: asyncio.Task[RunSummary]) -> None:
+    """Wait for a stalled sender's event; fail at once if its run ended (or failed) first."""
+    waiting = asyncio.create_task(event.wait())
+    await asyncio.wait({waiting, run}, timeout=PATIENCE, return_when=asyncio.FIRST_COMPLETED)
+    if not event.is_set():
+        waiting.cancel()
+        ended = f"ended first: {run.result()!r}" if run.done() else "timed out"
+        raise AssertionError(f"the run never reached its send: it {ended}")
+
+
+def ledger(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    """Deliveries and readers: what recording a send may change (the runs table grows anyway)."""
+    tables = snapshot(engine)
+    return {name: tables[name] for name in ("deliveries", "subscribers")}
+
+
+@pytest.mark.parametrize("late", ["while_the_other_holds_it", "after_the_other_recorded_it"])
+def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_has_one_sent_row(
+    late: str, database_url: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    (tmp_path / "empty.toml").write_text("")
+    env = digest_env(database_url, smtp_server, DIGEST_CONFIG=str(tmp_path / "empty.toml"))
+    services = composition.build(load(None, env), check_schema=False)
+    store = services.store
+    database.upgrade(store.engine)
+    confirmed = datetime.fromisoformat(CONFIRMED)
+    store.add_subscribers(
+        [SubscriberDraft("late@example.org", Frequency.WEEKLY, "UTC")],
+        confirmed=True,
+        now=confirmed,
+    )
+    store.upsert_articles([NEWS], confirmed + timedelta(hours=1))
+    monday = datetime.fromisoformat(MONDAY_0900)
+    # A's clock stands still (a paused or skewed worker): its renewals only ever reach
+    # monday + lease, and B, a minute later by its own clock, finds the lease run out.
+    lease = timedelta(seconds=0.3)  # short, so that A's renewal really runs meanwhile
+    job_a = dataclasses.replace(services.job(monday), lease=lease)
+    job_b = dataclasses.replace(services.job(monday + timedelta(minutes=1)), lease=lease)
+
+    async def race() -> tuple[RunSummary, RunSummary, list[dict[str, list[tuple[object, ...]]]]]:
+        mail = services.digest_mail()
+        async with SmtpSender(services.smtp()) as relay_a, SmtpSender(services.smtp()) as relay_b:
+            a, b = Stalled(relay_a), Stalled(relay_b)
+            run_a = asyncio.create_task(run_once(job_a, store, mail, a, lambda: job_a.now))
+            await reached(a.delivered, run_a)  # the relay has A's copy; A has not recorded it
+            run_b = asyncio.create_task(run_once(job_b, store, mail, b, lambda: job_b.now))
+            await reached(b.delivered, run_b)  # B reclaimed the expired lease and sent again
+            if late == "after_the_other_recorded_it":
+                b.resume.set()
+                await run_b
+            before = ledger(store.engine)
+            a.resume.set()
+            summary_a = await run_a  # the late finisher records
+            after = ledger(store.engine)
+            b.resume.set()
+            summary_b = await run_b
+            return summary_a, summary_b, [before, after]
+
+    try:
+        summary_a, summary_b, (before, after) = asyncio.run(race())
+        assert after == before  # A's record changed nothing
+        assert (summary_a.sent, summary_b.sent) == (0, 1)
+        assert store.deliveries_of("late@example.org") == [
+            ("2026-W49", DeliveryStatus.SENT, 1, None)
+        ]
+        assert sent_rows(database_url) == Counter(["late@example.org"])
+        # The relay got two copies (RELIABILITY rule 7): identical, so the receiver can drop one.
+        first, second = smtp_server.messages
+        assert first.data == second.data
+    finally:
+        services.close()
