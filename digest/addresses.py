@@ -5,6 +5,7 @@ The only module that imports email_validator. Every refusal is an InvalidInput w
 
 from __future__ import annotations
 
+import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -15,6 +16,9 @@ from digest.sources import CONTROLS, shown
 
 # RFC 5321 limits a path to 256 octets including the angle brackets.
 MAX_ADDRESS_CHARS = 254
+# Python's email parser, and mail readers like it, decode RFC 2047 encoded words even inside an
+# address, where the RFC forbids them: "=?utf-8?q?=0D=0A?=@example.org" reads back as a line break.
+_ENCODED_WORD = re.compile(r"=\?.*\?=")
 
 
 def _invalid_address(raw: str, reason: str) -> InvalidInput:
@@ -32,6 +36,8 @@ def normalise_address(raw: str) -> str:
     # (CVE-2024-6923), so an address carrying one is refused outright.
     if CONTROLS.search(address):
         raise _invalid_address(raw, "contains a line break or control character")
+    if _ENCODED_WORD.search(address):
+        raise _invalid_address(raw, "looks like an RFC 2047 encoded word (=?...?=)")
     if len(address) > MAX_ADDRESS_CHARS:
         raise _invalid_address(raw, f"longer than {MAX_ADDRESS_CHARS} characters")
     try:
