@@ -15,25 +15,22 @@ import email.policy
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cli_fixtures import ROOT, Cli, five_articles
+from cli_fixtures import Cli, five_articles
+from processes import running_daemon, start, wait_for
 from smtp_server import Received, SmtpServer
 from sqlalchemy import Connection, select
 
 from digest import database
-from digest.catcher import free_port
 from digest.domain import DeliveryStatus
 from digest.models import DeliveryRow, SubscriberRow
 
 READERS = [f"reader{n}@example.org" for n in range(3)]
 LEASE = timedelta(seconds=900)  # DIGEST_LEASE_SECONDS' default
-PATIENCE = 30.0  # seconds a process gets to reach the step a test kills it at
 
 
 class LedgerLock:
@@ -88,37 +85,21 @@ STEPS = {
 }
 
 
-def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if process.poll() is not None:
-            raise AssertionError(f"the process ended ({process.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @contextlib.contextmanager
-def digest_process(command: str, now: datetime) -> Iterator[subprocess.Popen[str]]:
+def killable(command: str, now: datetime) -> Iterator[subprocess.Popen[str]]:
     """`digest send --now` or `digest serve` (whose clock is the real one) as a process."""
+    env = dict(os.environ)  # the cli fixtures' DIGEST_* settings
     if command == "send":
-        args = ["send", "--now", now.isoformat()]
+        process = start(env, "send", "--now", now.isoformat())
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
     else:
-        args = ["serve", "--port", str(free_port())]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", *args],
-        env=dict(os.environ),  # the cli fixtures' DIGEST_* settings
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
+        with running_daemon(env) as (process, _):
+            yield process
 
 
 def deliveries(url: str) -> list[tuple[str, DeliveryStatus]]:
@@ -182,8 +163,9 @@ def test_sigkill_at_any_step_loses_nothing_and_repeats_only_what_the_relay_had_a
     lock = LedgerLock(database_url)
     reached = arm(smtp_server, lock)
     try:
-        with digest_process(command, now) as process:
-            wait_for(reached, process, "the step to kill at")
+        with killable(command, now) as process:
+            wait_for(lambda: reached() or process.poll() is not None, "the step to kill at")
+            assert process.poll() is None, "the process ended before the step to kill at"
             process.send_signal(signal.SIGKILL)
             process.wait()
     finally:
