@@ -265,14 +265,21 @@ class Ledger:
             .with_for_update(skip_locked=True, of=D)
         )
         with self._write() as conn:
-            ids = list(conn.scalars(select(chosen.subquery().c.id)))
-            if not ids:
+            chosen_ids = list(conn.scalars(select(chosen.subquery().c.id)))
+            if not chosen_ids:
                 return []
-            conn.execute(
-                update(D)
-                .where(D.id.in_(ids))
-                .values(
-                    status=DeliveryStatus.SENDING.value, lease_owner=owner, lease_until=now + lease
+            # Compare-and-set (rule 8): a row another claimer took since the select is left alone,
+            # even where neither row locks nor BEGIN IMMEDIATE are there to prevent it.
+            ids = list(
+                conn.scalars(
+                    update(D)
+                    .where(D.id.in_(chosen_ids), _claimable(now))
+                    .values(
+                        status=DeliveryStatus.SENDING.value,
+                        lease_owner=owner,
+                        lease_until=now + lease,
+                    )
+                    .returning(D.id)
                 )
             )
             rows = conn.execute(
