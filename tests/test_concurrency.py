@@ -39,7 +39,7 @@ from processes import (
     wait_for,
 )
 from smtp_server import SmtpServer
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from digest import app as composition
 from digest import database
@@ -47,6 +47,7 @@ from digest.config import load
 from digest.dispatch import run_once
 from digest.domain import ArticleDraft, DeliveryStatus, Frequency, RunSummary, SubscriberDraft
 from digest.mailer import Outcome, Outgoing, Sender, SmtpSender
+from digest.models import DeliveryRow
 
 NEWS = ArticleDraft(
     url="https://miasfeed.example/articles/sleep",
@@ -255,5 +256,56 @@ def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_ha
         # The relay got two copies (RELIABILITY rule 7): identical, so the receiver can drop one.
         first, second = smtp_server.messages
         assert first.data == second.data
+    finally:
+        services.close()
+
+
+def test_a_batch_still_sending_keeps_its_lease_so_no_other_worker_reclaims_it(
+    database_url: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    (tmp_path / "empty.toml").write_text("")
+    env = digest_env(database_url, smtp_server, DIGEST_CONFIG=str(tmp_path / "empty.toml"))
+    services = composition.build(load(None, env), check_schema=False)
+    store = services.store
+    database.upgrade(store.engine)
+    confirmed = datetime.fromisoformat(CONFIRMED)
+    store.add_subscribers(
+        [SubscriberDraft("slow@example.org", Frequency.WEEKLY, "UTC")],
+        confirmed=True,
+        now=confirmed,
+    )
+    store.upsert_articles([NEWS], confirmed + timedelta(hours=1))
+    monday = datetime.fromisoformat(MONDAY_0900)
+    lease = timedelta(seconds=0.3)  # renewed every 0.1 s while A's relay is slow
+    a_now = [monday]
+    job_a = dataclasses.replace(services.job(monday), lease=lease)
+    job_b = dataclasses.replace(services.job(monday + timedelta(minutes=1)), lease=lease)
+
+    def lease_until() -> datetime | None:
+        with store.engine.connect() as conn:
+            return conn.scalar(select(DeliveryRow.lease_until))
+
+    async def race() -> tuple[RunSummary, RunSummary]:
+        mail = services.digest_mail()
+        async with SmtpSender(services.smtp()) as relay_a, SmtpSender(services.smtp()) as relay_b:
+            a = Stalled(relay_a)
+            run_a = asyncio.create_task(run_once(job_a, store, mail, a, lambda: a_now[0]))
+            await reached(a.delivered, run_a)
+            # Ten minutes pass on A's clock while its relay is slow; its renewals follow them.
+            a_now[0] = monday + timedelta(minutes=10)
+            deadline = asyncio.get_running_loop().time() + PATIENCE
+            while (until := lease_until()) is None or until < a_now[0]:
+                assert asyncio.get_running_loop().time() < deadline, "the lease was never renewed"
+                await asyncio.sleep(0.05)
+            # B, a minute after A claimed, is past the first lease but not the renewed one.
+            summary_b = await run_once(job_b, store, mail, relay_b, lambda: job_b.now)
+            a.resume.set()
+            return await run_a, summary_b
+
+    try:
+        summary_a, summary_b = asyncio.run(race())
+        assert (summary_a.sent, summary_b) == (1, RunSummary())
+        assert [m.recipients for m in smtp_server.messages] == [["slow@example.org"]]
+        assert sent_rows(database_url) == Counter(["slow@example.org"])
     finally:
         services.close()
