@@ -12,7 +12,7 @@ import dataclasses
 import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Self
@@ -43,6 +43,7 @@ from sqlalchemy import Engine, select
 
 from digest import app as composition
 from digest import database
+from digest.app import Services
 from digest.config import load
 from digest.dispatch import run_once
 from digest.domain import ArticleDraft, DeliveryStatus, Frequency, RunSummary, SubscriberDraft
@@ -203,22 +204,29 @@ def ledger(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
     return {name: tables[name] for name in ("deliveries", "subscribers")}
 
 
-@pytest.mark.parametrize("late", ["while_the_other_holds_it", "after_the_other_recorded_it"])
-def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_has_one_sent_row(
-    late: str, database_url: str, smtp_server: SmtpServer, tmp_path: Path
-) -> None:
+@pytest.fixture
+def services(database_url: str, smtp_server: SmtpServer, tmp_path: Path) -> Iterator[Services]:
+    """digest's services in this process, with one weekly reader due at MONDAY_0900."""
     (tmp_path / "empty.toml").write_text("")
     env = digest_env(database_url, smtp_server, DIGEST_CONFIG=str(tmp_path / "empty.toml"))
     services = composition.build(load(None, env), check_schema=False)
-    store = services.store
-    database.upgrade(store.engine)
+    database.upgrade(services.store.engine)
     confirmed = datetime.fromisoformat(CONFIRMED)
-    store.add_subscribers(
-        [SubscriberDraft("late@example.org", Frequency.WEEKLY, "UTC")],
+    services.store.add_subscribers(
+        [SubscriberDraft("reader@example.org", Frequency.WEEKLY, "UTC")],
         confirmed=True,
         now=confirmed,
     )
-    store.upsert_articles([NEWS], confirmed + timedelta(hours=1))
+    services.store.upsert_articles([NEWS], confirmed + timedelta(hours=1))
+    yield services
+    services.close()
+
+
+@pytest.mark.parametrize("late", ["while_the_other_holds_it", "after_the_other_recorded_it"])
+def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_has_one_sent_row(
+    late: str, services: Services, database_url: str, smtp_server: SmtpServer
+) -> None:
+    store = services.store
     monday = datetime.fromisoformat(MONDAY_0900)
     # A's clock stands still (a paused or skewed worker): its renewals only ever reach
     # monday + lease, and B, a minute later by its own clock, finds the lease run out.
@@ -245,36 +253,20 @@ def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_ha
             summary_b = await run_b
             return summary_a, summary_b, [before, after]
 
-    try:
-        summary_a, summary_b, (before, after) = asyncio.run(race())
-        assert after == before  # A's record changed nothing
-        assert (summary_a.sent, summary_b.sent) == (0, 1)
-        assert store.deliveries_of("late@example.org") == [
-            ("2026-W49", DeliveryStatus.SENT, 1, None)
-        ]
-        assert sent_rows(database_url) == Counter(["late@example.org"])
-        # The relay got two copies (RELIABILITY rule 7): identical, so the receiver can drop one.
-        first, second = smtp_server.messages
-        assert first.data == second.data
-    finally:
-        services.close()
+    summary_a, summary_b, (before, after) = asyncio.run(race())
+    assert after == before  # A's record changed nothing
+    assert (summary_a.sent, summary_b.sent) == (0, 1)
+    assert store.deliveries_of("reader@example.org") == [("2026-W49", DeliveryStatus.SENT, 1, None)]
+    assert sent_rows(database_url) == Counter(["reader@example.org"])
+    # The relay got two copies (RELIABILITY rule 7): identical, so the receiver can drop one.
+    first, second = smtp_server.messages
+    assert first.data == second.data
 
 
 def test_a_batch_still_sending_keeps_its_lease_so_no_other_worker_reclaims_it(
-    database_url: str, smtp_server: SmtpServer, tmp_path: Path
+    services: Services, database_url: str, smtp_server: SmtpServer
 ) -> None:
-    (tmp_path / "empty.toml").write_text("")
-    env = digest_env(database_url, smtp_server, DIGEST_CONFIG=str(tmp_path / "empty.toml"))
-    services = composition.build(load(None, env), check_schema=False)
     store = services.store
-    database.upgrade(store.engine)
-    confirmed = datetime.fromisoformat(CONFIRMED)
-    store.add_subscribers(
-        [SubscriberDraft("slow@example.org", Frequency.WEEKLY, "UTC")],
-        confirmed=True,
-        now=confirmed,
-    )
-    store.upsert_articles([NEWS], confirmed + timedelta(hours=1))
     monday = datetime.fromisoformat(MONDAY_0900)
     lease = timedelta(seconds=0.3)  # renewed every 0.1 s while A's relay is slow
     a_now = [monday]
@@ -302,10 +294,7 @@ def test_a_batch_still_sending_keeps_its_lease_so_no_other_worker_reclaims_it(
             a.resume.set()
             return await run_a, summary_b
 
-    try:
-        summary_a, summary_b = asyncio.run(race())
-        assert (summary_a.sent, summary_b) == (1, RunSummary())
-        assert [m.recipients for m in smtp_server.messages] == [["slow@example.org"]]
-        assert sent_rows(database_url) == Counter(["slow@example.org"])
-    finally:
-        services.close()
+    summary_a, summary_b = asyncio.run(race())
+    assert (summary_a.sent, summary_b) == (1, RunSummary())
+    assert [m.recipients for m in smtp_server.messages] == [["reader@example.org"]]
+    assert sent_rows(database_url) == Counter(["reader@example.org"])

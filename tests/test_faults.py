@@ -309,7 +309,6 @@ def test_repeated_transient_failures_back_off_doubling_then_fail_without_a_bounc
     smtp_server: SmtpServer,
     ledger: Callable[[str], list[Row]],
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("DIGEST_RETRY_LIMIT", "3")
     smtp_server.fail("data", 451, to={VICTIM})

@@ -29,6 +29,7 @@ from cli_fixtures import Cli
 from feed_server import HUGE_FEED_BYTES, huge_feed_pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from samples import LINKS, SITE
 
 from digest import database
 from digest.addresses import MAX_ADDRESS_CHARS, normalise_address
@@ -42,7 +43,7 @@ from digest.ingest import (
     MAX_URL_CHARS,
     parse_articles,
 )
-from digest.render import Links, Renderer, Site
+from digest.render import Renderer
 from digest.sources import MAX_SOURCE_BYTES, display_name
 from digest.store import Store
 
@@ -57,16 +58,6 @@ ANY_LINE_BOUNDARY = re.compile(f"[{re.escape(LINE_BOUNDARIES)}]")
 
 # --- rendering ----------------------------------------------------------------------------------
 
-SITE = Site(
-    name="Mia's Feed",
-    url="https://miasfeed.example",
-    sender="Mia's Feed <digest@example.org>",
-    list_id="Mia's Feed digest <digest.example.org>",
-)
-LINKS = Links(
-    unsubscribe="https://digest.example.org/unsubscribe/eyJpZCI6NDJ9.Zx1c9A",
-    preferences="https://digest.example.org/preferences/eyJpZCI6NDJ9.Qm7aPw",
-)
 DIGEST_HEADERS = [
     "From",
     "To",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from samples import LINKS, SITE
 
 from digest.domain import Article, Frequency
 from digest.render import Links, Renderer, Site, preview_html, preview_text
@@ -23,16 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
-SITE = Site(
-    name="Mia's Feed",
-    url="https://miasfeed.example",
-    sender="Mia's Feed <digest@example.org>",
-    list_id="Mia's Feed digest <digest.example.org>",
-)
-LINKS = Links(
-    unsubscribe="https://digest.example.org/unsubscribe/eyJpZCI6NDJ9.Zx1c9A",
-    preferences="https://digest.example.org/preferences/eyJpZCI6NDJ9.Qm7aPw",
-)
 OTHER_LINKS = Links(
     unsubscribe="https://digest.example.org/unsubscribe/b3RoZXI.AAAA?x=1&y=2",
     preferences="https://digest.example.org/preferences/b3RoZXI.BBBB",
