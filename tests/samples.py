@@ -1,4 +1,4 @@
-"""The site and personal links that the rendering tests give the Renderer."""
+"""What the rendering tests share: the site, the personal links, the headers, the line breaks."""
 
 from __future__ import annotations
 
@@ -14,3 +14,18 @@ LINKS = Links(
     unsubscribe="https://digest.example.org/unsubscribe/eyJpZCI6NDJ9.Zx1c9A",
     preferences="https://digest.example.org/preferences/eyJpZCI6NDJ9.Qm7aPw",
 )
+
+# Every digest carries these; one-click unsubscribe adds List-Unsubscribe-Post.
+DIGEST_HEADERS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "List-Id",
+    "List-Unsubscribe",
+    "MIME-Version",
+    "Content-Type",
+)
+# Every character str.splitlines() breaks at: any of them in a header would start a new one.
+LINE_BOUNDARIES = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"

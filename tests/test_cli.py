@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cli_fixtures import MONDAY_0900, NEXT_DAY, ROOT, SECRET, Cli, five_articles
 from db_fixtures import snapshot
+from samples import DIGEST_HEADERS
 from smtp_server import SmtpServer
 
 
@@ -37,15 +38,7 @@ def test_send_mails_exactly_the_due_readers_once_with_both_parts_and_every_heade
         assert message.get_content_type() == "multipart/alternative"
         parts = [part.get_content_type() for part in message.iter_parts()]
         assert parts == ["text/plain", "text/html"]
-        for header in (
-            "From",
-            "To",
-            "Subject",
-            "Date",
-            "Message-ID",
-            "List-Id",
-            "List-Unsubscribe",
-        ):
+        for header in DIGEST_HEADERS:
             assert message[header], header
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert message["List-Unsubscribe"].startswith("<https://news.example/unsubscribe/")

@@ -29,7 +29,7 @@ from cli_fixtures import Cli
 from feed_server import HUGE_FEED_BYTES, huge_feed_pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from samples import LINKS, SITE
+from samples import DIGEST_HEADERS, LINE_BOUNDARIES, LINKS, SITE
 
 from digest import database
 from digest.addresses import MAX_ADDRESS_CHARS, normalise_address
@@ -52,23 +52,11 @@ DATA = Path(__file__).parent / "data"
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 
 # Every boundary str.splitlines() knows ("\r\n" is two of them).
-LINE_BOUNDARIES = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
 ANY_LINE_BOUNDARY = re.compile(f"[{re.escape(LINE_BOUNDARIES)}]")
 
 
 # --- rendering ----------------------------------------------------------------------------------
 
-DIGEST_HEADERS = [
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "List-Id",
-    "List-Unsubscribe",
-    "MIME-Version",
-    "Content-Type",
-]
 # Markup, template syntax, encoded words and line breaks that article text might smuggle in.
 SNIPPETS = [
     "<script>alert(1)</script>",
@@ -301,7 +289,7 @@ def test_hostile_titles_summaries_categories_and_addresses_render_only_the_templ
     ]
     raw = render(hostile, recipient, frequency, one_click=one_click)
 
-    expected = DIGEST_HEADERS + ["List-Unsubscribe-Post"] * one_click
+    expected = [*DIGEST_HEADERS] + ["List-Unsubscribe-Post"] * one_click
     assert_headers_are_exactly(raw, expected)
     message = parse(raw)
     assert message.defects == []

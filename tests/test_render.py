@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from samples import LINKS, SITE
+from samples import DIGEST_HEADERS, LINE_BOUNDARIES, LINKS, SITE
 
 from digest.domain import Article, Frequency
 from digest.render import Links, Renderer, Site, preview_html, preview_text
@@ -31,30 +31,6 @@ OTHER_LINKS = Links(
 MESSAGE_ID = "<20261123080000.42.weekly@digest.example.org>"
 DATE = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 RECIPIENT = "reader@example.com"
-DIGEST_HEADERS = {
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "MIME-Version",
-    "Content-Type",
-    "List-Id",
-    "List-Unsubscribe",
-}
-LINE_BOUNDARIES = [
-    "\n",
-    "\r",
-    "\r\n",
-    "\v",
-    "\f",
-    "\x1c",
-    "\x1d",
-    "\x1e",
-    "\x85",
-    "\u2028",
-    "\u2029",
-]
 
 
 def article(seq: int, title: str, category: str, minutes: int, summary: str = "") -> Article:
@@ -236,7 +212,7 @@ def test_digest_parses_back_as_alternative_with_text_then_html_in_utf8(
 def test_digest_carries_every_required_header_with_the_given_values(renderer: Renderer) -> None:
     raw = send(renderer, ARTICLES)
     message = parse(raw)
-    assert set(message.keys()) == DIGEST_HEADERS | {"List-Unsubscribe-Post"}
+    assert set(message.keys()) == set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"}
     assert message["From"] == SITE.sender
     assert message["To"] == RECIPIENT
     assert message["Subject"] == "Your weekly digest from Mia's Feed: 6 new articles"
@@ -245,12 +221,12 @@ def test_digest_carries_every_required_header_with_the_given_values(renderer: Re
     assert message["List-Id"] == SITE.list_id
     assert message["List-Unsubscribe"] == f"<{LINKS.unsubscribe}>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert_headers_are_single_lines(raw, DIGEST_HEADERS | {"List-Unsubscribe-Post"})
+    assert_headers_are_single_lines(raw, set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"})
 
 
 def test_one_click_header_is_absent_without_one_click(renderer: Renderer) -> None:
     raw = send(renderer, ARTICLES, one_click=False)
-    assert set(parse(raw).keys()) == DIGEST_HEADERS
+    assert set(parse(raw).keys()) == set(DIGEST_HEADERS)
     assert b"List-Unsubscribe-Post" not in raw
 
 
@@ -449,7 +425,7 @@ def test_a_smaller_html_budget_shows_fewer_articles(renderer: Renderer) -> None:
 # Header injection
 
 
-@pytest.mark.parametrize("boundary", LINE_BOUNDARIES, ids=repr)
+@pytest.mark.parametrize("boundary", [*LINE_BOUNDARIES, "\r\n"], ids=repr)
 def test_line_breaks_in_site_and_links_never_reach_a_header(boundary: str) -> None:
     site = Site(
         name=f"Mia's{boundary}Bcc: victim@example.com{boundary}Feed",
@@ -460,7 +436,7 @@ def test_line_breaks_in_site_and_links_never_reach_a_header(boundary: str) -> No
     hostile = replace(ARTICLES[0], title=f"Title{boundary}Bcc: victim@example.com")
     links = Links(f"https://x.example/u{boundary}Bcc: v@example.com", LINKS.preferences)
     raw = send(Renderer(TEMPLATES, site), [hostile], links=links)
-    assert_headers_are_single_lines(raw, DIGEST_HEADERS | {"List-Unsubscribe-Post"})
+    assert_headers_are_single_lines(raw, set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"})
     assert "Bcc" not in parse(raw)
     assert (
         parse(raw)["Subject"]
@@ -556,7 +532,7 @@ def test_any_text_renders_to_a_parseable_mail_without_injected_headers_or_tags(
         for i, (before, after, category) in enumerate(titles)
     ]
     raw = send(Renderer(TEMPLATES, site), articles)
-    assert_headers_are_single_lines(raw, DIGEST_HEADERS | {"List-Unsubscribe-Post"})
+    assert_headers_are_single_lines(raw, set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"})
     message = parse(raw)
     flat = re.sub("\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", " ", name)
     count = f"{len(articles)} new article{'' if len(articles) == 1 else 's'}"
