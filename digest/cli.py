@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,6 +30,7 @@ from digest.logs import LogFormat
 from digest.mailer import DryRunSender, SmtpSender
 from digest.render import preview_html, preview_text
 from digest.sources import RowError, read_source
+from digest.stopping import stop_on_signal
 from digest.subscriber_csv import parse_subscribers_csv
 
 cli = typer.Typer(
@@ -152,12 +154,18 @@ def send(
     def clock() -> datetime:
         return at if now is not None else real_clock()
 
-    async def go(progress: Progress | None) -> RunSummary:
+    async def go(progress: Progress | None, should_stop: Callable[[], bool]) -> RunSummary:
         async with SmtpSender(services.smtp()) as sender:
-            return await run_once(job, services.store, mail, sender, clock, progress)
+            return await run_once(job, services.store, mail, sender, clock, progress, should_stop)
 
-    with reports.progress_bar(enabled=sys.stdout.isatty()) as progress:
-        summary = asyncio.run(go(progress))
+    with (
+        stop_on_signal(lambda note: typer.echo(note, err=True)) as should_stop,
+        reports.progress_bar(enabled=sys.stdout.isatty()) as progress,
+    ):
+        summary = asyncio.run(go(progress, should_stop))
+    if should_stop():
+        left = services.store.count_claimable(clock(), only)
+        typer.echo(f"stopped early: {left} due digest(s) left for the next run", err=True)
     typer.echo(summary.line())
     if summary.failed:
         raise typer.Exit(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from digest.dispatch import Clock
 from digest.feeds import FeedPoller
 from digest.metrics import Metrics
 from digest.scheduler import Dispatcher, Every, build_scheduler
+from digest.stopping import SIGNALS, leave_at_once
 from digest.web import create_app
 
 log = logging.getLogger("digest.daemon")
@@ -92,9 +92,7 @@ def asgi_app(services: Services, clock: Clock, extra_routes: Sequence[BaseRoute]
 class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
-            # A second signal: leave now. The leases hand unfinished sends to the next run.
-            log.warning("second signal: exiting at once")
-            os._exit(128 + sig)
+            leave_at_once(sig)
         super().handle_exit(sig, frame)
 
 
@@ -118,9 +116,7 @@ def serve(
         log_config=None,  # logging is ours (digest.logs): one format, secrets scrubbed
         timeout_graceful_shutdown=int(services.settings.shutdown_timeout.total_seconds()),
     )
-    previous = {
-        sig: signal.signal(sig, _stopped_cleanly) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, _stopped_cleanly) for sig in SIGNALS}
     try:
         _Server(config).run()
     finally:

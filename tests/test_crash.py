@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 from cli_fixtures import Cli, five_articles
-from processes import running_daemon, start, wait_for
+from processes import finish, running_daemon, start, wait_for
 from smtp_server import Received, SmtpServer
 from sqlalchemy import Connection, select
 
 from digest import database
-from digest.domain import DeliveryStatus
+from digest.domain import DeliveryStatus, RunSummary
 from digest.models import DeliveryRow, SubscriberRow
 
 READERS = [f"reader{n}@example.org" for n in range(3)]
@@ -196,3 +196,63 @@ def test_sigkill_at_any_step_loses_nothing_and_repeats_only_what_the_relay_had_a
     for reader in twice:
         first, again = copies[reader]
         assert fingerprint(again) == fingerprint(first)
+
+
+def announced(process: subprocess.Popen[str], text: str) -> None:
+    """Read the process's stderr until a line containing text (pytest's timeout bounds it)."""
+    assert process.stderr is not None
+    while text not in (line := process.stderr.readline()):
+        assert line, f"stderr ended before {text!r}"
+
+
+def test_sigterm_lets_digest_send_finish_its_batch_then_exit_0_leaving_the_rest_for_the_next_run(
+    due_readers: Callable[[str], datetime],
+    upgraded: Cli,
+    smtp_server: SmtpServer,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = due_readers("send")
+    monkeypatch.setenv("DIGEST_BATCH_SIZE", "2")  # two readers in the first batch, one after
+    smtp_server.slow("data", 0, times=1)
+    held = smtp_server.hold("data")  # the first batch's second message waits for its reply
+    process = start(dict(os.environ), "send", "--now", now.isoformat())
+    wait_for(lambda: held.reached.is_set() or process.poll() is not None, "the held message")
+    process.send_signal(signal.SIGTERM)
+    announced(process, "SIGTERM: finishing the batch in flight")
+    held.release()
+    stopped = finish(process)
+
+    assert stopped.code == 0, stopped.err
+    assert stopped.summary == RunSummary(sent=2)
+    assert "stopped early: 1 due digest(s) left for the next run" in stopped.err
+    assert "Traceback" not in stopped.err
+    statuses = [status for _, status in deliveries(database_url)]
+    assert sorted(statuses) == [DeliveryStatus.PENDING, DeliveryStatus.SENT, DeliveryStatus.SENT]
+
+    rest = upgraded("send", "--now", now.isoformat())
+
+    assert rest.out.strip().splitlines()[-1] == "sent 1, skipped 0, retrying 0, failed 0"
+    assert deliveries(database_url) == [(reader, DeliveryStatus.SENT) for reader in READERS]
+    assert sorted(r for m in smtp_server.messages for r in m.recipients) == READERS
+
+
+def test_a_second_sigterm_stops_digest_send_at_once_and_the_lease_keeps_its_claims(
+    due_readers: Callable[[str], datetime], smtp_server: SmtpServer, database_url: str
+) -> None:
+    now = due_readers("send")
+    held = smtp_server.hold("data")
+    process = start(dict(os.environ), "send", "--now", now.isoformat())
+    try:
+        wait_for(lambda: held.reached.is_set() or process.poll() is not None, "the held message")
+        process.send_signal(signal.SIGTERM)
+        announced(process, "SIGTERM: finishing the batch in flight")
+        process.send_signal(signal.SIGTERM)
+        stopped = finish(process)
+    finally:
+        held.release()
+
+    assert stopped.code == 128 + signal.SIGTERM
+    assert "Traceback" not in stopped.err
+    # Still claimed, under a lease: the next run after it sends them, as after a SIGKILL.
+    assert {status for _, status in deliveries(database_url)} == {DeliveryStatus.SENDING}
