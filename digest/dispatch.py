@@ -139,14 +139,18 @@ async def _run(
         progress.start(await off_loop(store.count_claimable, job.now, job.only))
     note = ""
     try:
-        while not should_stop() and (
-            claims := await off_loop(
-                store.claim, job.owner, clock(), job.lease, job.batch_size, job.only
+        while not should_stop():
+            claimed_at = clock()
+            claims = await off_loop(
+                store.claim, job.owner, claimed_at, job.lease, job.batch_size, job.only
             )
-        ):
-            async with _lease_kept(job, store, clock, claims, off_loop):
-                messages = await off_loop(lambda: [mail.outgoing(c) for c in claims])
-                outcomes = await sender.send_many(messages)
+            if not claims:
+                break
+            lease = _Lease(claims, claimed_at + job.lease, clock)
+            async with _lease_kept(job, store, clock, lease, off_loop):
+                rendering = map(mail.outgoing, claims)  # lazy: list() renders it in the worker
+                messages: list[Outgoing] = await off_loop(list, rendering)
+                outcomes = await sender.send_many(messages, lease.holds)
             summary += await off_loop(_record, job, store, clock, claims, outcomes)
             if progress is not None:
                 progress.advance(len(claims))
@@ -158,9 +162,28 @@ async def _run(
     return summary
 
 
+class _Lease:
+    """What this worker may still send of a batch: the claims it holds, until when by its clock."""
+
+    def __init__(self, claims: Sequence[Claim], until: datetime, clock: Clock) -> None:
+        self.claims = claims
+        self.held = {claim.delivery_id for claim in claims}
+        self.until = until
+        self._clock = clock
+
+    def holds(self, delivery_id: int) -> bool:
+        # A worker that stalled (a suspended VM, a stopped process) past `until` may have lost
+        # the claim to another: sending it now could duplicate that worker's copy.
+        return delivery_id in self.held and self._clock() < self.until
+
+    def renewed(self, still_held: set[int], until: datetime) -> None:
+        self.held &= still_held
+        self.until = until
+
+
 @asynccontextmanager
 async def _lease_kept(
-    job: Job, store: Store, clock: Clock, claims: Sequence[Claim], off_loop: _OffLoop
+    job: Job, store: Store, clock: Clock, lease: _Lease, off_loop: _OffLoop
 ) -> AsyncIterator[None]:
     """Renew the batch's lease while it is being sent.
 
@@ -171,7 +194,9 @@ async def _lease_kept(
     async def renew() -> None:
         while True:
             await asyncio.sleep(job.lease.total_seconds() / 3)
-            await off_loop(store.extend_lease, job.owner, claims, clock() + job.lease)
+            until = clock() + job.lease
+            held = await off_loop(store.extend_lease, job.owner, lease.claims, until)
+            lease.renewed(held, until)
 
     task = asyncio.create_task(renew())
     try:

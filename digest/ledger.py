@@ -427,10 +427,10 @@ class Ledger:
             )
         return RunSummary(failed=1)
 
-    def extend_lease(self, owner: str, claims: Sequence[Claim], until: datetime) -> int:
-        """Keep claims ours while a slow relay still holds them; returns how many still were."""
+    def extend_lease(self, owner: str, claims: Sequence[Claim], until: datetime) -> set[int]:
+        """Keep claims ours while a slow relay still holds them; returns the ids that still were."""
         with self._write() as conn:
-            return conn.execute(
+            held = conn.scalars(
                 update(D)
                 .where(
                     D.id.in_([c.delivery_id for c in claims]),
@@ -438,7 +438,9 @@ class Ledger:
                     D.status == DeliveryStatus.SENDING.value,
                 )
                 .values(lease_until=until)
-            ).rowcount
+                .returning(D.id)
+            )
+            return set(held)
 
     def release(self, owner: str, claims: Sequence[Claim]) -> None:
         """Hand claims back untouched: the failure was ours (configuration), not the reader's."""

@@ -1,8 +1,8 @@
 """SMTP delivery: a small pool of reused aiosmtplib connections; every failure classified by stage.
 
 The only module that imports aiosmtplib. Sending never raises for a refused message: each message
-gets an Outcome whose reply class (RELIABILITY rule 6) tells the caller to retry it, fail it, or
-stop the run (CONFIG: our own settings are wrong).
+it begins gets an Outcome whose reply class (RELIABILITY rule 6) tells the caller to retry it, fail
+it, or stop the run (CONFIG: our own settings are wrong).
 """
 
 from __future__ import annotations
@@ -82,7 +82,13 @@ class Sender(Protocol):
 
     async def __aexit__(self, *exc: object) -> None: ...
 
-    async def send_many(self, mails: Sequence[Outgoing]) -> list[Outcome]: ...
+    async def send_many(
+        self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool] = ...
+    ) -> list[Outcome]: ...
+
+
+def _always(_key: int) -> bool:
+    return True
 
 
 def _one_line(text: str) -> str:
@@ -143,21 +149,32 @@ class SmtpSender:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(_quit(client) for client in self._clients))
 
-    async def send_many(self, mails: Sequence[Outgoing]) -> list[Outcome]:
+    async def send_many(
+        self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool] = _always
+    ) -> list[Outcome]:
+        """Outcomes in the order of mails, but none for a mail still_ours refused at its start."""
         outcomes: dict[int, Outcome] = {}
         pending = iter(enumerate(mails))
 
         # One worker per connection rather than one task per message: memory stays flat.
         async def worker() -> None:
             for index, mail in pending:
-                outcomes[index] = await self.send(mail)
+                if (outcome := await self.send(mail, still_ours)) is not None:
+                    outcomes[index] = outcome
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(self._settings.connections, len(mails))):
                 group.create_task(worker())
-        return [outcomes[index] for index in range(len(mails))]
+        return [outcomes[index] for index in sorted(outcomes)]
 
-    async def send(self, mail: Outgoing) -> Outcome:
+    async def send(
+        self, mail: Outgoing, still_ours: Callable[[int], bool] = _always
+    ) -> Outcome | None:
+        """Send one mail; None, having sent nothing, if still_ours(mail.key) is false at MAIL FROM.
+
+        Asked last thing before the transaction starts, after any wait for a connection, a slot or
+        the greeting: a worker that stalled past its lease must not send what another now holds.
+        """
         client = await self._idle.get()
         try:
             # With a connection in hand, so a slot is not spent waiting for one (sends would bunch).
@@ -166,12 +183,12 @@ class SmtpSender:
             # by. It starts after the slot: waiting for one is pacing, not a slow server.
             deadline = asyncio.get_running_loop().time() + self._settings.transaction_timeout
             reused = client.is_connected
-            outcome, stale = await self._attempt(client, mail, deadline)
+            outcome, stale = await self._attempt(client, mail, deadline, still_ours)
             # A pooled connection the server closed while idle fails at MAIL, before any of the
             # message went out, so one try on a fresh connection cannot duplicate anything; nor
             # did the relay take a message, so the retry keeps this message's slot.
             if reused and stale:
-                outcome, _ = await self._attempt(client, mail, deadline)
+                outcome, _ = await self._attempt(client, mail, deadline, still_ours)
             return outcome
         except BaseException:
             client.close()  # cancelled, perhaps mid-transaction: the session's state is unknown
@@ -180,9 +197,14 @@ class SmtpSender:
             self._idle.put_nowait(client)
 
     async def _attempt(
-        self, client: aiosmtplib.SMTP, mail: Outgoing, deadline: float
-    ) -> tuple[Outcome, bool]:
-        """One transaction; returns its outcome and whether it failed on a stale connection."""
+        self,
+        client: aiosmtplib.SMTP,
+        mail: Outgoing,
+        deadline: float,
+        still_ours: Callable[[int], bool],
+    ) -> tuple[Outcome | None, bool]:
+        """One transaction; returns its outcome (None: still_ours said no, nothing was sent) and
+        whether it failed on a stale connection."""
         s = self._settings
         stage = SmtpStage.CONNECT
         try:
@@ -194,6 +216,8 @@ class SmtpSender:
                     stage = SmtpStage.AUTH
                     if s.username is not None:
                         await client.login(s.username, s.password or "")
+                if not still_ours(mail.key):
+                    return None, False
                 stage = SmtpStage.MAIL
                 smtputf8 = client.supports_extension("smtputf8")
                 sender = _envelope_address(mail.sender, smtputf8)
@@ -293,9 +317,8 @@ class DryRunSender:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def send(self, mail: Outgoing) -> Outcome:
-        self.count += 1
-        return Outcome(mail.key, None, None, "dry run: not sent")
-
-    async def send_many(self, mails: Sequence[Outgoing]) -> list[Outcome]:
-        return [await self.send(mail) for mail in mails]
+    async def send_many(
+        self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool] = _always
+    ) -> list[Outcome]:
+        self.count += len(mails)
+        return [Outcome(mail.key, None, None, "dry run: not sent") for mail in mails]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Self
@@ -46,7 +47,14 @@ from digest import database
 from digest.app import Services
 from digest.config import load
 from digest.dispatch import run_once
-from digest.domain import ArticleDraft, DeliveryStatus, Frequency, RunSummary, SubscriberDraft
+from digest.domain import (
+    ArticleDraft,
+    Claim,
+    DeliveryStatus,
+    Frequency,
+    RunSummary,
+    SubscriberDraft,
+)
 from digest.mailer import Outcome, Outgoing, Sender, SmtpSender
 from digest.models import DeliveryRow
 
@@ -181,8 +189,10 @@ class Stalled:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def send_many(self, mails: Sequence[Outgoing]) -> list[Outcome]:
-        outcomes = await self._relay.send_many(mails)
+    async def send_many(
+        self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool]
+    ) -> list[Outcome]:
+        outcomes = await self._relay.send_many(mails, still_ours)
         self.delivered.set()
         await self.resume.wait()
         return outcomes
@@ -261,6 +271,76 @@ def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_ha
     # The relay got two copies (RELIABILITY rule 7): identical, so the receiver can drop one.
     first, second = smtp_server.messages
     assert first.data == second.data
+
+
+@pytest.mark.parametrize("meanwhile", ["another_worker_sent_it", "nobody_took_it"])
+def test_a_worker_that_stalls_past_its_lease_before_sending_sends_only_what_it_still_holds(
+    meanwhile: str, services: Services, database_url: str, smtp_server: SmtpServer
+) -> None:
+    store = services.store
+    monday = datetime.fromisoformat(MONDAY_0900)
+    a_now = [monday]
+    job_a = services.job(monday)  # the default lease: no renewal comes round during the test
+    job_b = services.job(monday + job_a.lease + timedelta(minutes=1))
+    stalled = smtp_server.hold("connect")  # A's connection waits for its greeting
+
+    async def race() -> tuple[RunSummary, RunSummary]:
+        mail = services.digest_mail()
+        async with SmtpSender(services.smtp()) as relay_a:
+            run_a = asyncio.create_task(run_once(job_a, store, mail, relay_a, lambda: a_now[0]))
+            assert await asyncio.to_thread(stalled.reached.wait, PATIENCE), "A never connected"
+            summary_b = RunSummary()
+            if meanwhile == "another_worker_sent_it":
+                async with SmtpSender(services.smtp()) as relay_b:
+                    summary_b = await run_once(job_b, store, mail, relay_b, lambda: job_b.now)
+            a_now[0] = job_b.now  # A wakes up past its lease, with its message not yet begun
+            stalled.release()
+            return await run_a, summary_b
+
+    summary_a, summary_b = asyncio.run(race())
+    # Whoever holds the claim sends it, once: B if it took it, else A after claiming it again.
+    expected = (0, 1) if meanwhile == "another_worker_sent_it" else (1, 0)
+    assert (summary_a.sent, summary_b.sent) == expected
+    assert [m.recipients for m in smtp_server.messages] == [["reader@example.org"]]
+    assert sent_rows(database_url) == Counter(["reader@example.org"])
+
+
+def test_a_worker_whose_renewal_finds_its_claim_taken_does_not_send_it(
+    services: Services, database_url: str, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = services.store
+    monday = datetime.fromisoformat(MONDAY_0900)
+    # A's clock stands still (a skewed worker): by its own clock its lease never runs out, and
+    # only its renewal can tell it that B, a minute later, has taken the claim.
+    lease = timedelta(seconds=0.3)  # renewed every 0.1 s
+    job_a = dataclasses.replace(services.job(monday), lease=lease)
+    job_b = dataclasses.replace(services.job(monday + timedelta(minutes=1)), lease=lease)
+    stalled = smtp_server.hold("connect")  # A's connection waits for its greeting
+    lost = threading.Event()
+    extend_lease = store.extend_lease
+
+    def watched(owner: str, claims: Sequence[Claim], until: datetime) -> set[int]:
+        held = extend_lease(owner, claims, until)
+        if owner == job_a.owner and not held:
+            lost.set()
+        return held
+
+    monkeypatch.setattr(store, "extend_lease", watched)
+
+    async def race() -> tuple[RunSummary, RunSummary]:
+        mail = services.digest_mail()
+        async with SmtpSender(services.smtp()) as relay_a, SmtpSender(services.smtp()) as relay_b:
+            run_a = asyncio.create_task(run_once(job_a, store, mail, relay_a, lambda: job_a.now))
+            assert await asyncio.to_thread(stalled.reached.wait, PATIENCE), "A never connected"
+            summary_b = await run_once(job_b, store, mail, relay_b, lambda: job_b.now)
+            assert await asyncio.to_thread(lost.wait, PATIENCE), "A never renewed its lease"
+            stalled.release()
+            return await run_a, summary_b
+
+    summary_a, summary_b = asyncio.run(race())
+    assert (summary_a.sent, summary_b.sent) == (0, 1)
+    assert [m.recipients for m in smtp_server.messages] == [["reader@example.org"]]
+    assert sent_rows(database_url) == Counter(["reader@example.org"])
 
 
 def test_a_batch_still_sending_keeps_its_lease_so_no_other_worker_reclaims_it(

@@ -302,8 +302,8 @@ def test_extending_a_lease_keeps_claims_ours_and_never_takes_back_a_lost_one(sto
     store.plan(MONDAY_0900, RULES)
     claims = claim_all(store, "w1")
     later = MONDAY_0900 + LEASE - timedelta(minutes=1)
-    assert store.extend_lease("w1", claims, later + LEASE) == 2
+    assert store.extend_lease("w1", claims, later + LEASE) == {c.delivery_id for c in claims}
     assert claim_all(store, "w2", now=MONDAY_0900 + LEASE + timedelta(minutes=1)) == []
     stolen = claim_all(store, "w2", now=later + LEASE + timedelta(seconds=1))
     assert len(stolen) == 2
-    assert store.extend_lease("w1", claims, later + 2 * LEASE) == 0
+    assert store.extend_lease("w1", claims, later + 2 * LEASE) == set()
