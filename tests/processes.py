@@ -4,7 +4,7 @@
     digest(env, "db", "upgrade")                     # run one command to the end (raises on failure)
     readers = seed_due_readers(env, tmp_path, 3000)  # CSV import + articles: all due at MONDAY_0900
     senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(3)]  # not waited for
-    results = [finish(p) for p in senders]           # exit code, stdout, stderr of each
+    results = finish_all(senders)                    # exit code, stdout, stderr of each
     with running_daemon(env, log=path) as (process, port): ...; stop_cleanly(process)
     logged_runs(path)                                # the summary of each dispatch run it logged
 
@@ -115,6 +115,19 @@ def finish(process: subprocess.Popen[str], patience: float = PATIENCE) -> Finish
         out, err = process.communicate()
         raise AssertionError(f"{process.args!r} still running after {patience:g}s: {err}") from None
     return Finished(process.returncode, out, err)
+
+
+def finish_all(
+    processes: list[subprocess.Popen[str]], patience: float = PATIENCE
+) -> list[Finished]:
+    """finish() each in turn; if one outlives patience, kill the others too, so none is left behind."""
+    try:
+        return [finish(process, patience) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
 
 def import_readers(

@@ -188,9 +188,16 @@ class SmtpServer:
 
         async def shut_down() -> None:
             server.close()
+            # abort(), not close(): a TLS close waits on the peer, the loop stops first, and the
+            # socket is left for the garbage collector to find unclosed in some later test.
             for smtp in list(self._live):
-                if smtp.transport is not None:
-                    smtp.transport.close()
+                if smtp.transport is None:  # never connected: its TLS handshake failed
+                    self._live.discard(smtp)
+                else:
+                    smtp.transport.abort()
+            async with asyncio.timeout(10):
+                while self._live:  # each connection_lost() takes its session out
+                    await asyncio.sleep(0)
             await server.wait_closed()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:

@@ -28,7 +28,7 @@ from processes import (
     PATIENCE,
     digest,
     digest_env,
-    finish,
+    finish_all,
     import_articles,
     import_readers,
     logged_runs,
@@ -80,7 +80,7 @@ def test_three_senders_on_one_postgresql_database_send_3000_readers_one_digest_e
     env = digest_env(postgres_url, smtp_server, DIGEST_BATCH_SIZE="50")
     readers = seed_due_readers(env, tmp_path, 3000)
     senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(3)]
-    results = [finish(process, patience=90) for process in senders]
+    results = finish_all(senders, patience=90)
     assert [r.code for r in results] == [0, 0, 0], [r.err for r in results]
     sent = [r.summary.sent for r in results]
     assert sum(sent) == len(readers)
@@ -98,7 +98,7 @@ def test_two_senders_on_one_sqlite_file_wait_for_each_other_and_send_each_reader
     env = digest_env(database_url, smtp_server, DIGEST_BATCH_SIZE="20")
     readers = seed_due_readers(env, tmp_path, 600)
     senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(2)]
-    results = [finish(process, patience=90) for process in senders]
+    results = finish_all(senders, patience=90)
     # The second waits for the first's write lock (busy_timeout) instead of failing.
     assert [r.code for r in results] == [0, 0], [r.err for r in results]
     assert not [r.err for r in results if "Traceback" in r.err or "locked" in r.err]
