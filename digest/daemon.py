@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -18,7 +17,7 @@ from digest.dispatch import Clock
 from digest.feeds import FeedPoller
 from digest.metrics import Metrics
 from digest.scheduler import Dispatcher, Every, build_scheduler
-from digest.stopping import SIGNALS, leave_at_once
+from digest.stopping import handling, leave_at_once
 from digest.web import create_app
 
 log = logging.getLogger("digest.daemon")
@@ -116,9 +115,5 @@ def serve(
         log_config=None,  # logging is ours (digest.logs): one format, secrets scrubbed
         timeout_graceful_shutdown=int(services.settings.shutdown_timeout.total_seconds()),
     )
-    previous = {sig: signal.signal(sig, _stopped_cleanly) for sig in SIGNALS}
-    try:
+    with handling(_stopped_cleanly):
         _Server(config).run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 log = logging.getLogger("digest.stopping")
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def leave_at_once(sig: int) -> NoReturn:
@@ -34,9 +34,16 @@ def stop_on_signal(announce: Callable[[str], None]) -> Iterator[Callable[[], boo
         name = signal.Signals(sig).name
         announce(f"{name}: finishing the batch in flight; a second signal stops at once")
 
-    previous = {sig: signal.signal(sig, handle) for sig in SIGNALS}
-    try:
+    with handling(handle):
         yield lambda: requested
+
+
+@contextlib.contextmanager
+def handling(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """handler for SIGINT and SIGTERM inside the block; the handlers from before it after."""
+    previous = {sig: signal.signal(sig, handler) for sig in _SIGNALS}
+    try:
+        yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
