@@ -30,6 +30,11 @@ class Result:
     out: str
     err: str
 
+    @property
+    def last_line(self) -> str:
+        """The last line on stdout: a send's `sent N, skipped N, retrying N, failed N`."""
+        return self.out.strip().splitlines()[-1]
+
 
 Cli = Callable[..., Result]
 

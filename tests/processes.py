@@ -181,19 +181,24 @@ def seed_due_readers(
     return emails
 
 
-def sent_rows(database_url: str) -> Counter[str]:
-    """`sent` deliveries in the ledger, counted by reader address."""
+def deliveries(database_url: str) -> list[tuple[str, DeliveryStatus]]:
+    """Every delivery in the ledger as (reader address, status), by address, then oldest first."""
     engine = create_engine(database_url)
+    query = (
+        select(SubscriberRow.email, DeliveryRow.status)
+        .join(SubscriberRow, SubscriberRow.id == DeliveryRow.subscriber_id)
+        .order_by(SubscriberRow.email, DeliveryRow.id)
+    )
     try:
         with engine.connect() as conn:
-            emails = conn.scalars(
-                select(SubscriberRow.email)
-                .join(DeliveryRow, DeliveryRow.subscriber_id == SubscriberRow.id)
-                .where(DeliveryRow.status == DeliveryStatus.SENT.value)
-            ).all()
+            return [(email, DeliveryStatus(status)) for email, status in conn.execute(query)]
     finally:
         engine.dispose()
-    return Counter(emails)
+
+
+def sent_rows(database_url: str) -> Counter[str]:
+    """`sent` deliveries in the ledger, counted by reader address."""
+    return Counter(e for e, status in deliveries(database_url) if status is DeliveryStatus.SENT)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ def test_send_mails_exactly_the_due_readers_once_with_both_parts_and_every_heade
 ) -> None:
     result = three_readers("send", "--now", MONDAY_0900)
     assert result.code == 0, result.err
-    assert result.out.strip().splitlines()[-1] == "sent 2, skipped 0, retrying 0, failed 0"
+    assert result.last_line == "sent 2, skipped 0, retrying 0, failed 0"
     assert sorted(r for m in smtp_server.messages for r in m.recipients) == [
         "daily@example.org",
         "weekly@example.org",
@@ -50,7 +50,7 @@ def test_send_mails_exactly_the_due_readers_once_with_both_parts_and_every_heade
             assert "Study 4: sleep and the heart" in body
 
     again = three_readers("send", "--now", MONDAY_0900)
-    assert again.out.strip().splitlines()[-1] == "sent 0, skipped 0, retrying 0, failed 0"
+    assert again.last_line == "sent 0, skipped 0, retrying 0, failed 0"
     assert len(smtp_server.messages) == 2
 
 
@@ -71,7 +71,7 @@ def test_an_article_added_after_a_send_appears_in_the_next_digest_and_no_earlier
     )
     result = three_readers("send", "--now", NEXT_DAY)
     # The 1st of the month: the monthly reader's first digest goes out too.
-    assert result.out.strip().splitlines()[-1] == "sent 2, skipped 0, retrying 0, failed 0"
+    assert result.last_line == "sent 2, skipped 0, retrying 0, failed 0"
     latest = {m.recipients[0]: parsed(m.data) for m in smtp_server.messages[2:]}
     assert sorted(latest) == ["daily@example.org", "monthly@example.org"]
     daily = plain_text(latest["daily@example.org"])
@@ -228,7 +228,7 @@ def test_a_refused_recipient_fails_only_that_digest_and_exits_1(
     smtp_server.fail("rcpt", 550, to={"weekly@example.org"})
     result = three_readers("send", "--now", MONDAY_0900)
     assert result.code == 1
-    assert result.out.strip().splitlines()[-1] == "sent 1, skipped 0, retrying 0, failed 1"
+    assert result.last_line == "sent 1, skipped 0, retrying 0, failed 1"
     assert [m.recipients for m in smtp_server.messages] == [["daily@example.org"]]
     (line,) = result.err.strip().splitlines()
     assert "WARNING digest.dispatch: digest 2026-W49 to reader" in line
@@ -255,9 +255,9 @@ def test_a_busy_server_leaves_digests_to_retry_and_a_later_run_sends_them(
     smtp_server.fail("data", 451, times=2)
     first = three_readers("send", "--now", MONDAY_0900)
     assert first.code == 0
-    assert first.out.strip().splitlines()[-1] == "sent 0, skipped 0, retrying 2, failed 0"
+    assert first.last_line == "sent 0, skipped 0, retrying 2, failed 0"
     later = three_readers("send", "--now", "2026-11-30T09:05Z")
-    assert later.out.strip().splitlines()[-1] == "sent 2, skipped 0, retrying 0, failed 0"
+    assert later.last_line == "sent 2, skipped 0, retrying 0, failed 0"
     assert len({m.message_id for m in smtp_server.messages}) == 2
 
 
@@ -271,7 +271,7 @@ def test_a_refused_sender_stops_the_run_blames_no_reader_and_exits_2(
     assert len(result.err.strip().splitlines()) == 1
     # Once the relay is fixed, every reader gets their digest: nobody was failed or bounced.
     fixed = three_readers("send", "--now", MONDAY_0900)
-    assert fixed.out.strip().splitlines()[-1] == "sent 2, skipped 0, retrying 0, failed 0"
+    assert fixed.last_line == "sent 2, skipped 0, retrying 0, failed 0"
 
 
 def test_articles_add_then_the_same_url_again_updates_instead_of_duplicating(upgraded: Cli) -> None:

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import pytest
 from cli_fixtures import Cli, five_articles
-from processes import finish, running_daemon, start, wait_for
+from processes import deliveries, finish, running_daemon, start, wait_for
 from smtp_server import Received, SmtpServer
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from digest import database
 from digest.domain import DeliveryStatus, RunSummary
-from digest.models import DeliveryRow, SubscriberRow
 
 READERS = [f"reader{n}@example.org" for n in range(3)]
 LEASE = timedelta(seconds=900)  # DIGEST_LEASE_SECONDS' default
@@ -102,20 +101,6 @@ def killable(command: str, now: datetime) -> Iterator[subprocess.Popen[str]]:
             yield process
 
 
-def deliveries(url: str) -> list[tuple[str, DeliveryStatus]]:
-    engine = database.connect(url)
-    query = (
-        select(SubscriberRow.email, DeliveryRow.status)
-        .join(SubscriberRow, SubscriberRow.id == DeliveryRow.subscriber_id)
-        .order_by(SubscriberRow.email, DeliveryRow.id)
-    )
-    try:
-        with engine.connect() as conn:
-            return [(e, DeliveryStatus(s)) for e, s in conn.execute(query)]
-    finally:
-        engine.dispose()
-
-
 def fingerprint(received: Received) -> tuple[str | None, str | None, list[str]]:
     """Message-ID, Date and every decoded part: what a receiver compares to drop a duplicate."""
     message = email.message_from_bytes(received.data, policy=email.policy.default)
@@ -177,7 +162,7 @@ def test_sigkill_at_any_step_loses_nothing_and_repeats_only_what_the_relay_had_a
 
     # A restart within the lease sends nothing: the dead process may still have been sending.
     soon = upgraded("send", "--now", now.isoformat())
-    assert soon.out.strip().splitlines()[-1] == "sent 0, skipped 0, retrying 0, failed 0"
+    assert soon.last_line == "sent 0, skipped 0, retrying 0, failed 0"
     assert smtp_server.messages == accepted_before_the_kill
 
     # serve claimed a moment after `now`: a minute's margin is past its lease too.
@@ -232,7 +217,7 @@ def test_sigterm_lets_digest_send_finish_its_batch_then_exit_0_leaving_the_rest_
 
     rest = upgraded("send", "--now", now.isoformat())
 
-    assert rest.out.strip().splitlines()[-1] == "sent 1, skipped 0, retrying 0, failed 0"
+    assert rest.last_line == "sent 1, skipped 0, retrying 0, failed 0"
     assert deliveries(database_url) == [(reader, DeliveryStatus.SENT) for reader in READERS]
     assert sorted(r for m in smtp_server.messages for r in m.recipients) == READERS
 

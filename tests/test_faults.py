@@ -100,10 +100,6 @@ def two_readers(upgraded: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     return upgraded
 
 
-def last_line(text: str) -> str:
-    return text.strip().splitlines()[-1]
-
-
 def message_ids(server: SmtpServer, reader: str) -> list[str | None]:
     return [m.message_id for m in server.messages if m.recipients == [reader]]
 
@@ -170,7 +166,7 @@ def test_a_transient_failure_retries_that_reader_after_the_backoff_and_loses_not
     first = two_readers("send", "--now", at(AT))
 
     assert first.code == 0, first.err
-    assert last_line(first.out) == "sent 1, skipped 0, retrying 1, failed 0"
+    assert first.last_line == "sent 1, skipped 0, retrying 1, failed 0"
     (row,) = ledger(VICTIM)
     assert (row.status, row.attempts, row.next_attempt_at) == (
         DeliveryStatus.PENDING,
@@ -186,11 +182,11 @@ def test_a_transient_failure_retries_that_reader_after_the_backoff_and_loses_not
     assert "transient failure" in first.err and VICTIM not in first.err
 
     early = two_readers("send", "--now", at(AT + RETRY_BASE - timedelta(seconds=1)))
-    assert last_line(early.out) == "sent 0, skipped 0, retrying 0, failed 0"
+    assert early.last_line == "sent 0, skipped 0, retrying 0, failed 0"
     assert len(smtp_server.messages) == 1
 
     retry = two_readers("send", "--now", at(AT + RETRY_BASE))
-    assert (retry.code, last_line(retry.out)) == (0, "sent 1, skipped 0, retrying 0, failed 0")
+    assert (retry.code, retry.last_line) == (0, "sent 1, skipped 0, retrying 0, failed 0")
     (row,) = ledger(VICTIM)
     assert (row.status, row.attempts, row.cursor) == (DeliveryStatus.SENT, 2, newest_article())
     assert message_ids(smtp_server, VICTIM) == [row.message_id]
@@ -208,7 +204,7 @@ def test_a_permanent_refusal_fails_that_reader_counts_a_bounce_and_exits_1(
     result = two_readers("send", "--now", at(AT))
 
     assert result.code == 1
-    assert last_line(result.out) == "sent 1, skipped 0, retrying 0, failed 1"
+    assert result.last_line == "sent 1, skipped 0, retrying 0, failed 1"
     (row,) = ledger(VICTIM)
     assert (row.status, row.attempts) == (DeliveryStatus.FAILED, 1)
     assert row.last_error is not None and row.last_error.startswith(fault.error)
@@ -217,7 +213,7 @@ def test_a_permanent_refusal_fails_that_reader_counts_a_bounce_and_exits_1(
     assert [m.recipients for m in smtp_server.messages] == [[BYSTANDER]]
     assert smtp_server.connections == 1  # RSET, and the bystander's digest used the same one
     later = two_readers("send", "--now", at(AT + RETRY_BASE))
-    assert last_line(later.out) == "sent 0, skipped 0, retrying 0, failed 0"
+    assert later.last_line == "sent 0, skipped 0, retrying 0, failed 0"
 
 
 RELAY_DOWN: dict[str, Callable[[SmtpServer], None]] = {
@@ -238,7 +234,7 @@ def test_a_relay_that_turns_everyone_away_leaves_every_digest_to_retry_then_send
     result = two_readers("send", "--now", at(AT))
 
     assert result.code == 0, result.err
-    assert last_line(result.out) == "sent 0, skipped 0, retrying 2, failed 0"
+    assert result.last_line == "sent 0, skipped 0, retrying 2, failed 0"
     for reader in (VICTIM, BYSTANDER):
         (row,) = ledger(reader)
         assert (row.status, row.attempts, row.next_attempt_at, row.cursor) == (
@@ -253,7 +249,7 @@ def test_a_relay_that_turns_everyone_away_leaves_every_digest_to_retry_then_send
     if not smtp_server.running:
         smtp_server.start()  # back, on the same port
     back = two_readers("send", "--now", at(AT + RETRY_BASE))
-    assert (back.code, last_line(back.out)) == (0, "sent 2, skipped 0, retrying 0, failed 0")
+    assert (back.code, back.last_line) == (0, "sent 2, skipped 0, retrying 0, failed 0")
     assert sorted(r for m in smtp_server.messages for r in m.recipients) == [BYSTANDER, VICTIM]
 
 
@@ -301,7 +297,7 @@ def test_a_refusal_of_our_own_settings_stops_the_run_in_one_line_and_blames_no_r
 
     monkeypatch.delenv("DIGEST_SMTP_USER", raising=False)  # the operator fixes the settings
     fixed = two_readers("send", "--now", at(AT))
-    assert (fixed.code, last_line(fixed.out)) == (0, "sent 2, skipped 0, retrying 0, failed 0")
+    assert (fixed.code, fixed.last_line) == (0, "sent 2, skipped 0, retrying 0, failed 0")
 
 
 def test_repeated_transient_failures_back_off_doubling_then_fail_without_a_bounce(
@@ -321,7 +317,7 @@ def test_repeated_transient_failures_back_off_doubling_then_fail_without_a_bounc
 
     last = two_readers("send", "--now", at(now))
 
-    assert (last.code, last_line(last.out)) == (1, "sent 0, skipped 0, retrying 0, failed 1")
+    assert (last.code, last.last_line) == (1, "sent 0, skipped 0, retrying 0, failed 1")
     (row,) = ledger(VICTIM)
     assert (row.status, row.attempts, row.cursor, row.bounces, row.reader) == (
         DeliveryStatus.FAILED,

@@ -421,11 +421,6 @@ def good_sources(http_base: str) -> dict[str, set[str]]:
     }
 
 
-class Clock:
-    def __call__(self) -> datetime:
-        return NOW
-
-
 def test_one_poll_refuses_each_hostile_feed_by_name_and_imports_the_good_ones(
     store: Store,
     tmp_path: Path,
@@ -439,7 +434,7 @@ def test_one_poll_refuses_each_hostile_feed_by_name_and_imports_the_good_ones(
 
     tracemalloc.start()
     try:
-        asyncio.run(FeedPoller(store, [*hostile, *good], Clock()).poll())
+        asyncio.run(FeedPoller(store, [*hostile, *good], lambda: NOW).poll())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from fake_time import FakeTime
 from smtp_server import REPLY_TEXT, SmtpServer
 
 from digest.domain import ReplyClass
@@ -353,23 +354,17 @@ def test_international_domain_alone_needs_no_smtputf8(smtp_server: SmtpServer) -
     assert smtp_server.recipients == ["reader@xn--bcher-kva.example"]
 
 
-class PacingClock:
-    """A monotonic clock moved only by the sender's sleeps; notes what the server had at each."""
+class PacingClock(FakeTime):
+    """FakeTime that notes what the server had when each of the sender's sleeps began."""
 
     def __init__(self, server: SmtpServer) -> None:
+        super().__init__()
         self.server = server
-        self.now = 0.0
-        self.sleeps: list[float] = []
-        self.received: list[int] = []  # messages the server had when each sleep began
-
-    def clock(self) -> float:
-        return self.now
+        self.received: list[int] = []
 
     async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
         self.received.append(len(self.server.messages))
-        self.now += seconds
-        await asyncio.sleep(0)
+        await super().sleep(seconds)
 
 
 def send_paced(config: SmtpSettings, time: PacingClock, *mails: Outgoing) -> list[Outcome]:

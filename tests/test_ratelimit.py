@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fake_time import FakeTime
 
 from digest import ratelimit
 from digest.ratelimit import Pacer, Rate, RateLimiter
@@ -53,22 +54,6 @@ def test_keys_whose_hits_aged_out_are_forgotten() -> None:
     limiter.hit("new")  # one more than PRUNE_ABOVE: the stale ones go
     assert len(limiter) == 1
     assert limiter.hit("old0") is None
-
-
-class FakeTime:
-    """A monotonic clock that only moves when someone sleeps on it: no test waits for real."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)  # let the other tasks run, as a real sleep would
 
 
 def pace(pacer: Pacer, time: FakeTime, count: int) -> list[float]:
