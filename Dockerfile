@@ -19,7 +19,6 @@ ENV PATH=/opt/digest/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PORT=8000 \
-    DIGEST_TEMPLATES_DIR=/app/templates \
     DIGEST_DATABASE_URL=sqlite:////data/digest.db
 
 # A fixed uid, so Kubernetes' runAsNonRoot can check it and a host folder can be chowned to it.
@@ -35,7 +34,6 @@ COPY pyproject.toml requirements.lock README.md ./
 COPY digest ./digest
 RUN pip install --no-cache-dir --progress-bar off -c requirements.lock . \
     && rm -rf build ./*.egg-info
-COPY templates ./templates
 
 # The SQLite default lives here: mount a volume on /data, or set DIGEST_DATABASE_URL to PostgreSQL.
 WORKDIR /data

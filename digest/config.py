@@ -23,7 +23,7 @@ from digest.ratelimit import Rate
 from digest.sources import display_name, is_web_url
 
 DEFAULT_PATH = Path("config/digest.toml")
-PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PROJECT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 MIN_SECRET_LENGTH = 32
 MAX_RATE = 100_000

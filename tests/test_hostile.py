@@ -33,6 +33,7 @@ from samples import DIGEST_HEADERS, LINE_BOUNDARIES, LINKS, SITE
 
 from digest import database
 from digest.addresses import MAX_ADDRESS_CHARS, normalise_address
+from digest.config import PROJECT_TEMPLATES
 from digest.domain import Article, Frequency
 from digest.errors import InvalidInput
 from digest.feeds import FeedPoller, import_articles
@@ -174,7 +175,7 @@ def structure(html: str) -> _Structure:
 
 @functools.cache
 def renderer() -> Renderer:
-    return Renderer(ROOT / "templates", SITE)  # once: hypothesis runs a test body many times
+    return Renderer(PROJECT_TEMPLATES, SITE)  # once: hypothesis runs a test body many times
 
 
 def render(

@@ -17,11 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from samples import DIGEST_HEADERS, LINE_BOUNDARIES, LINKS, SITE
 
+from digest.config import PROJECT_TEMPLATES
 from digest.domain import Article, Frequency
 from digest.render import Links, Renderer, Site, preview_html, preview_text
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "templates"
+TEMPLATES = PROJECT_TEMPLATES
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 OTHER_LINKS = Links(
