@@ -1,6 +1,6 @@
 """Log lines for people (text) and for log shippers (one JSON object a line), with secrets scrubbed.
 
-Every record passes one filter before it is written: the configured secrets (SMTP password,
+Every line is scrubbed as it is formatted: the configured secrets (SMTP password,
 signing keys, the database password) become "***", and the tokens in reader links (which let
 whoever holds them unsubscribe that reader) are cut from request paths.
 """
@@ -40,36 +40,42 @@ def secrets_of(settings: Settings) -> list[str]:
     return [secret for secret in secrets if secret]
 
 
-class _Scrubber(logging.Filter):
+class _Scrubber:
     def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
         # Longest first, so a secret that contains another is hidden whole.
         self._secrets = sorted(set(secrets), key=len, reverse=True)
 
-    def scrub(self, text: str) -> str:
+    def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, HIDDEN)
         return TOKEN_PATH.sub(r"/\1/" + HIDDEN, text)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.scrub(record.getMessage())
-        record.args = None
-        if record.exc_info:
-            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        return True
+
+# Scrubbing happens as a record is formatted, never by changing the record: other handlers (a
+# test's log capture, a library's own) see the record as it was logged, its exc_info included.
+class _TextFormatter(logging.Formatter):
+    def __init__(self, scrub: _Scrubber) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._scrub = scrub
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._scrub(super().format(record))
 
 
 class _JsonFormatter(logging.Formatter):
+    def __init__(self, scrub: _Scrubber) -> None:
+        super().__init__()
+        self._scrub = scrub
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": self._scrub(record.getMessage()),
         }
-        if record.exc_text:
-            entry["error"] = record.exc_text
+        if record.exc_info:
+            entry["error"] = self._scrub(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -90,10 +96,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure(log_format: LogFormat, level: int, secrets: Iterable[str]) -> None:
     """Send every logger's records, uvicorn's included, through one scrubbed handler to stderr."""
+    scrub = _Scrubber(secrets)
     handler = _StderrHandler()
-    handler.addFilter(_Scrubber(secrets))
     handler.setFormatter(
-        _JsonFormatter() if log_format is LogFormat.JSON else logging.Formatter(TEXT_FORMAT)
+        _JsonFormatter(scrub) if log_format is LogFormat.JSON else _TextFormatter(scrub)
     )
     root = logging.getLogger()
     for old in root.handlers[:]:

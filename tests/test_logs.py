@@ -80,3 +80,18 @@ def test_link_tokens_are_cut_from_request_paths(
     err = capsys.readouterr().err
     assert f'"POST /{purpose}/*** HTTP/1.1" 200' in err
     assert "eyJzdWIiOjQyfQ" not in err
+
+
+@pytest.mark.parametrize("log_format", list(LogFormat))
+def test_scrubbing_leaves_the_record_itself_alone_for_other_handlers(
+    logger: logging.Logger, caplog: pytest.LogCaptureFixture, log_format: LogFormat
+) -> None:
+    logs.configure(log_format, logging.INFO, [SIGNING_KEY])
+    logging.getLogger().addHandler(caplog.handler)  # after ours, as a second handler would be
+    try:
+        raise RuntimeError(f"boom with {SIGNING_KEY}")
+    except RuntimeError:
+        logger.exception("failed with %s", "args")
+    (record,) = caplog.records
+    assert record.exc_info is not None
+    assert record.args == ("args",)
