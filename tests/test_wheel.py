@@ -40,9 +40,10 @@ TITLE = "Sleep and the heart: a new study"
 
 def pip(*args: str) -> None:
     # --no-index: everything needed is at hand, so the test runs offline.
-    subprocess.run(
-        [sys.executable, "-m", "pip", *args, "--no-index"], check=True, capture_output=True
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--no-index"], capture_output=True, text=True
     )
+    assert done.returncode == 0, f"pip {' '.join(args)}: {done.stderr}"
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,8 @@ def test_the_wheel_carries_every_file_of_the_package(wheel: Path) -> None:
         for path in (ROOT / "digest").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts
     }
-    assert package - set(zipfile.ZipFile(wheel).namelist()) == set()
+    with zipfile.ZipFile(wheel) as archive:
+        assert package - set(archive.namelist()) == set()
 
 
 def test_the_installed_wheel_migrates_previews_sends_and_serves_from_any_folder(
@@ -98,7 +100,10 @@ def test_the_installed_wheel_migrates_previews_sends_and_serves_from_any_folder(
     env = {k: v for k, v in digest_env(database, smtp_server).items() if k.startswith("DIGEST_")}
 
     def run(*args: str) -> str:
-        return digest(env, *args, command=[str(installed)], cwd=elsewhere).stdout
+        try:
+            return digest(env, *args, command=[str(installed)], cwd=elsewhere).stdout
+        except subprocess.CalledProcessError as failed:
+            raise AssertionError(f"digest {' '.join(args)}: {failed.stderr}") from None
 
     run("db", "upgrade")
     run("subscribers", "add", READER, "--frequency", "weekly", "--confirmed", "--now", CONFIRMED)
