@@ -1,5 +1,4 @@
 ARG BASE=python:3.12-slim
-FROM ${BASE}
 
 # digest in a container: every setting comes from DIGEST_<KEY> environment variables (see
 # config/digest.toml or the README); no config file is needed. The command migrates the schema,
@@ -13,6 +12,22 @@ FROM ${BASE}
 #
 # The dependencies go into a venv, so the same steps work on python:*-slim and on a plain Debian
 # python3 base (whose pip refuses system-wide installs, PEP 668): scripts/make-local-base.sh.
+
+# Stage 1 builds the wheel with the lock's setuptools; only the wheel reaches the image, so digest
+# runs from site-packages with its templates, pages and migrations inside the package, exactly as
+# `pip install` of the wheel gives it anywhere else.
+FROM ${BASE} AS wheel
+WORKDIR /src
+COPY pyproject.toml requirements.lock README.md ./
+COPY digest ./digest
+RUN python3 -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --progress-bar off --disable-pip-version-check \
+        -c requirements.lock setuptools \
+    && /opt/build/bin/pip wheel --no-cache-dir --progress-bar off --disable-pip-version-check \
+        --no-deps --no-build-isolation --wheel-dir /dist . \
+    && cp requirements.lock /dist/
+
+FROM ${BASE}
 
 ENV PATH=/opt/digest/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -28,12 +43,10 @@ RUN groupadd --gid 10001 digest \
     && chown digest:digest /data \
     && python3 -m venv /opt/digest
 
-WORKDIR /app
 # requirements.lock pins every runtime and dev dependency; as constraints, the dev pins are unused.
-COPY pyproject.toml requirements.lock README.md ./
-COPY digest ./digest
-RUN pip install --no-cache-dir --progress-bar off -c requirements.lock . \
-    && rm -rf build ./*.egg-info
+COPY --from=wheel /dist /tmp/dist
+RUN pip install --no-cache-dir --progress-bar off -c /tmp/dist/requirements.lock /tmp/dist/digest-*.whl \
+    && rm -rf /tmp/dist
 
 # The SQLite default lives here: mount a volume on /data, or set DIGEST_DATABASE_URL to PostgreSQL.
 WORKDIR /data

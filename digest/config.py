@@ -1,7 +1,8 @@
-"""Settings: one table of keys, defaults and help; `load(path, environ)` builds one validated object.
+"""Settings: one table of keys, defaults, ranges and help; `load(path, environ)` builds one validated object.
 
 Sources, later wins: the table's defaults, the TOML file, `DIGEST_<KEY>` environment variables.
-The same table writes config/digest.toml's comments and is checked against the README by a test.
+The same table's ranges are what validation enforces; it writes config/digest.toml's comments and
+is checked against the README by a test, so none of the three can drift from the others.
 """
 
 from __future__ import annotations
@@ -37,48 +38,59 @@ class Key:
     name: str
     default: Raw
     help: str
+    bounds: tuple[int, int] | None = None  # the whole numbers allowed, both ends included
+    choices: tuple[str, ...] = ()  # the words allowed, in any case
 
     @property
     def env(self) -> str:
         return f"DIGEST_{self.name.upper()}"
 
+    @property
+    def allowed(self) -> str:
+        """The range as the README and config/digest.toml state it: "1–100", "none, starttls or tls"."""
+        if self.bounds is not None:
+            return f"{self.bounds[0]}–{self.bounds[1]}"
+        if self.choices:
+            return f"{', '.join(self.choices[:-1])} or {self.choices[-1]}"
+        return ""
+
 
 KEYS: tuple[Key, ...] = (
     Key("database_url", "sqlite:///digest.db", "SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"),
     Key("smtp_host", "localhost", "SMTP server that relays the mail"),
-    Key("smtp_port", 25, "SMTP server port"),
+    Key("smtp_port", 25, "SMTP server port", bounds=(1, 65535)),
     Key("smtp_user", None, "SMTP user name, if the server wants AUTH"),
     Key("smtp_password", None, "SMTP password, if the server wants AUTH"),
-    Key("smtp_security", "none", "none, starttls or tls (implicit TLS, usually port 465)"),
-    Key("smtp_connections", 4, "SMTP connections kept open at once: how many messages are in flight"),
-    Key("smtp_timeout", 60, "seconds to wait for the SMTP server on connect and each command"),
-    Key("smtp_data_timeout", 600, "seconds to wait for the SMTP server's final reply after a message; RFC 5321 allows 10 minutes"),
-    Key("smtp_rate_limit", 0, "most messages sent to the SMTP server per second or per minute, like \"50/s\" or \"600/min\", evenly spaced; 0 means no limit"),
+    Key("smtp_security", "none", "how the SMTP connection is encrypted: tls is implicit TLS, usually on port 465", choices=("none", "starttls", "tls")),
+    Key("smtp_connections", 4, "SMTP connections kept open at once: how many messages are in flight", bounds=(1, 100)),
+    Key("smtp_timeout", 60, "seconds to wait for the SMTP server on connect and each command", bounds=(1, 3600)),
+    Key("smtp_data_timeout", 600, "seconds to wait for the SMTP server's final reply after a message; RFC 5321 allows 10 minutes", bounds=(1, 3600)),
+    Key("smtp_rate_limit", 0, "most messages sent to the SMTP server per second or per minute, written \"N/s\" or \"N/min\" (N as allowed below) like \"50/s\" or \"600/min\", evenly spaced; 0 means no limit", bounds=(1, MAX_RATE)),
     Key("secret_key", None, "signing key for links, 32+ characters; comma-separated to rotate: the first signs, all verify"),
     Key("base_url", "http://localhost:8000", "public URL of the web endpoints, used in every link"),
     Key("sender", None, "From address of the digests, e.g. Mia's Feed <digest@example.org>"),
     Key("site_name", "Mia's Feed", "the site's name, shown in every mail"),
     Key("site_url", "", "the site's home page, linked from the mails; empty means base_url"),
     Key("send_time", "08:00", "local time of day (HH:MM) at which digests go out, in each reader's timezone"),
-    Key("weekly_day", "monday", "weekday of the weekly digest"),
-    Key("monthly_day", 1, "day of month of the monthly digest; past the month's end means its last day"),
-    Key("default_frequency", "weekly", "frequency for new readers who do not choose one"),
+    Key("weekly_day", "monday", "weekday of the weekly digest", choices=WEEKDAYS),
+    Key("monthly_day", 1, "day of month of the monthly digest; past the month's end means its last day", bounds=(1, 31)),
+    Key("default_frequency", "weekly", "frequency for new readers who do not choose one", choices=tuple(frequency.value for frequency in Frequency)),
     Key("default_timezone", "UTC", "timezone for new readers who do not give one"),
-    Key("max_articles", 20, "most articles in one digest; the rest are linked as 'and N more'"),
-    Key("max_lateness_hours", 0, "a slot older than this is not caught up late but rolls into the next; 0 means one period"),
-    Key("bounce_limit", 3, "permanent failures in a row after which a reader is marked bounced"),
-    Key("retry_limit", 8, "attempts at one digest before it is marked failed"),
-    Key("retry_base_seconds", 60, "first retry delay after a transient failure; it doubles each time, up to an hour"),
-    Key("batch_size", 500, "deliveries claimed, sent and recorded together"),
-    Key("lease_seconds", 900, "how long a claimed delivery is ours; longer than a whole SMTP transaction"),
-    Key("confirm_max_age_days", 7, "days a confirmation link stays valid"),
-    Key("dispatch_interval_seconds", 60, "how often the daemon plans and sends what is due"),
-    Key("shutdown_timeout_seconds", 30, "on SIGTERM, how long in-flight sends may take to finish and record"),
+    Key("max_articles", 20, "most articles in one digest; the rest are linked as 'and N more'", bounds=(1, 200)),
+    Key("max_lateness_hours", 0, "a slot older than this is not caught up late but rolls into the next; 0 means one period", bounds=(0, 24 * 366)),
+    Key("bounce_limit", 3, "permanent failures in a row after which a reader is marked bounced", bounds=(1, 100)),
+    Key("retry_limit", 8, "attempts at one digest before it is marked failed", bounds=(1, 100)),
+    Key("retry_base_seconds", 60, "first retry delay after a transient failure; it doubles each time, up to an hour", bounds=(1, 86400)),
+    Key("batch_size", 500, "deliveries claimed, sent and recorded together", bounds=(1, 10000)),
+    Key("lease_seconds", 900, "how long a claimed delivery is ours; longer than a whole SMTP transaction", bounds=(60, 86400)),
+    Key("confirm_max_age_days", 7, "days a confirmation link stays valid", bounds=(1, 365)),
+    Key("dispatch_interval_seconds", 60, "how often the daemon plans and sends what is due", bounds=(1, 86400)),
+    Key("shutdown_timeout_seconds", 30, "on SIGTERM, how long in-flight sends may take to finish and record", bounds=(1, 3600)),
     Key("feeds", "", "comma-separated feed URLs or file paths (RSS, Atom or JSON) that the daemon imports articles from"),
-    Key("feed_poll_seconds", 900, "how often the daemon polls the feeds; a failed feed is tried again next time"),
+    Key("feed_poll_seconds", 900, "how often the daemon polls the feeds; a failed feed is tried again next time", bounds=(10, 86400)),
     Key("allowed_origins", "", "comma-separated origins (https://miasfeed.example) whose pages may post the sign-up form; base_url's own origin always may"),
-    Key("signup_limit_per_address", 3, "sign-ups (so confirmation mails) per address per hour; more get 429"),
-    Key("signup_limit_per_client", 20, "sign-ups per client IP address per hour; more get 429"),
+    Key("signup_limit_per_address", 3, "sign-ups (so confirmation mails) per address per hour; more get 429", bounds=(1, 1000)),
+    Key("signup_limit_per_client", 20, "sign-ups per client IP address per hour; more get 429", bounds=(1, 100_000)),
     Key("templates_dir", "", "folder of the mail and page templates; empty means the ones shipped with digest"),
 )  # fmt: skip
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -179,19 +191,24 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         except (ValueError, InvalidInput) as exc:
             raise ConfigError(_label(name), str(exc)) from exc
 
+    def whole(name: str) -> int:
+        bounds = KEYS_BY_NAME[name].bounds
+        assert bounds is not None, f"{name} has no bounds in KEYS"
+        return int(get(name, _ranged(*bounds)))
+
     base_url = get("base_url", _base_url)
     site_url = get("site_url", _optional_text) or base_url
     templates = get("templates_dir", _optional_text)
     return Settings(
         database_url=get("database_url", _database_url),
         smtp_host=get("smtp_host", _text),
-        smtp_port=get("smtp_port", _ranged(1, 65535)),
+        smtp_port=whole("smtp_port"),
         smtp_user=get("smtp_user", _optional_text),
         smtp_password=get("smtp_password", _optional_text),
-        smtp_security=get("smtp_security", _choice("none", "starttls", "tls")),
-        smtp_connections=get("smtp_connections", _ranged(1, 100)),
-        smtp_timeout=float(get("smtp_timeout", _ranged(1, 3600))),
-        smtp_data_timeout=float(get("smtp_data_timeout", _ranged(1, 3600))),
+        smtp_security=get("smtp_security", _choice(KEYS_BY_NAME["smtp_security"].choices)),
+        smtp_connections=whole("smtp_connections"),
+        smtp_timeout=float(whole("smtp_timeout")),
+        smtp_data_timeout=float(whole("smtp_data_timeout")),
         smtp_rate_limit=get("smtp_rate_limit", _rate),
         secret_keys=get("secret_key", _secret_keys),
         base_url=base_url,
@@ -201,25 +218,25 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         schedule=Schedule(
             send_time=get("send_time", _clock_time),
             weekly_day=get("weekly_day", _weekday),
-            monthly_day=get("monthly_day", _ranged(1, 31)),
+            monthly_day=whole("monthly_day"),
         ),
         default_frequency=get("default_frequency", lambda v: parse_frequency(_text(v))),
         default_timezone=get("default_timezone", lambda v: check_timezone(_text(v))),
-        max_articles=get("max_articles", _ranged(1, 200)),
-        max_lateness=get("max_lateness_hours", _lateness),
-        bounce_limit=get("bounce_limit", _ranged(1, 100)),
-        retry_limit=get("retry_limit", _ranged(1, 100)),
-        retry_base=timedelta(seconds=get("retry_base_seconds", _ranged(1, 86400))),
-        batch_size=get("batch_size", _ranged(1, 10000)),
-        lease=timedelta(seconds=get("lease_seconds", _ranged(60, 86400))),
-        confirm_max_age=timedelta(days=get("confirm_max_age_days", _ranged(1, 365))),
-        dispatch_interval=timedelta(seconds=get("dispatch_interval_seconds", _ranged(1, 86400))),
-        shutdown_timeout=timedelta(seconds=get("shutdown_timeout_seconds", _ranged(1, 3600))),
+        max_articles=whole("max_articles"),
+        max_lateness=_lateness(whole("max_lateness_hours")),
+        bounce_limit=whole("bounce_limit"),
+        retry_limit=whole("retry_limit"),
+        retry_base=timedelta(seconds=whole("retry_base_seconds")),
+        batch_size=whole("batch_size"),
+        lease=timedelta(seconds=whole("lease_seconds")),
+        confirm_max_age=timedelta(days=whole("confirm_max_age_days")),
+        dispatch_interval=timedelta(seconds=whole("dispatch_interval_seconds")),
+        shutdown_timeout=timedelta(seconds=whole("shutdown_timeout_seconds")),
         feeds=get("feeds", _feeds),
-        feed_poll_interval=timedelta(seconds=get("feed_poll_seconds", _ranged(10, 86400))),
+        feed_poll_interval=timedelta(seconds=whole("feed_poll_seconds")),
         allowed_origins=frozenset({origin_of(base_url), *get("allowed_origins", _origins)}),
-        signup_limit_per_address=get("signup_limit_per_address", _ranged(1, 1000)),
-        signup_limit_per_client=get("signup_limit_per_client", _ranged(1, 100000)),
+        signup_limit_per_address=whole("signup_limit_per_address"),
+        signup_limit_per_client=whole("signup_limit_per_client"),
         templates_dir=Path(templates) if templates else PROJECT_TEMPLATES,
     )
 
@@ -250,7 +267,7 @@ def _ranged(low: int, high: int) -> Callable[[Raw], int]:
     return parse
 
 
-def _choice(*choices: str) -> Callable[[Raw], str]:
+def _choice(choices: tuple[str, ...]) -> Callable[[Raw], str]:
     def parse(value: Raw) -> str:
         text = _text(value).lower()
         if text not in choices:
@@ -358,8 +375,7 @@ def _weekday(value: Raw) -> int:
     return WEEKDAYS.index(text)
 
 
-def _lateness(value: Raw) -> timedelta | None:
-    hours = _ranged(0, 24 * 366)(value)
+def _lateness(hours: int) -> timedelta | None:
     return timedelta(hours=hours) if hours else None
 
 
@@ -372,11 +388,14 @@ def example_toml() -> str:
     """config/digest.toml as shipped: every key, commented with its default and help."""
     lines = [
         "# digest settings. Every key can be overridden by the environment variable DIGEST_<KEY>.",
-        "# Each key is shown with its default; uncomment and change what you need.",
+        "# Each key is shown with its default (and the values it allows); uncomment and change what you need.",
         "",
     ]
     for key in KEYS:
         value = "" if key.default is None else key.default
         rendered = f'"{value}"' if isinstance(value, str) else str(value)
-        lines += [f"# {key.help} ({key.env})", f"# {key.name} = {rendered}", ""]
+        lines.append(f"# {key.help} ({key.env})")
+        if key.allowed:
+            lines.append(f"# allowed: {key.allowed}")
+        lines += [f"# {key.name} = {rendered}", ""]
     return "\n".join(lines)

@@ -8,6 +8,9 @@
     with running_daemon(env, log=path) as (process, port): ...; stop_cleanly(process)
     logged_runs(path)                                # the summary of each dispatch run it logged
 
+Each runs the project's own `python -m digest` in the repository; `command=` and `cwd=` run another
+copy (an installed wheel's bin/digest) from another folder.
+
 PYTEST_DONT_REWRITE
 """
 
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,7 @@ CONFIRMED = "2026-11-23T09:00Z"  # a week before...
 MONDAY_0900 = "2026-11-30T09:00Z"  # ... Monday 09:00 UTC: weekly readers confirmed then are due
 SUMMARY = re.compile(r"^sent (\d+), skipped (\d+), retrying (\d+), failed (\d+)$", re.MULTILINE)
 RUN_LOGGED = re.compile(r"run: sent (\d+), skipped (\d+), retrying (\d+), failed (\d+)")
+DIGEST = (sys.executable, "-m", "digest")
 
 
 def wait_for(condition: Callable[[], bool], what: str, patience: float = PATIENCE) -> None:
@@ -68,22 +72,19 @@ def digest_env(database_url: str, smtp_server: SmtpServer, **settings: str) -> d
     }
 
 
-def digest(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def digest(
+    env: Mapping[str, str], *args: str, command: Sequence[str] = DIGEST, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     """Run one `digest` command to the end; raises CalledProcessError unless it exits 0."""
     return subprocess.run(
-        [sys.executable, "-m", "digest", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
+        [*command, *args], env=env, capture_output=True, text=True, check=True, cwd=cwd
     )
 
 
 def start(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]:
     """Start one `digest` command and return at once; collect it with finish()."""
     return subprocess.Popen(
-        [sys.executable, "-m", "digest", *args],
+        [*DIGEST, *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -203,16 +204,20 @@ def sent_rows(database_url: str) -> Counter[str]:
 
 @contextlib.contextmanager
 def running_daemon(
-    env: Mapping[str, str], *root_options: str, log: Path | None = None
+    env: Mapping[str, str],
+    *root_options: str,
+    log: Path | None = None,
+    command: Sequence[str] = DIGEST,
+    cwd: Path = ROOT,
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """A real `digest serve` on a free port; killed on the way out if a test left it running."""
     port = free_port()
     with contextlib.ExitStack() as files:
         stderr = files.enter_context(log.open("w")) if log else subprocess.DEVNULL
         process = subprocess.Popen(
-            [sys.executable, "-m", "digest", *root_options, "serve", "--port", str(port)],
+            [*command, *root_options, "serve", "--port", str(port)],
             env={"DIGEST_BASE_URL": f"http://127.0.0.1:{port}", **env},
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             text=True,

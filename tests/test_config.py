@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import KEYS, load
+from digest.config import KEYS, Key, load
 from digest.domain import Frequency
 from digest.errors import ConfigError
 from digest.ratelimit import Rate
@@ -117,10 +117,52 @@ def test_shipped_config_file_lists_every_key_with_its_default_and_env_name() -> 
         assert key.env in text
 
 
+def readme_settings() -> dict[str, str]:
+    """Each row of the README's settings table, by the DIGEST_* names in its first cell."""
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("| `DIGEST_"):
+            rows |= dict.fromkeys(re.findall(r"`(DIGEST_\w+)`", line.split("|")[1]), line)
+    return rows
+
+
 def test_readme_documents_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [key.env for key in KEYS if key.env not in readme]
+    missing = [key.env for key in KEYS if key.env not in readme_settings()]
     assert missing == []
+
+
+def test_readme_states_the_range_of_every_setting_that_has_one() -> None:
+    rows = readme_settings()
+    unstated = [
+        key.env
+        for key in KEYS
+        if (key.bounds and key.allowed not in rows[key.env])
+        or any(f"`{choice}`" not in rows[key.env] for choice in key.choices)
+    ]
+    assert unstated == []
+
+
+def as_setting(key: Key, number: int) -> str:
+    return f"{number}/s" if key.name == "smtp_rate_limit" else str(number)
+
+
+@pytest.mark.parametrize("key", [key for key in KEYS if key.bounds], ids=lambda key: key.name)
+def test_a_ranged_setting_takes_both_ends_of_its_range_and_nothing_beyond(key: Key) -> None:
+    assert key.bounds is not None
+    low, high = key.bounds
+    for inside in (low, high):
+        load(None, {key.env: as_setting(key, inside)})
+    for outside in (low - 1, high + 1):
+        with pytest.raises(ConfigError, match=key.env):
+            load(None, {key.env: as_setting(key, outside)})
+
+
+@pytest.mark.parametrize("key", [key for key in KEYS if key.choices], ids=lambda key: key.name)
+def test_a_setting_with_choices_takes_each_of_them_and_no_other_word(key: Key) -> None:
+    for choice in key.choices:
+        load(None, {key.env: choice.upper()})
+    with pytest.raises(ConfigError, match=key.env):
+        load(None, {key.env: "other"})
 
 
 def test_feeds_are_a_comma_separated_list_of_urls_and_paths() -> None:
