@@ -153,7 +153,7 @@ def send(
     ] = False,
 ) -> None:
     """Send every digest that is due now (or at --now)."""
-    services = _services(ctx)
+    services = _services(ctx).for_dry_run() if dry else _services(ctx)
     at = _instant(now)
     only = Only(frequency, normalise_address(email) if email else None)
     job = services.job(at, only)
@@ -168,20 +168,32 @@ def send(
     def clock() -> datetime:
         return at if now is not None else real_clock()
 
-    async def go(progress: Progress | None, should_stop: Callable[[], bool]) -> RunSummary:
-        async with SmtpSender(services.smtp()) as sender:
-            return await run_once(job, services.store, mail, sender, clock, progress, should_stop)
+    smtp = services.smtp()
+
+    async def go(
+        progress: Progress | None, should_stop: Callable[[], bool]
+    ) -> tuple[RunSummary, str | None]:
+        async with SmtpSender(smtp) as sender:
+            summary = await run_once(
+                job, services.store, mail, sender, clock, progress, should_stop
+            )
+            return summary, sender.unreachable
 
     with (
         stop_on_signal(lambda note: typer.echo(note, err=True)) as should_stop,
         reports.progress_bar(enabled=sys.stdout.isatty()) as progress,
     ):
-        summary = asyncio.run(go(progress, should_stop))
+        summary, unreachable = asyncio.run(go(progress, should_stop))
     if should_stop():
         left = services.store.count_claimable(clock(), only)
         typer.echo(f"stopped early: {left} due digest(s) left for the next run", err=True)
+    if unreachable is not None:
+        # Each digest is already back in the ledger with its retry time; cron must still notice.
+        typer.echo(
+            f"error: cannot reach the SMTP relay {smtp.host}:{smtp.port}: {unreachable}", err=True
+        )
     typer.echo(summary.line())
-    if summary.failed:
+    if summary.failed or unreachable is not None:
         raise typer.Exit(1)
 
 
