@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from starlette.routing import BaseRoute
@@ -24,6 +24,8 @@ from digest.tokens import Tokens
 
 RETRY_CAP = timedelta(hours=1)
 SIGNUP_WINDOW = timedelta(hours=1)
+# A dry run mails nobody, so it needs no From address of ours: it renders with this stand-in.
+DRY_RUN_SENDER = "digest <digest@dry-run.invalid>"
 
 
 def real_clock() -> datetime:
@@ -41,6 +43,12 @@ class Services:
 
     def close(self) -> None:
         self.store.engine.dispose()
+
+    def for_dry_run(self) -> Services:
+        """These services, with a stand-in sender when DIGEST_SENDER is not set."""
+        if self.settings.sender is not None:
+            return self
+        return replace(self, settings=replace(self.settings, sender=DRY_RUN_SENDER))
 
     def renderer(self) -> Renderer:
         return Renderer(

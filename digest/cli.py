@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol, cast
 
-import click
 import typer
 
 from digest import app as composition
@@ -37,6 +37,8 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: Rich's tables print `<bool>` after every flag and cut choice lists mid-word.
+    rich_markup_mode=None,
     help="digest: daily, weekly or monthly newsletter digests over SMTP.",
 )
 db_cli = typer.Typer(no_args_is_help=True, help="The database schema.")
@@ -63,6 +65,12 @@ class _RootOptions:
     log_format: LogFormat
 
 
+def _show_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"digest {metadata.version('digest')}")
+        raise typer.Exit()
+
+
 @cli.callback()
 def _root(
     ctx: typer.Context,
@@ -80,6 +88,12 @@ def _root(
             help="Log lines as text, or as one JSON object a line for log shippers.",
         ),
     ] = LogFormat.TEXT,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = _RootOptions(config, log_format)
 
@@ -139,7 +153,7 @@ def send(
     ] = False,
 ) -> None:
     """Send every digest that is due now (or at --now)."""
-    services = _services(ctx)
+    services = _services(ctx).for_dry_run() if dry else _services(ctx)
     at = _instant(now)
     only = Only(frequency, normalise_address(email) if email else None)
     job = services.job(at, only)
@@ -154,20 +168,32 @@ def send(
     def clock() -> datetime:
         return at if now is not None else real_clock()
 
-    async def go(progress: Progress | None, should_stop: Callable[[], bool]) -> RunSummary:
-        async with SmtpSender(services.smtp()) as sender:
-            return await run_once(job, services.store, mail, sender, clock, progress, should_stop)
+    smtp = services.smtp()
+
+    async def go(
+        progress: Progress | None, should_stop: Callable[[], bool]
+    ) -> tuple[RunSummary, str | None]:
+        async with SmtpSender(smtp) as sender:
+            summary = await run_once(
+                job, services.store, mail, sender, clock, progress, should_stop
+            )
+            return summary, sender.unreachable
 
     with (
         stop_on_signal(lambda note: typer.echo(note, err=True)) as should_stop,
         reports.progress_bar(enabled=sys.stdout.isatty()) as progress,
     ):
-        summary = asyncio.run(go(progress, should_stop))
+        summary, unreachable = asyncio.run(go(progress, should_stop))
     if should_stop():
         left = services.store.count_claimable(clock(), only)
         typer.echo(f"stopped early: {left} due digest(s) left for the next run", err=True)
+    if unreachable is not None:
+        # Each digest is already back in the ledger with its retry time; cron must still notice.
+        typer.echo(
+            f"error: cannot reach the SMTP relay {smtp.host}:{smtp.port}: {unreachable}", err=True
+        )
     typer.echo(summary.line())
-    if summary.failed:
+    if summary.failed or unreachable is not None:
         raise typer.Exit(1)
 
 
@@ -202,7 +228,11 @@ def preview(
 
 @cli.command()
 def status(ctx: typer.Context, now: NowOption = None) -> None:
-    """Readers by frequency and status, the next slots, recent runs and pending retries."""
+    """Readers, next slots, recent runs and pending retries.
+
+    Readers by frequency and status, the next slot of each frequency, the last runs, the pending
+    retries and each feed's state.
+    """
     typer.echo(reports.status(_services(ctx), _instant(now)))
 
 
@@ -212,7 +242,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """The daemon: send digests on schedule and serve the web endpoints, until SIGTERM."""
+    """The daemon: send digests on schedule, serve the web pages.
+
+    It runs until SIGTERM or SIGINT.
+    """
     daemon.serve(_services(ctx, log_level=logging.INFO), real_clock, host, port)
 
 
@@ -227,7 +260,10 @@ def run_demo(
         int, typer.Option(min=1, max=65535, help="Port to listen on; taken means exit 2.")
     ] = 8000,
 ) -> None:
-    """The daemon on sample data, fresh each start: browse the digests it sent, until Ctrl-C."""
+    """The daemon on sample data: browse the digests it sent.
+
+    The sample data is fresh each start; it runs until Ctrl-C.
+    """
     options: _RootOptions = ctx.find_root().obj
     demo.run(folder, host, port, options.log_format, typer.echo)
 
@@ -264,7 +300,7 @@ def subscribers_import(
     confirmed: Annotated[bool, typer.Option(help="The readers have already opted in.")] = False,
     now: NowOption = None,
 ) -> None:
-    """Import readers from CSV; good rows are imported, bad ones reported by line."""
+    """Import readers from CSV. Good rows are imported, bad ones reported by line."""
     services = _services(ctx)
     parsed = parse_subscribers_csv(
         read_source(str(file)), default_timezone=services.settings.default_timezone
@@ -341,7 +377,7 @@ def articles_import(
     ],
     now: NowOption = None,
 ) -> None:
-    """Import articles; the same URL again updates the article instead of duplicating it."""
+    """Import articles from a feed or file. The same URL again updates, never duplicates."""
     imported = import_articles(_services(ctx).store, source, _instant(now))
     _echo_errors(imported.errors)
     typer.echo(
@@ -363,6 +399,24 @@ def articles_list(
 # -- entry point ---------------------------------------------------------------------------
 
 
+class _ClickError(Protocol):
+    def show(self) -> None: ...
+
+
+def _click_error() -> type[Exception]:
+    """The base of the errors Typer's parser raises, wherever its Click lives.
+
+    The locked Typer carries its own copy of Click, so `click.ClickException` never matches what
+    it raises; its public BadParameter derives from the class that does.
+    """
+    found = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    assert issubclass(found, Exception)
+    return found
+
+
+_CLICK_ERROR = _click_error()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every DigestError ends as one line on stderr and its exit code."""
     try:
@@ -370,10 +424,12 @@ def main(argv: list[str] | None = None) -> None:
     except DigestError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except _CLICK_ERROR as exc:
+        # Click's own words: the usage line, a hint to --help and what is wrong (a bare group,
+        # `digest subscribers`, shows its help instead).
+        cast(_ClickError, exc).show()
+        sys.exit(2)  # every one is about the command line: bad usage
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

@@ -113,7 +113,8 @@ class SmtpSender:
 
     With a rate, every message waits for a slot of one Pacer shared by all connections, before it
     connects if it must: a message that cannot connect spends its slot, so a relay that is down
-    is not hammered. The pace is kept per sender (one `digest send`, one dispatch run).
+    is not hammered. The pace is kept per sender (one `digest send`, one dispatch run), and so is
+    `unreachable`.
     """
 
     def __init__(
@@ -130,6 +131,14 @@ class SmtpSender:
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
         for client in self._clients:
             self._idle.put_nowait(client)
+        self._reached = False  # some connection got through, or at least an SMTP reply came back
+        self._unreached: str | None = None  # why the last connection failed without any reply
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why no connection this sender tried reached the relay (refused, unknown host, timeout);
+        None once one did, or before any was tried."""
+        return None if self._reached else self._unreached
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self._settings
@@ -211,6 +220,7 @@ class SmtpSender:
             async with asyncio.timeout_at(deadline):
                 if not client.is_connected:
                     await client.connect()  # greeting, and STARTTLS when required
+                    self._reached = True
                     stage = SmtpStage.HELO
                     await _greet(client)
                     stage = SmtpStage.AUTH
@@ -239,6 +249,7 @@ class SmtpSender:
                 stage = SmtpStage.DATA
                 response = await client.data(mail.message, timeout=s.data_timeout)
         except aiosmtplib.SMTPResponseException as exc:
+            self._reached = True  # a reply, even a 421 greeting: the relay is there
             code, text = exc.code, f"{exc.code} {exc.message}"
             reply = classify_reply(stage, code)
             stale = stage is SmtpStage.MAIL and code == 421
@@ -246,6 +257,8 @@ class SmtpSender:
             # aiosmtplib's disconnect, connect and timeout errors are all OSErrors; so is ours.
             reply, code, text = ReplyClass.TRANSIENT, None, str(exc) or type(exc).__name__
             stale = stage is SmtpStage.MAIL and isinstance(exc, aiosmtplib.SMTPServerDisconnected)
+            if stage is SmtpStage.CONNECT:  # no reply at all: refused, unknown host, timeout
+                self._unreached = _one_line(text)
             if (refused := _certificate_refused(exc)) is not None:
                 # Our trust store or the relay's certificate is wrong: no retry per reader helps.
                 reply, text = (

@@ -5,6 +5,7 @@
     readers = seed_due_readers(env, tmp_path, 3000)  # CSV import + articles: all due at MONDAY_0900
     senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(3)]  # not waited for
     results = finish_all(senders)                    # exit code, stdout, stderr of each
+    run_entry_point("--version")                     # the installed console script, to the end
     with running_daemon(env, log=path) as (process, port): ...; stop_cleanly(process)
     logged_runs(path)                                # the summary of each dispatch run it logged
 
@@ -23,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +39,7 @@ from digest.domain import DeliveryStatus, RunSummary
 from digest.models import DeliveryRow, SubscriberRow
 
 ROOT = Path(__file__).resolve().parent.parent
+ENTRY_POINT = Path(sysconfig.get_path("scripts")) / "digest"  # the console script pip installed
 PATIENCE = 30.0  # seconds a live process gets to do what a test waits for
 SECRET = "d" * 40
 SENDER = "Mia's Feed <digest@miasfeed.example>"
@@ -105,6 +108,14 @@ class Finished:
         found = SUMMARY.findall(self.out)
         assert found, f"no summary line in {self.out!r} (stderr {self.err!r})"
         return RunSummary(*map(int, found[-1]))
+
+
+def run_entry_point(*args: str, env: Mapping[str, str] | None = None) -> Finished:
+    """Run the installed `digest` console script to the end, whatever its exit code."""
+    done = subprocess.run(
+        [ENTRY_POINT, *args], env=env, capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    return Finished(done.returncode, done.stdout, done.stderr)
 
 
 def finish(process: subprocess.Popen[str], patience: float = PATIENCE) -> Finished:

@@ -196,6 +196,27 @@ def test_sending_without_a_secret_key_is_refused(
     assert "DIGEST_SECRET_KEY" in result.err
 
 
+def test_a_dry_run_needs_no_sender_but_a_real_send_without_one_is_refused_in_one_line(
+    three_readers: Cli,
+    smtp_server: SmtpServer,
+    environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DIGEST_SENDER")
+    before = snapshot(environment["DIGEST_DATABASE_URL"])
+
+    dry = three_readers("send", "--now", MONDAY_0900, "--dry-run")
+    assert (dry.code, dry.err) == (0, "")
+    assert "would send 2" in dry.last_line
+
+    real = three_readers("send", "--now", MONDAY_0900)
+    assert real.code == 2
+    (line,) = real.err.strip().splitlines()
+    assert "DIGEST_SENDER" in line
+    assert smtp_server.messages == []
+    assert snapshot(environment["DIGEST_DATABASE_URL"]) == before
+
+
 def test_status_shows_readers_next_slots_and_the_last_run(three_readers: Cli) -> None:
     three_readers("send", "--now", MONDAY_0900)
     text = three_readers("status", "--now", MONDAY_0900).out

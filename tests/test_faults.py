@@ -10,6 +10,7 @@ Message-ID: nothing is lost.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from smtp_server import SmtpServer
 from sqlalchemy import select
 
 from digest import database
+from digest.catcher import free_port
 from digest.domain import DeliveryStatus, SubscriberStatus
 from digest.models import ArticleRow, DeliveryRow, SubscriberRow
 
@@ -216,25 +218,44 @@ def test_a_permanent_refusal_fails_that_reader_counts_a_bounce_and_exits_1(
     assert later.last_line == "sent 0, skipped 0, retrying 0, failed 0"
 
 
-RELAY_DOWN: dict[str, Callable[[SmtpServer], None]] = {
-    "421 on connect": lambda server: server.fail("connect", 421, times=2),
-    "connection refused": lambda server: server.stop(),
+@dataclass(frozen=True)
+class Down:
+    turn_away: Callable[[SmtpServer, pytest.MonkeyPatch], None]
+    reached: bool  # an SMTP reply came back, if only to turn us away
+
+
+RELAY_DOWN = {
+    "421 on connect": Down(lambda server, _: server.fail("connect", 421, times=2), reached=True),
+    "connection refused": Down(lambda server, _: server.stop(), reached=False),
+    "nothing ever listened on the port": Down(
+        lambda _, env: env.setenv("DIGEST_SMTP_PORT", str(free_port())), reached=False
+    ),
 }
 
 
-@pytest.mark.parametrize("turn_away", RELAY_DOWN.values(), ids=RELAY_DOWN.keys())
-def test_a_relay_that_turns_everyone_away_leaves_every_digest_to_retry_then_sends_them(
+@pytest.mark.parametrize("down", RELAY_DOWN.values(), ids=RELAY_DOWN.keys())
+def test_a_relay_that_turns_everyone_away_keeps_every_digest_to_retry_and_if_unreachable_exits_1(
     two_readers: Cli,
     smtp_server: SmtpServer,
     ledger: Callable[[str], list[Row]],
-    turn_away: Callable[[SmtpServer], None],
+    monkeypatch: pytest.MonkeyPatch,
+    down: Down,
 ) -> None:
-    turn_away(smtp_server)
+    down.turn_away(smtp_server, monkeypatch)
 
     result = two_readers("send", "--now", at(AT))
 
-    assert result.code == 0, result.err
     assert result.last_line == "sent 0, skipped 0, retrying 2, failed 0"
+    errors = [line for line in result.err.splitlines() if line.startswith("error:")]
+    if down.reached:
+        assert (result.code, errors) == (0, []), result.err
+        reason = ""
+    else:  # one line naming the relay and why, so that cron and monitoring notice
+        relay = f"{smtp_server.host}:{os.environ['DIGEST_SMTP_PORT']}"
+        named = f"error: cannot reach the SMTP relay {relay}: "
+        assert (result.code, len(errors)) == (1, 1), result.err
+        assert errors[0].startswith(named)
+        reason = errors[0].removeprefix(named)  # the same as each digest's last error
     for reader in (VICTIM, BYSTANDER):
         (row,) = ledger(reader)
         assert (row.status, row.attempts, row.next_attempt_at, row.cursor) == (
@@ -243,11 +264,12 @@ def test_a_relay_that_turns_everyone_away_leaves_every_digest_to_retry_then_send
             AT + RETRY_BASE,
             0,
         )
-        assert row.last_error is not None and row.last_error.endswith("(connect)")
+        assert row.last_error is not None and row.last_error.endswith(f"{reason} (connect)")
     assert smtp_server.messages == []
 
     if not smtp_server.running:
         smtp_server.start()  # back, on the same port
+    monkeypatch.setenv("DIGEST_SMTP_PORT", str(smtp_server.port))
     back = two_readers("send", "--now", at(AT + RETRY_BASE))
     assert (back.code, back.last_line) == (0, "sent 2, skipped 0, retrying 0, failed 0")
     assert sorted(r for m in smtp_server.messages for r in m.recipients) == [BYSTANDER, VICTIM]
