@@ -200,7 +200,7 @@ def send(
 @cli.command()
 def preview(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The reader's address.")],
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The reader's address.")],
     now: NowOption = None,
     format: Annotated[Format, typer.Option(help="Which part to show.")] = Format.HTML,
     output: Annotated[
@@ -274,7 +274,7 @@ def run_demo(
 @subscribers_cli.command("add")
 def subscribers_add(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The reader's address.")],
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The reader's address.")],
     frequency: Annotated[Frequency | None, typer.Option(help="daily, weekly or monthly.")] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA timezone, e.g. Europe/Madrid.")] = None,
     confirmed: Annotated[bool, typer.Option(help="The reader has already opted in.")] = False,
@@ -296,7 +296,9 @@ def subscribers_add(
 @subscribers_cli.command("import")
 def subscribers_import(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV with the header email,frequency[,timezone].")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="CSV with the header email,frequency[,timezone].")
+    ],
     confirmed: Annotated[bool, typer.Option(help="The readers have already opted in.")] = False,
     now: NowOption = None,
 ) -> None:
@@ -329,7 +331,8 @@ def subscribers_list(
 
 @subscribers_cli.command("remove")
 def subscribers_remove(
-    ctx: typer.Context, email: Annotated[str, typer.Argument(help="The reader's address.")]
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The reader's address.")],
 ) -> None:
     """Erase a reader and every record of mail to them."""
     address = normalise_address(email)
@@ -373,7 +376,10 @@ def articles_add(
 def articles_import(
     ctx: typer.Context,
     source: Annotated[
-        str, typer.Argument(help="A file or http(s) URL: RSS 2.0, Atom or a JSON list.")
+        str,
+        typer.Argument(
+            metavar="FILE_OR_URL", help="A file or http(s) URL: RSS 2.0, Atom or a JSON list."
+        ),
     ],
     now: NowOption = None,
 ) -> None:

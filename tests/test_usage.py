@@ -22,7 +22,7 @@ MISTAKES = {
     "missing argument": (
         ("subscribers", "add"),
         "Usage: digest subscribers add [OPTIONS]",
-        "Missing argument 'email'",
+        "Missing argument 'EMAIL'",
     ),
     "not a number": (
         ("articles", "list", "--limit", "abc"),
