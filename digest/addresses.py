@@ -47,6 +47,17 @@ def normalise_address(raw: str) -> str:
     return f"{valid.local_part}@{valid.ascii_domain.lower()}"
 
 
+def address_key(address: str) -> str:
+    """What two addresses share when they are one reader: the address without regard to case.
+
+    Every mailbox provider a reader is likely to use ignores case in the local part too, so
+    Reader@example.org and reader@example.org are one person. casefold() is Unicode's caseless
+    match (STRASSE and straße too); it runs here, not in SQL, because SQLite's lower() knows
+    ASCII only. The address itself is kept as typed, for sending.
+    """
+    return address.casefold()
+
+
 def needs_smtputf8(address: str) -> bool:
     """Whether a normalised address can only be delivered by a server that offers SMTPUTF8.
 

@@ -31,6 +31,7 @@ from digest.mailer import DryRunSender, SmtpSender
 from digest.render import preview_html, preview_text
 from digest.sources import RowError, read_source
 from digest.stopping import stop_on_signal
+from digest.store import already_subscribed
 from digest.subscriber_csv import parse_subscribers_csv
 
 cli = typer.Typer(
@@ -133,7 +134,8 @@ def _echo_errors(errors: list[RowError]) -> None:
 @db_cli.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create the schema, or migrate it to the newest version. Safe to run again."""
-    database.upgrade(_services(ctx, check_schema=False).store.engine)
+    for note in database.upgrade(_services(ctx, check_schema=False).store.engine):
+        typer.echo(note)
     typer.echo("the database schema is up to date")
 
 
@@ -309,8 +311,10 @@ def subscribers_import(
     )
     known = services.store.add_subscribers(parsed.items, confirmed=confirmed, now=_instant(now))
     _echo_errors(parsed.errors)
-    for email in known:
-        typer.echo(f"{email}: already subscribed, left as it was", err=True)
+    for where, draft in zip(parsed.places, parsed.items, strict=True):
+        if draft.email in known:
+            line = already_subscribed(draft.email, known[draft.email])
+            typer.echo(f"{where}: {line}, left as it was", err=True)
     added = len(parsed.items) - len(known)
     typer.echo(f"imported {added}, already subscribed {len(known)}, bad rows {len(parsed.errors)}")
     if parsed.errors:
@@ -335,9 +339,8 @@ def subscribers_remove(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The reader's address.")],
 ) -> None:
     """Erase a reader and every record of mail to them."""
-    address = normalise_address(email)
-    _services(ctx).store.remove_subscriber(address)
-    typer.echo(f"removed {address} and their delivery records")
+    removed = _services(ctx).store.remove_subscriber(normalise_address(email))
+    typer.echo(f"removed {removed} and their delivery records")
 
 
 # -- articles ------------------------------------------------------------------------------

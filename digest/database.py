@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
 from digest.errors import DatabaseError
@@ -56,15 +58,54 @@ def _alembic_config(engine: Engine) -> Config:
     return config
 
 
-def upgrade(engine: Engine) -> None:
-    """Create or migrate the schema to the newest revision; harmless when already there."""
+def upgrade(engine: Engine, revision: str = "head") -> list[str]:
+    """Create or migrate the schema to the newest revision (or an older one, for tests of a
+    migration); harmless when already there.
+
+    Returns what the migrations that ran had to tell, e.g. how many readers one merged.
+    """
     config = _alembic_config(engine)
+    notes: list[str] = []
+    config.attributes["notes"] = notes
     try:
-        with engine.begin() as connection:
+        with (
+            engine.connect() as connection,
+            _foreign_keys_deferred(connection),
+            connection.begin(),
+        ):
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
+            _check_foreign_keys(connection)
     except SQLAlchemyError as exc:
         raise database_error(exc, "cannot upgrade the database") from exc
+    return notes
+
+
+@contextmanager
+def _foreign_keys_deferred(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off while migrating, checked before commit instead.
+
+    Alembic changes a SQLite table by copying it and dropping the old one, and with foreign keys
+    on that DROP deletes every row that refers to it (every delivery of every reader). The
+    pragma is ignored inside a transaction, so it is set on the driver connection beforehand.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").first()
+        if broken is not None:
+            raise DatabaseError(f"the migration broke a foreign key: {tuple(broken)}")
 
 
 def check_current(engine: Engine) -> None:

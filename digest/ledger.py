@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
+from digest.addresses import address_key
 from digest.database import database_error
 from digest.domain import (
     Claim,
@@ -487,7 +488,7 @@ def _narrow(query: SelectT, only: Only) -> SelectT:
     if only.frequency is not None:
         query = query.where(S.frequency == only.frequency.value)
     if only.email is not None:
-        query = query.where(S.email == only.email)
+        query = query.where(S.email_key == address_key(only.email))
     return query
 
 

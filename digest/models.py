@@ -61,10 +61,15 @@ class SubscriberRow(Base):
     __table_args__ = (
         # The planner asks, per frequency and timezone, for readers whose anchor is before a slot.
         Index("ix_subscribers_due", "status", "frequency", "timezone", "anchor"),
+        # One reader per person, even when two sign-ups of case-variants race each other.
+        Index("ix_subscribers_email_key", "email_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # as typed, for sending
+    # addresses.address_key(email), computed in Python. casefold() turns a character into at
+    # most three, so a 254-character address has a key of at most 762.
+    email_key: Mapped[str] = mapped_column(String(762))
     frequency: Mapped[str] = mapped_column(String(10))
     status: Mapped[str] = mapped_column(String(12))
     timezone: Mapped[str] = mapped_column(String(64))

@@ -23,7 +23,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from digest.addresses import check_timezone, mask_address, normalise_address, parse_frequency
+from digest.addresses import (
+    address_key,
+    check_timezone,
+    mask_address,
+    normalise_address,
+    parse_frequency,
+)
 from digest.domain import Frequency, SubscriberDraft, SubscriberStatus
 from digest.errors import InvalidInput
 from digest.ratelimit import RateLimiter
@@ -198,7 +204,8 @@ class ReaderPages:
         except InvalidInput as exc:
             return self._subscribe_form(email, _sentence(str(exc)))
         client = request.client.host if request.client else "unknown"
-        wait = self._per_client.hit(client) or self._per_address.hit(draft.email)
+        # Keyed without regard to case, as readers are: READER@ and reader@ share one inbox.
+        wait = self._per_client.hit(client) or self._per_address.hit(address_key(draft.email))
         if wait is not None:
             return self._too_many(wait)
         return await self._sign_up(draft)
@@ -241,7 +248,7 @@ class ReaderPages:
         )
         if reader.status is SubscriberStatus.ACTIVE:
             return self._confirmed(reader)
-        wait = self._per_address.hit(reader.email)
+        wait = self._per_address.hit(address_key(reader.email))
         if wait is not None:
             return self._too_many(wait)
         return await self._sign_up(SubscriberDraft(reader.email, reader.frequency, reader.timezone))

@@ -39,11 +39,12 @@ class ConfirmationMail:
     expires_days: int
 
     async def send(self, signup: Signup, draft: SubscriberDraft, now: datetime) -> None:
+        # To the address on file, which a sign-up in another case does not change.
         token = self.tokens.confirm_token(
-            signup.subscriber_id, signup.token_version, draft.email, now
+            signup.subscriber_id, signup.token_version, signup.email, now
         )
         message = self.renderer.confirmation_message(
-            draft.email,
+            signup.email,
             f"{self.base_url}/confirm/{token}",
             draft.frequency,
             message_id=f"<confirm.{uuid.uuid4().hex}@{self.message_domain}>",
@@ -52,13 +53,13 @@ class ConfirmationMail:
         )
         async with SmtpSender(self.smtp) as sender:
             (outcome,) = await sender.send_many(
-                [Outgoing(0, self.envelope_sender, draft.email, message)]
+                [Outgoing(0, self.envelope_sender, signup.email, message)]
             )
         if outcome.reply is None:
-            log.info("confirmation mail sent to %s", mask_address(draft.email))
+            log.info("confirmation mail sent to %s", mask_address(signup.email))
         else:
             log.warning(
-                "confirmation mail to %s not sent: %s", mask_address(draft.email), outcome.detail
+                "confirmation mail to %s not sent: %s", mask_address(signup.email), outcome.detail
             )
 
 

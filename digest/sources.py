@@ -28,6 +28,7 @@ class RowError:
 class Parsed(Generic[T]):
     items: list[T]
     errors: list[RowError]
+    places: list[str]  # where each item stood ("line 4"), in step with items
 
 
 class Collector(Generic[T]):
@@ -37,7 +38,7 @@ class Collector(Generic[T]):
         self._unit = unit  # "entry", "line"
         self._key = key
         self._first_seen: dict[str, int] = {}
-        self.parsed: Parsed[T] = Parsed([], [])
+        self.parsed: Parsed[T] = Parsed([], [], [])
 
     def add(self, number: int, make: Callable[[], T]) -> None:
         where = f"{self._unit} {number}"
@@ -53,6 +54,7 @@ class Collector(Generic[T]):
             return
         self._first_seen[key] = number
         self.parsed.items.append(item)
+        self.parsed.places.append(where)
 
 
 # Every line boundary str.splitlines() knows is a control character or U+2028/U+2029.

@@ -15,6 +15,7 @@ from sqlalchemy import (
     update,
 )
 
+from digest.addresses import address_key
 from digest.domain import (
     Article,
     ArticleDraft,
@@ -63,6 +64,7 @@ class FeedState:
 class Signup:
     subscriber_id: int
     token_version: int
+    email: str  # as first typed: the confirmation goes there, whichever case this sign-up used
     confirm: bool  # False for a reader who is already active: no mail, and the same answer
 
 
@@ -156,29 +158,38 @@ class Store(Ledger):
 
     def add_subscribers(
         self, drafts: Sequence[SubscriberDraft], *, confirmed: bool, now: datetime
-    ) -> list[str]:
-        """Add new readers; returns the addresses that were already known (and leaves those alone)."""
+    ) -> dict[str, str]:
+        """Add new readers and leave known ones alone; returns each known address as given and
+        as on file. Known means the same address without regard to case, on file or earlier in
+        drafts."""
         with self._write() as conn:
-            emails = [draft.email for draft in drafts]
-            known = set(conn.scalars(select(S.email).where(S.email.in_(emails))))
+            keys = [address_key(draft.email) for draft in drafts]
+            query = select(S.email_key, S.email).where(S.email_key.in_(keys))
+            on_file: dict[str, str] = {key: email for key, email in conn.execute(query)}
             cursor = newest_article(conn) if confirmed else 0
             status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
-            rows = [
-                _new_subscriber(d, status, cursor=cursor, now=now)
-                for d in drafts
-                if d.email not in known
-            ]
+            known: dict[str, str] = {}
+            rows = []
+            for draft, key in zip(drafts, keys, strict=True):
+                if key in on_file:
+                    known[draft.email] = on_file[key]
+                else:
+                    on_file[key] = draft.email
+                    rows.append(_new_subscriber(draft, status, cursor=cursor, now=now))
             if rows:
                 conn.execute(insert(S), rows)
-        return [email for email in emails if email in known]
+        return known
 
     def add_subscriber(self, draft: SubscriberDraft, *, confirmed: bool, now: datetime) -> None:
-        if self.add_subscribers([draft], confirmed=confirmed, now=now):
-            raise DuplicateSubscriber(f"{draft.email} is already subscribed")
+        known = self.add_subscribers([draft], confirmed=confirmed, now=now)
+        if draft.email in known:
+            raise DuplicateSubscriber(already_subscribed(draft.email, known[draft.email]))
 
     def find_subscriber(self, email: str) -> Subscriber:
+        """The reader with this address, whatever its case."""
+        query = select(*SUBSCRIBER_COLUMNS).where(S.email_key == address_key(email))
         with self._read() as conn:
-            row = conn.execute(select(*SUBSCRIBER_COLUMNS).where(S.email == email)).one_or_none()
+            row = conn.execute(query).one_or_none()
         if row is None:
             raise NotFound(f"no subscriber with the address {email}")
         return _subscriber(row)
@@ -198,14 +209,18 @@ class Store(Ledger):
                 return
             after = rows[-1].id
 
-    def remove_subscriber(self, email: str) -> None:
-        """Erase the person: the subscriber row and every delivery of theirs."""
+    def remove_subscriber(self, email: str) -> str:
+        """Erase the person, found whatever the case: the subscriber row and every delivery of
+        theirs. Returns the address as it was on file."""
         with self._write() as conn:
-            subscriber_id = conn.scalar(select(S.id).where(S.email == email))
-            if subscriber_id is None:
+            row = conn.execute(
+                select(S.id, S.email).where(S.email_key == address_key(email))
+            ).one_or_none()
+            if row is None:
                 raise NotFound(f"no subscriber with the address {email}")
-            conn.execute(delete(D).where(D.subscriber_id == subscriber_id))
-            conn.execute(delete(S).where(S.id == subscriber_id))
+            conn.execute(delete(D).where(D.subscriber_id == row.id))
+            conn.execute(delete(S).where(S.id == row.id))
+        return str(row.email)
 
     # -- the reader's own choices, from the web pages --------------------------------------
     # Each takes the token_version the reader's link carries and changes the row only while it
@@ -221,7 +236,8 @@ class Store(Ledger):
         """Record a sign-up as pending; say whether a confirmation mail should go out.
 
         A new address is added; a pending one takes the latest choices; an unsubscribed or bounced
-        one starts over with a new token_version; an active one is left exactly as it is.
+        one starts over with a new token_version; an active one is left exactly as it is. Known
+        means without regard to case, and a known reader keeps the address as first typed.
         """
         with self._write() as conn:
             new_id = conn.scalar(
@@ -232,12 +248,14 @@ class Store(Ledger):
                 .returning(S.id)
             )
             if new_id is not None:
-                return Signup(new_id, 1, confirm=True)
+                return Signup(new_id, 1, draft.email, confirm=True)
             row = conn.execute(
-                select(S.id, S.status, S.token_version).where(S.email == draft.email)
+                select(S.id, S.email, S.status, S.token_version).where(
+                    S.email_key == address_key(draft.email)
+                )
             ).one()
             if row.status == SubscriberStatus.ACTIVE.value:
-                return Signup(row.id, row.token_version, confirm=False)
+                return Signup(row.id, row.token_version, row.email, confirm=False)
             version = row.token_version + (row.status != SubscriberStatus.PENDING.value)
             conn.execute(
                 update(S)
@@ -249,7 +267,7 @@ class Store(Ledger):
                     token_version=version,
                 )
             )
-        return Signup(row.id, version, confirm=True)
+        return Signup(row.id, version, row.email, confirm=True)
 
     def activate(self, subscriber_id: int, token_version: int, now: datetime) -> bool:
         """Pending → active, from now on and with nothing older than now; False if not pending."""
@@ -395,7 +413,7 @@ class Store(Ledger):
         query = (
             select(D.period_key, D.status, D.attempts, D.last_error)
             .join(S, S.id == D.subscriber_id)
-            .where(S.email == email)
+            .where(S.email_key == address_key(email))
             .order_by(D.id)
         )
         with self._read() as conn:
@@ -407,6 +425,7 @@ def _new_subscriber(
 ) -> dict[str, object]:
     return {
         "email": draft.email,
+        "email_key": address_key(draft.email),
         "frequency": draft.frequency.value,
         "timezone": draft.timezone,
         "status": status.value,
@@ -417,6 +436,11 @@ def _new_subscriber(
         "anchor": now,
         "bounces": 0,
     }
+
+
+def already_subscribed(email: str, on_file: str) -> str:
+    """How a known address is reported: with the spelling on file when it differs in case."""
+    return f"{email} is already subscribed" + ("" if on_file == email else f" as {on_file}")
 
 
 def _article_values(draft: ArticleDraft, now: datetime) -> dict[str, object]:

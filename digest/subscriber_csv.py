@@ -6,7 +6,7 @@ import csv
 import io
 from functools import partial
 
-from digest.addresses import check_timezone, normalise_address, parse_frequency
+from digest.addresses import address_key, check_timezone, normalise_address, parse_frequency
 from digest.domain import SubscriberDraft
 from digest.errors import InvalidInput
 from digest.sources import Collector, Parsed, one_line, shown
@@ -23,7 +23,10 @@ def parse_subscribers_csv(
     # newline="": a quoted field may hold a line break; line_num still counts physical lines.
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
-    collector: Collector[SubscriberDraft] = Collector("line", key=lambda draft: draft.email)
+    # One reader per person: a later row in another case is a duplicate too.
+    collector: Collector[SubscriberDraft] = Collector(
+        "line", key=lambda draft: address_key(draft.email)
+    )
     line = 0
     try:
         for row in reader:

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from digest.addresses import (
     MAX_ADDRESS_CHARS,
+    address_key,
     check_timezone,
     needs_smtputf8,
     normalise_address,
@@ -28,6 +29,23 @@ def test_normalise_address_lowercases_the_domain_and_keeps_the_local_part(
     raw: str, expected: str
 ) -> None:
     assert normalise_address(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "same"),
+    [
+        ("Reader@example.org", "reader@example.org", True),
+        ("READER@EXAMPLE.ORG", "rEaDeR@example.org", True),
+        ("Ñandú@example.org", "ñandú@example.org", True),  # beyond ASCII, unlike SQLite's lower()
+        ("STRASSE@example.org", "straße@example.org", True),  # Unicode's caseless match
+        ("reader@example.org", "reader2@example.org", False),
+        ("reader@example.org", "reader@example.com", False),
+    ],
+)
+def test_address_key_is_one_for_addresses_that_differ_only_in_case(
+    one: str, other: str, same: bool
+) -> None:
+    assert (address_key(normalise_address(one)) == address_key(normalise_address(other))) is same
 
 
 @pytest.mark.parametrize(

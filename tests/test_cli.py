@@ -130,6 +130,45 @@ def test_import_keeps_good_csv_rows_and_reports_bad_ones_by_line(
     assert "already subscribed 2" in again.out
 
 
+def test_import_reports_each_spelling_of_a_known_or_earlier_address_by_line_and_adds_it_once(
+    three_readers: Cli, tmp_path: Path
+) -> None:
+    csv = tmp_path / "readers.csv"
+    csv.write_text(
+        "email,frequency\nMia@example.org,weekly\nMIA@example.org,daily\nDaily@Example.org,weekly\n"
+    )
+    result = three_readers("subscribers", "import", str(csv), "--confirmed")
+    assert "line 3: duplicate of line 2" in result.err
+    assert "line 4: Daily@example.org is already subscribed as daily@example.org" in result.err
+    assert result.out.strip().endswith("imported 1, already subscribed 1, bad rows 1")
+    listed = three_readers("subscribers", "list").out.splitlines()
+    assert sorted(line.split("\t")[0] for line in listed) == [
+        "Mia@example.org",
+        "daily@example.org",
+        "monthly@example.org",
+        "weekly@example.org",
+    ]
+
+
+def test_every_command_that_takes_an_address_finds_the_reader_whatever_the_case(
+    three_readers: Cli, smtp_server: SmtpServer, environment: dict[str, str]
+) -> None:
+    before = snapshot(environment["DIGEST_DATABASE_URL"])
+    add = three_readers("subscribers", "add", "DAILY@example.org", "--confirmed")
+    assert add.code == 2
+    assert "DAILY@example.org is already subscribed as daily@example.org" in add.err
+    assert snapshot(environment["DIGEST_DATABASE_URL"]) == before
+    preview = three_readers("preview", "Daily@Example.ORG", "--now", MONDAY_0900)
+    assert preview.code == 0, preview.err
+    assert "Study 4: sleep and the heart" in preview.out
+    send = three_readers("send", "--email", "DAILY@EXAMPLE.ORG", "--now", MONDAY_0900)
+    assert send.last_line == "sent 1, skipped 0, retrying 0, failed 0"
+    assert [m.recipients for m in smtp_server.messages] == [["daily@example.org"]]
+    removed = three_readers("subscribers", "remove", "DAILY@EXAMPLE.ORG")
+    assert removed.out.strip() == "removed daily@example.org and their delivery records"
+    assert "daily@example.org" not in three_readers("subscribers", "list").out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -2,16 +2,88 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from cli_fixtures import Cli
+from sqlalchemy import DateTime, Integer, String, column, func, insert, select, table, text
 
 from digest import database
+from digest.domain import DeliveryStatus, SubscriberStatus
 from digest.errors import DatabaseError
 from digest.models import Base
+from digest.store import Store
+
+# The tables as revision 0002 left them: no email_key yet.
+OLD_SUBSCRIBERS = table(
+    "subscribers",
+    column("id", Integer),
+    column("email", String),
+    column("frequency", String),
+    column("status", String),
+    column("timezone", String),
+    column("token_version", Integer),
+    column("created_at", DateTime),
+    column("confirmed_at", DateTime),
+    column("unsubscribed_at", DateTime),
+    column("cursor", Integer),
+    column("anchor", DateTime),
+    column("bounces", Integer),
+)
+OLD_DELIVERIES = table(
+    "deliveries",
+    column("subscriber_id", Integer),
+    column("period_key", String),
+    column("status", String),
+    column("slot_at", DateTime),
+    column("cursor_from", Integer),
+    column("cursor_to", Integer),
+    column("attempts", Integer),
+    column("next_attempt_at", DateTime),
+    column("message_id", String),
+    column("planned_at", DateTime),
+)
+NOVEMBER = datetime(2026, 11, 1, 9, 0)  # stored naive, in UTC
+
+
+def day(n: int) -> datetime:
+    return NOVEMBER + timedelta(days=n)
+
+
+def old_reader(
+    email: str, status: str, created: int, cursor: int, anchor: int, **more: object
+) -> dict[str, object]:
+    return {
+        "email": email,
+        "frequency": "weekly",
+        "status": status,
+        "timezone": "UTC",
+        "token_version": 1,
+        "created_at": day(created),
+        "confirmed_at": None if status == "pending" else day(created),
+        "unsubscribed_at": None,
+        "cursor": cursor,
+        "anchor": day(anchor),
+        "bounces": 0,
+    } | more
+
+
+def old_delivery(subscriber_id: int, period: str, status: str) -> dict[str, object]:
+    return {
+        "subscriber_id": subscriber_id,
+        "period_key": period,
+        "status": status,
+        "slot_at": day(1),
+        "cursor_from": 0,
+        "cursor_to": 1,
+        "attempts": 0,
+        "next_attempt_at": day(1),
+        "message_id": f"<{subscriber_id}.{period}@example.org>",
+        "planned_at": day(1),
+    }
 
 
 def test_migrations_create_exactly_the_schema_the_models_describe(database_url: str) -> None:
@@ -44,4 +116,84 @@ def test_an_unreachable_database_is_one_clear_error() -> None:
     engine = database.connect("postgresql+psycopg://nobody@127.0.0.1:1/none")
     with pytest.raises(DatabaseError, match="cannot open the database"):
         database.check_current(engine)
+    engine.dispose()
+
+
+def test_migration_0003_merges_case_variants_with_an_unsubscribe_of_any_winning_and_says_so(
+    database_url: str, cli: Cli
+) -> None:
+    engine = database.connect(database_url)
+    database.upgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.execute(
+            insert(OLD_SUBSCRIBERS),
+            [
+                old_reader("Reader@example.org", "active", created=1, cursor=5, anchor=10),
+                old_reader("reader@example.org", "active", 2, 7, 17, bounces=1),
+                old_reader("READER@example.org", "unsubscribed", 3, 3, 3, unsubscribed_at=day(20)),
+                old_reader("Mia@example.org", "pending", created=1, cursor=0, anchor=1),
+                old_reader("mia@example.org", "active", created=2, cursor=4, anchor=9),
+                old_reader("Ñandú@example.org", "active", created=1, cursor=2, anchor=8),
+                old_reader("ñandú@example.org", "bounced", 5, 1, 6, bounces=3),
+                old_reader("solo@example.org", "active", created=1, cursor=6, anchor=8),
+            ],
+        )
+        ids = dict(conn.execute(select(OLD_SUBSCRIBERS.c.email, OLD_SUBSCRIBERS.c.id)).all())
+        conn.execute(
+            insert(OLD_DELIVERIES),
+            [
+                old_delivery(ids["Reader@example.org"], "2026-W45", "sent"),
+                old_delivery(ids["Reader@example.org"], "2026-W47", "pending"),
+                old_delivery(ids["reader@example.org"], "2026-W45", "skipped"),
+                old_delivery(ids["reader@example.org"], "2026-W46", "sent"),
+                old_delivery(ids["READER@example.org"], "2026-W46", "failed"),
+                old_delivery(ids["mia@example.org"], "2026-W46", "sent"),
+                old_delivery(ids["solo@example.org"], "2026-W46", "sent"),
+            ],
+        )
+
+    upgraded = cli("db", "upgrade")
+
+    assert upgraded.code == 0, upgraded.err
+    assert "merged 7 readers whose addresses differ only in case into 3" in upgraded.out
+    store = Store(engine)
+    assert sorted(s.email for s in store.subscribers()) == [
+        "Reader@example.org",
+        "mia@example.org",
+        "solo@example.org",
+        "Ñandú@example.org",
+    ]
+    # The oldest active spelling survives; the unsubscribe of the third spelling wins; the
+    # furthest cursor and anchor stand, so no article and no week comes twice.
+    reader = store.find_subscriber("rEaDeR@example.org")
+    assert reader.id == ids["Reader@example.org"]
+    assert reader.status is SubscriberStatus.UNSUBSCRIBED
+    assert (reader.cursor, reader.anchor, reader.bounces) == (7, day(17).replace(tzinfo=UTC), 1)
+    assert reader.created_at == day(1).replace(tzinfo=UTC)
+    # One delivery per week, the sent one kept; the planned one goes (it is planned again).
+    assert [(p, s) for p, s, _, _ in store.deliveries_of("reader@example.org")] == [
+        ("2026-W45", DeliveryStatus.SENT),
+        ("2026-W46", DeliveryStatus.SENT),
+    ]
+    mia = store.find_subscriber("MIA@example.org")
+    assert (mia.id, mia.status, mia.cursor) == (ids["mia@example.org"], SubscriberStatus.ACTIVE, 4)
+    nandu = store.find_subscriber("ÑANDÚ@example.org")
+    assert (nandu.id, nandu.status, nandu.bounces) == (
+        ids["Ñandú@example.org"],
+        SubscriberStatus.BOUNCED,
+        3,
+    )
+    assert store.find_subscriber("solo@example.org").cursor == 6
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(OLD_DELIVERIES)) == 4
+    engine.dispose()
+
+
+def test_migration_0003_on_a_database_without_case_variants_says_it_merged_none(
+    database_url: str,
+) -> None:
+    engine = database.connect(database_url)
+    database.upgrade(engine, "0002")
+    assert database.upgrade(engine) == ["no readers' addresses differ only in case: none merged"]
+    assert database.upgrade(engine) == []  # nothing ran the second time
     engine.dispose()

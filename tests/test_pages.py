@@ -258,6 +258,26 @@ def test_the_sign_up_answer_is_the_same_for_new_pending_and_active_addresses(web
     assert web.reader("known@example.org").status is SubscriberStatus.ACTIVE
 
 
+def test_a_sign_up_in_another_case_adds_nobody_and_mails_the_reader_as_first_typed(
+    web: Web,
+) -> None:
+    _active(web, "Known@example.org")
+    form = {"frequency": "daily", "timezone": "UTC"}
+    first = web.post("/subscribe", form | {"email": "Mia@example.org"})
+    again = web.post("/subscribe", form | {"email": "MIA@EXAMPLE.ORG"})
+    known = web.post("/subscribe", form | {"email": "known@example.org"})
+    assert first.status_code == again.status_code == known.status_code == 200
+    assert first.text == again.text == known.text
+    web.post("/subscribe", form | {"email": "marker@example.org"})
+    mails = [web.next_mail() for _ in range(3)]
+    assert [m["To"] for m in mails] == ["Mia@example.org", "Mia@example.org", "marker@example.org"]
+    assert len(web.smtp.messages) == 3  # the active reader was not mailed, in any case
+    assert web.post(_confirm_path(mails[1])).status_code == 200
+    assert web.reader("mia@example.org").status is SubscriberStatus.ACTIVE
+    emails = sorted(s.email for s in web.store.subscribers())
+    assert emails == ["Known@example.org", "Mia@example.org", "marker@example.org"]
+
+
 def test_a_bad_address_gets_the_form_again_with_the_problem_and_nothing_stored(web: Web) -> None:
     before = snapshot(web.store.engine)
     answer = web.post("/subscribe", {"email": "not an address", "frequency": "weekly"})
@@ -455,6 +475,18 @@ def test_sign_up_floods_get_429_with_retry_after(web: Web) -> None:
     assert [a.status_code for a in others] == [200, 200, 429]
     web.clock.now += timedelta(hours=1)
     assert web.post("/subscribe", {"email": "target@example.org"}).status_code == 200
+
+
+def test_every_spelling_of_an_address_counts_towards_its_one_sign_up_limit(web: Web) -> None:
+    spellings = [
+        "target@example.org",
+        "Target@example.org",
+        "TARGET@example.org",
+        "tarGet@example.org",
+    ]
+    answers = [web.post("/subscribe", {"email": e, "frequency": "daily"}) for e in spellings]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [web.next_mail()["To"] for _ in range(3)] == ["target@example.org"] * 3
 
 
 def test_cross_origin_posts_are_refused_but_allowed_origins_and_one_click_pass(web: Web) -> None:

@@ -271,6 +271,64 @@ def test_adding_a_known_address_is_reported_and_changes_nothing(store: Store) ->
     assert (kept.frequency, kept.status) == (Frequency.WEEKLY, SubscriberStatus.ACTIVE)
 
 
+def test_an_address_in_another_case_is_the_known_reader_and_keeps_its_first_spelling(
+    store: Store,
+) -> None:
+    store.add_subscriber(reader("Reader@example.org"), confirmed=True, now=WEEK_BEFORE)
+    with pytest.raises(
+        DuplicateSubscriber, match=r"^reader@example\.org is already subscribed as Reader@"
+    ):
+        store.add_subscriber(reader("reader@example.org"), confirmed=True, now=MONDAY_0900)
+    known = store.add_subscribers(
+        [reader("READER@example.org"), reader("new@example.org"), reader("NEW@example.org")],
+        confirmed=True,
+        now=MONDAY_0900,
+    )
+    assert known == {
+        "READER@example.org": "Reader@example.org",
+        "NEW@example.org": "new@example.org",
+    }
+    assert sorted(s.email for s in store.subscribers()) == ["Reader@example.org", "new@example.org"]
+    assert store.find_subscriber("rEADER@example.org").email == "Reader@example.org"
+
+
+def test_a_sign_up_in_another_case_is_the_same_reader_by_the_databases_unique_key(
+    store: Store,
+) -> None:
+    # sign_up inserts first and lets the unique key decide, so this is the path two racing
+    # sign-ups take: only the database can tell that the second spelling is the same reader.
+    first = store.sign_up(reader("Mia@example.org"), WEEK_BEFORE)
+    again = store.sign_up(reader("MIA@example.org", Frequency.DAILY), MONDAY_0900)
+    assert (again.subscriber_id, again.email, again.confirm) == (
+        first.subscriber_id,
+        "Mia@example.org",
+        True,
+    )
+    mia = store.find_subscriber("mia@example.org")
+    assert (mia.email, mia.frequency) == ("Mia@example.org", Frequency.DAILY)
+    assert store.activate(again.subscriber_id, again.token_version, MONDAY_0900)
+    active = store.sign_up(reader("mia@EXAMPLE.org"), MONDAY_0900)
+    assert (active.subscriber_id, active.email, active.confirm) == (
+        first.subscriber_id,
+        "Mia@example.org",
+        False,
+    )
+    assert len(list(store.subscribers())) == 1
+
+
+def test_remove_preview_and_a_run_for_one_address_find_the_reader_whatever_the_case(
+    store: Store,
+) -> None:
+    seed(store, "Reader@example.org", "other@example.org")
+    store.plan(MONDAY_0900, RULES, Only(email="READER@EXAMPLE.ORG"))
+    assert statuses(store, "reader@example.org") == [DeliveryStatus.PENDING]
+    assert statuses(store, "other@example.org") == []
+    claims = store.claim("w1", MONDAY_0900, LEASE, 10, Only(email="reader@example.org"))
+    assert [c.email for c in claims] == ["Reader@example.org"]
+    assert store.remove_subscriber("rEaDeR@example.org") == "Reader@example.org"
+    assert [s.email for s in store.subscribers()] == ["other@example.org"]
+
+
 def test_new_confirmed_reader_starts_after_the_newest_article(store: Store) -> None:
     store.upsert_articles([article(1), article(2)], WEEK_BEFORE)
     store.add_subscriber(reader("a@example.org"), confirmed=True, now=WEEK_BEFORE)
