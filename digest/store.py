@@ -177,7 +177,9 @@ class Store(Ledger):
                     on_file[key] = draft.email
                     rows.append(_new_subscriber(draft, status, cursor=cursor, now=now))
             if rows:
-                conn.execute(insert(S), rows)
+                # Another process may add the same person between the look-up and here (on
+                # PostgreSQL; SQLite's write lock serialises them): the unique key keeps one.
+                conn.execute(self._insert_ignoring_conflicts(S), rows)
         return known
 
     def add_subscriber(self, draft: SubscriberDraft, *, confirmed: bool, now: datetime) -> None:
