@@ -337,7 +337,7 @@ def articles_add(
 def articles_import(
     ctx: typer.Context,
     source: Annotated[
-        str, typer.Argument(help="A file or http(s) URL: RSS 2.0, Atom or a JSON list.")
+        str, typer.Argument(help="A file or http(s) URL: RSS 2.0, Atom, JSON Feed or a JSON list.")
     ],
     now: NowOption = None,
 ) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from digest import database
 from digest.errors import DatabaseError
@@ -44,4 +47,31 @@ def test_an_unreachable_database_is_one_clear_error() -> None:
     engine = database.connect("postgresql+psycopg://nobody@127.0.0.1:1/none")
     with pytest.raises(DatabaseError, match="cannot open the database"):
         database.check_current(engine)
+    engine.dispose()
+
+
+def migrate(engine: Engine, step: Callable[[Config, str], None], revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(database.MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        step(config, revision)
+
+
+def test_feed_validators_migrate_up_and_down_keeping_each_feeds_record(database_url: str) -> None:
+    engine = database.connect(database_url)
+    migrate(engine, command.upgrade, "0002")
+    row = "('https://miasfeed.example/rss', '2026-11-24 06:00:00', 2, 5)"
+    with engine.begin() as conn:
+        conn.execute(
+            text(f"INSERT INTO feeds (source, polled_at, failures, errors_total) VALUES {row}")
+        )
+    migrate(engine, command.upgrade, "0003")
+    with engine.begin() as conn:
+        feed = conn.execute(text("SELECT failures, etag, last_modified FROM feeds")).one()
+        assert tuple(feed) == (2, None, None)
+        conn.execute(text("UPDATE feeds SET etag = '\"v1\"'"))
+    migrate(engine, command.downgrade, "0002")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT source, failures FROM feeds")).one().failures == 2
     engine.dispose()
