@@ -381,7 +381,8 @@ def articles_import(
     source: Annotated[
         str,
         typer.Argument(
-            metavar="FILE_OR_URL", help="A file or http(s) URL: RSS 2.0, Atom or a JSON list."
+            metavar="FILE_OR_URL",
+            help="A file or http(s) URL: RSS 2.0, Atom, JSON Feed or a JSON list.",
         ),
     ],
     now: NowOption = None,

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from digest import ingest
 from digest.dispatch import Clock
 from digest.errors import DigestError
-from digest.sources import RowError, display_name, read_source
+from digest.sources import Fetched, RowError, Validators, display_name, fetch
 from digest.store import FeedState, Store
 
 log = logging.getLogger("digest.feeds")
@@ -25,13 +25,23 @@ class Imported:
     added: int
     updated: int
     errors: list[RowError]  # entries skipped, each with its reason
+    validators: Validators  # of the answer imported, for the next poll to send back
 
 
 def import_articles(store: Store, source: str, now: datetime) -> Imported:
-    """Read, parse and upsert one feed. A feed that cannot be read or parsed raises InvalidInput."""
-    parsed = ingest.parse_articles(read_source(source), source=display_name(source), now=now)
+    """Read, parse and upsert one feed. A feed that cannot be read or parsed raises InvalidInput.
+
+    It reads the whole feed: an import by hand sends no validators, so it never gets a 304.
+    """
+    return _import(store, source, fetch(source), now)
+
+
+def _import(store: Store, source: str, fetched: Fetched, now: datetime) -> Imported:
+    parsed = ingest.parse_articles(
+        fetched.data, source=display_name(source), now=now, base=fetched.base
+    )
     result = store.upsert_articles(parsed.items, now)
-    return Imported(result.added, result.updated, parsed.errors)
+    return Imported(result.added, result.updated, parsed.errors, fetched.validators)
 
 
 def failing_too_long(state: FeedState, now: datetime) -> bool:
@@ -53,12 +63,16 @@ class FeedPoller:
     def _poll(self, source: str) -> None:
         name, now = display_name(source), self._clock()
         try:
-            imported = import_articles(self._store, source, now)
+            imported = self._import_if_changed(source, now)
         except DigestError as exc:
             log.warning("feed %s failed, trying again next poll: %s", name, exc)
             self._record(source, now, str(exc))
             return
-        self._record(source, now, None)
+        if imported is None:
+            log.info("feed %s: unchanged since the last poll (HTTP 304)", name)
+            self._record(source, now, None)
+            return
+        self._record(source, now, None, imported.validators)
         for error in imported.errors:
             log.warning("feed %s: skipped %s: %s", name, error.where, error.reason)
         log.info(
@@ -69,8 +83,16 @@ class FeedPoller:
             len(imported.errors),
         )
 
-    def _record(self, source: str, now: datetime, error: str | None) -> None:
+    def _import_if_changed(self, source: str, now: datetime) -> Imported | None:
+        """None when the server answers 304: unchanged since the answer imported last."""
+        state = self._store.feed_states([source]).get(source)
+        fetched = fetch(source, since=state.validators if state else Validators())
+        return None if fetched is None else _import(self._store, source, fetched, now)
+
+    def _record(
+        self, source: str, now: datetime, error: str | None, validators: Validators | None = None
+    ) -> None:
         try:
-            self._store.record_feed_poll(source, now, error=error)
+            self._store.record_feed_poll(source, now, error, validators)
         except DigestError as exc:  # the database itself is down; the next poll tries again
             log.error("feed %s: cannot record the poll: %s", display_name(source), exc)

@@ -1,4 +1,4 @@
-"""Articles in: RSS 2.0, Atom and JSON lists, as drafts with per-entry errors.
+"""Articles in: RSS 2.0, Atom, JSON Feed and JSON lists, as drafts with per-entry errors.
 
 The only module that imports feedparser and defusedxml. Feeds are hostile input (RELIABILITY.md
 rule 13): reads are bounded, entity declarations are refused before feedparser sees the bytes,
@@ -14,10 +14,11 @@ import io
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urljoin
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as safe_xml
@@ -101,13 +102,24 @@ def _as_utc(moment: datetime) -> datetime:
 # --- articles -----------------------------------------------------------------------------------
 
 
-def parse_articles(data: bytes, *, source: str, now: datetime) -> Parsed[ArticleDraft]:
-    """Drafts from a JSON list (the first non-space byte is "[") or an RSS 2.0 or Atom feed."""
+def parse_articles(
+    data: bytes, *, source: str, now: datetime, base: str | None = None
+) -> Parsed[ArticleDraft]:
+    """Drafts from a JSON list (the first non-space byte is "["), a JSON Feed ("{"), or RSS or Atom.
+
+    base is the address the document came from: relative article links resolve against it (and
+    against an xml:base); without one they are refused.
+    """
     body = data.removeprefix(b"\xef\xbb\xbf")
-    if body.lstrip()[:1] == b"[":
-        entries, convert = _json_entries(body, source), article_from_fields
+    start = body.lstrip()[:1]
+    convert: Callable[[Any, datetime], ArticleDraft]
+    if start == b"[":
+        entries, convert = _json(body, source), partial(article_from_fields, base=base)
+    elif start == b"{":
+        entries = _json_feed_items(_json(body, source), source)
+        convert = partial(_json_feed_article, base=base)
     else:
-        entries, convert = _feed_entries(body, source), _feed_article
+        entries, convert = _feed_entries(body, source, base), _feed_article
     collector: Collector[ArticleDraft] = Collector("entry", key=lambda draft: draft.url)
     for number, entry in enumerate(entries, start=1):
         collector.add(number, partial(convert, entry, now))
@@ -149,15 +161,23 @@ def _article(
     )
 
 
-def _json_entries(body: bytes, source: str) -> list[Any]:
+def _json(body: bytes, source: str) -> Any:
     try:
-        entries: list[Any] = json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting or digits
         raise InvalidInput(f"cannot import {source}: not valid JSON: {one_line(str(exc))}") from exc
-    return entries
 
 
-def article_from_fields(entry: Any, now: datetime) -> ArticleDraft:
+def _absolute(url: str, base: str | None) -> str:
+    if not base or not url.strip():
+        return url
+    try:
+        return urljoin(base, url.strip())
+    except ValueError:  # a broken IPv6 host: _article refuses it as it stands
+        return url
+
+
+def article_from_fields(entry: Any, now: datetime, base: str | None = None) -> ArticleDraft:
     """One article as a JSON object gives it, or `digest articles add` does."""
     if not isinstance(entry, dict):
         raise InvalidInput("not an object")
@@ -170,12 +190,13 @@ def article_from_fields(entry: Any, now: datetime) -> ArticleDraft:
         )
     published = entry.get("published_at")
     try:
-        published_at = None if published is None else datetime.fromisoformat(published)
-    except (TypeError, ValueError) as exc:
+        # In UTC here: an offset can push year 1 or 9999 out of range (OverflowError).
+        published_at = None if published is None else _as_utc(datetime.fromisoformat(published))
+    except (TypeError, ValueError, OverflowError) as exc:
         text = shown(str(published))
         raise InvalidInput(f"published_at is not an ISO 8601 date-time: {text}") from exc
     return _article(
-        url=_json_text(entry, "url"),
+        url=_absolute(_json_text(entry, "url"), base),
         title=_json_text(entry, "title"),
         summary=_json_text(entry, "summary"),
         body_text="",
@@ -193,7 +214,63 @@ def _json_text(entry: dict[str, Any], key: str) -> str:
     return value or ""
 
 
-def _feed_entries(body: bytes, source: str) -> list[Any]:
+# --- JSON Feed ----------------------------------------------------------------------------------
+
+# JSON Feed 1.0 and 1.1 (https://jsonfeed.org/version/1.1): the version names the format.
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1"
+
+
+def _json_feed_items(document: dict[str, Any], source: str) -> list[Any]:
+    version = document.get("version")
+    if not isinstance(version, str) or not version.startswith(JSON_FEED_VERSION):
+        raise InvalidInput(
+            f"cannot import {source}: a JSON object, but its version is not JSON Feed 1.0 or 1.1"
+        )
+    items = document.get("items")
+    if not isinstance(items, list):
+        raise InvalidInput(f"cannot import {source}: a JSON Feed without an items list")
+    return items
+
+
+def _json_feed_article(item: Any, now: datetime, base: str | None) -> ArticleDraft:
+    if not isinstance(item, dict):
+        raise InvalidInput("not an object")
+    # url is the article; external_url what a link post points at; id is often the permalink.
+    url = _str(item.get("url")).strip() or _str(item.get("external_url")).strip()
+    if not url and is_web_url(_str(item.get("id"))):
+        url = _str(item.get("id"))
+    # summary and content_text are plain text, content_html is HTML.
+    content = _str(item.get("content_html")) or html.escape(_str(item.get("content_text")))
+    summary = html.escape(_str(item.get("summary"))) or content
+    tags = item.get("tags")
+    first_tag = (
+        next((tag for tag in tags if isinstance(tag, str)), "") if isinstance(tags, list) else ""
+    )
+    published = item.get("date_published")
+    return _article(
+        url=_absolute(url, base),
+        title=_str(item.get("title")),
+        summary=summary,
+        body_text=_plain_text(content) if content != summary else "",
+        category=first_tag,
+        minutes=None,
+        published=_json_feed_time(published) or _json_feed_time(item.get("date_modified")),
+        now=now,
+    )
+
+
+def _json_feed_time(value: Any) -> datetime | None:
+    # A date that cannot be read is no date, as in RSS and Atom: the article gets the import time.
+    try:
+        return _as_utc(datetime.fromisoformat(value)) if isinstance(value, str) else None
+    except (ValueError, OverflowError):
+        return None
+
+
+# --- RSS and Atom -------------------------------------------------------------------------------
+
+
+def _feed_entries(body: bytes, source: str, base: str | None) -> list[Any]:
     try:
         # Entity declarations are refused, never expanded: that stops billion-laughs bombs and
         # external entities (file:///etc/passwd) before feedparser's own parser sees the bytes.
@@ -204,8 +281,11 @@ def _feed_entries(body: bytes, source: str) -> list[Any]:
         raise InvalidInput(f"cannot import {source}: malformed XML: {exc}") from exc
     except (ValueError, LookupError) as exc:  # an encoding expat cannot read
         raise InvalidInput(f"cannot import {source}: unreadable encoding: {exc}") from exc
-    # A stream, never a str or bytes: feedparser would treat a str as a URL or a path.
-    result: Mapping[str, Any] = feedparser.parse(io.BytesIO(body))
+    # A stream, never a str or bytes: feedparser would treat a str as a URL or a path. It resolves
+    # relative links against xml:base and the Content-Location it is given; given headers without
+    # a Content-Type, it would call every feed broken.
+    headers = {"content-type": "application/xml"} | ({"content-location": base} if base else {})
+    result: Mapping[str, Any] = feedparser.parse(io.BytesIO(body), response_headers=headers)
     entries: list[Any] = list(result.get("entries") or [])
     if result.get("bozo") and not entries:
         problem = one_line(str(result.get("bozo_exception", "")))

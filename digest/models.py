@@ -133,3 +133,6 @@ class FeedRow(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row
     errors_total: Mapped[int] = mapped_column(Integer, default=0)  # ever, for the metrics counter
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The validators of the last answer imported, sent back so that an unchanged feed costs a 304.
+    etag: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    last_modified: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -28,6 +28,7 @@ from digest.domain import (
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
 from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, Run, newest_article
 from digest.models import ArticleRow, DeliveryRow, FeedRow, RunRow, SubscriberRow
+from digest.sources import Validators
 
 A, S, D = ArticleRow, SubscriberRow, DeliveryRow
 ARTICLE_COLUMNS = (A.id, A.url, A.title, A.summary, A.category, A.reading_minutes, A.published_at)
@@ -58,6 +59,7 @@ class FeedState:
     failures: int  # in a row
     errors_total: int
     last_error: str | None
+    validators: Validators  # of the last answer imported
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,12 @@ class Signup:
 class Upserted:
     added: int
     updated: int
+
+
+def _feed_state(row: AnyRow) -> FeedState:
+    fields = dict(row._mapping)
+    validators = Validators(fields.pop("etag"), fields.pop("last_modified"))
+    return FeedState(**fields, validators=validators)
 
 
 def _subscriber(row: AnyRow) -> Subscriber:
@@ -358,11 +366,22 @@ class Store(Ledger):
 
     # -- feeds ----------------------------------------------------------------------------
 
-    def record_feed_poll(self, source: str, now: datetime, error: str | None) -> None:
-        """Note one poll of a feed: a success clears its failure streak, a failure extends it."""
+    def record_feed_poll(
+        self,
+        source: str,
+        now: datetime,
+        error: str | None,
+        validators: Validators | None = None,
+    ) -> None:
+        """Note one poll of a feed: a success clears its failure streak, a failure extends it.
+
+        validators are those of an answer just imported; None keeps the stored ones (a failure
+        or a 304), so a feed that could not be imported is asked for whole next time.
+        """
         F = FeedRow
         error = None if error is None else error[:ERROR_TEXT_LIMIT]
         failed = int(error is not None)
+        first = validators or Validators()
         insert_row = self._upsert(F).values(
             source=source,
             polled_at=now,
@@ -371,8 +390,12 @@ class Store(Ledger):
             failures=failed,
             errors_total=failed,
             last_error=error,
+            etag=first.etag,
+            last_modified=first.last_modified,
         )
         on_conflict: dict[str, object] = {"polled_at": now, "last_error": error}
+        if validators is not None:
+            on_conflict |= {"etag": validators.etag, "last_modified": validators.last_modified}
         if failed:
             on_conflict |= {
                 "failing_since": func.coalesce(F.failing_since, now),
@@ -389,7 +412,7 @@ class Store(Ledger):
     def feed_states(self, sources: Sequence[str]) -> dict[str, FeedState]:
         query = select(*FeedRow.__table__.c).where(FeedRow.source.in_(sources))
         with self._read() as conn:
-            return {row.source: FeedState(**row._mapping) for row in conn.execute(query)}
+            return {row.source: _feed_state(row) for row in conn.execute(query)}
 
     def delivery_counts(self) -> dict[DeliveryStatus, int]:
         query = select(D.status, func.count()).group_by(D.status)

@@ -1,6 +1,7 @@
 """A real HTTP server for feed tests: a good feed, oversized and endless bodies, errors, redirects.
 
-The /huge-feed routes serve a 50 MB feed (an RSS opening, then padding) generated on the fly:
+/changing serves the `changing_feed` a test edits, and answers a conditional GET with 304 while its
+ETag (or, when it has none, its Last-Modified) matches. The /huge-feed routes serve a 50 MB feed (an RSS opening, then padding) generated on the fly:
 with a Content-Length, without one (the body ends when the connection closes), and chunked.
 
 PYTEST_DONT_REWRITE
@@ -13,6 +14,7 @@ import threading
 import time
 from base64 import b64encode
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ DATA = Path(__file__).parent / "data"
 
 
 FEED = DATA / "feed_rss.xml"
+RELATIVE_FEED = DATA / "feed_relative.xml"
 READER_AUTH = f"Basic {b64encode(b'reader:hunter2').decode()}"
 HUGE_FEED_BYTES = 50_000_000
 _HUGE_OPENING = (
@@ -41,10 +44,36 @@ def huge_feed_pieces(piece_bytes: int = 1 << 16) -> Iterator[bytes]:
         left -= piece_bytes
 
 
+@dataclass
+class ChangingFeed:
+    body: bytes
+    etag: str | None = '"v1"'
+    last_modified: str | None = "Tue, 24 Nov 2026 05:00:00 GMT"
+    status: int = 200  # anything else is answered with no body, validators or not
+    asked: list[dict[str, str]] = field(default_factory=list)  # each GET's conditional headers
+
+    def unchanged_for(self, if_none_match: str | None, if_modified_since: str | None) -> bool:
+        if if_none_match is not None:  # RFC 9110: If-None-Match wins over If-Modified-Since
+            return if_none_match == self.etag
+        return if_modified_since is not None and if_modified_since == self.last_modified
+
+
+class _Server(ThreadingHTTPServer):
+    changing: ChangingFeed
+
+
 class _FeedServer(BaseHTTPRequestHandler):
+    server: _Server
+
     def do_GET(self) -> None:
         routes = {
             "/feed.xml": self._feed_xml,
+            "/changing": self._changing,
+            "/news/relative.xml": self._relative,
+            "/old/feed": self._to_relative,
+            "/to-private": self._to_private,
+            "/loop": self._loop,
+            "/unasked-304": self._unasked_304,
             "/big": self._big,
             "/endless": self._endless,
             "/claims-huge": self._claims_huge,
@@ -63,6 +92,41 @@ class _FeedServer(BaseHTTPRequestHandler):
 
     def _feed_xml(self) -> None:
         self._send(200, FEED.read_bytes())
+
+    def _changing(self) -> None:
+        feed = self.server.changing
+        if_none_match = self.headers.get("If-None-Match")
+        if_modified_since = self.headers.get("If-Modified-Since")
+        asked = {"If-None-Match": if_none_match, "If-Modified-Since": if_modified_since}
+        feed.asked.append({key: value for key, value in asked.items() if value is not None})
+        if feed.status != 200:
+            self._send(feed.status, b"")
+            return
+        validators = {"ETag": feed.etag, "Last-Modified": feed.last_modified}
+        unchanged = feed.unchanged_for(if_none_match, if_modified_since)
+        self.send_response(304 if unchanged else 200)
+        for name, value in validators.items():
+            if value is not None:
+                self.send_header(name, value)
+        self.send_header("Content-Length", "0" if unchanged else str(len(feed.body)))
+        self.end_headers()
+        if not unchanged:
+            self.wfile.write(feed.body)
+
+    def _relative(self) -> None:
+        self._send(200, RELATIVE_FEED.read_bytes())
+
+    def _to_relative(self) -> None:
+        self._redirect(301, "/news/relative.xml")
+
+    def _to_private(self) -> None:
+        self._redirect(302, "/private")
+
+    def _loop(self) -> None:
+        self._redirect(302, "/loop")
+
+    def _unasked_304(self) -> None:
+        self._send(304, b"")
 
     def _big(self) -> None:
         self._send(200, b"x" * 5_000)
@@ -83,8 +147,12 @@ class _FeedServer(BaseHTTPRequestHandler):
         self.wfile.write(b"x" * 10)  # the declared length alone must be refused
 
     def _to_ftp(self) -> None:
-        self.send_response(302)
-        self.send_header("Location", "ftp://example.org/feed.xml")
+        self._redirect(302, "ftp://example.org/feed.xml")
+
+    def _redirect(self, status: int, location: str) -> None:
+        self.send_response(status)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
         self.end_headers()
 
     def _slow(self) -> None:
@@ -139,8 +207,15 @@ class _FeedServer(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def http_base() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FeedServer)
+def changing_feed() -> ChangingFeed:
+    """What /changing serves; a test edits it between polls."""
+    return ChangingFeed(FEED.read_bytes())
+
+
+@pytest.fixture
+def http_base(changing_feed: ChangingFeed) -> Iterator[str]:
+    server = _Server(("127.0.0.1", 0), _FeedServer)
+    server.changing = changing_feed
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from cli_fixtures import Cli
-from sqlalchemy import DateTime, Integer, String, column, func, insert, select, table, text
+from sqlalchemy import DateTime, Engine, Integer, String, column, func, insert, select, table, text
 
 from digest import database
 from digest.domain import DeliveryStatus, SubscriberStatus
@@ -196,4 +199,31 @@ def test_migration_0003_on_a_database_without_case_variants_says_it_merged_none(
     database.upgrade(engine, "0002")
     assert database.upgrade(engine) == ["no readers' addresses differ only in case: none merged"]
     assert database.upgrade(engine) == []  # nothing ran the second time
+    engine.dispose()
+
+
+def migrate(engine: Engine, step: Callable[[Config, str], None], revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(database.MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        step(config, revision)
+
+
+def test_feed_validators_migrate_up_and_down_keeping_each_feeds_record(database_url: str) -> None:
+    engine = database.connect(database_url)
+    migrate(engine, command.upgrade, "0003")
+    row = "('https://miasfeed.example/rss', '2026-11-24 06:00:00', 2, 5)"
+    with engine.begin() as conn:
+        conn.execute(
+            text(f"INSERT INTO feeds (source, polled_at, failures, errors_total) VALUES {row}")
+        )
+    migrate(engine, command.upgrade, "0004")
+    with engine.begin() as conn:
+        feed = conn.execute(text("SELECT failures, etag, last_modified FROM feeds")).one()
+        assert tuple(feed) == (2, None, None)
+        conn.execute(text("UPDATE feeds SET etag = '\"v1\"'"))
+    migrate(engine, command.downgrade, "0003")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT source, failures FROM feeds")).one().failures == 2
     engine.dispose()

@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cli_fixtures import Cli
+from feed_server import ChangingFeed
 
 from digest import reports
 from digest.app import Services
 from digest.config import load
 from digest.feeds import FeedPoller
 from digest.metrics import Metrics
+from digest.sources import Validators
 from digest.store import Store
 
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
@@ -167,3 +170,148 @@ def test_metrics_count_feed_poll_errors_per_feed(store: Store, tmp_path: Path) -
     assert f'digest_feed_poll_errors_total{{feed="{good}"}} 0.0' in text
     assert f'digest_feed_failing{{feed="{missing}"}} 1.0' in text
     assert f'digest_feed_failing{{feed="{good}"}} 0.0' in text
+
+
+# --- conditional polls --------------------------------------------------------------------------
+
+FIRST = [{"url": "https://miasfeed.example/a", "title": "First title"}]
+CORRECTED = [{"url": "https://miasfeed.example/a", "title": "Corrected title"}]
+LAST_MODIFIED = "Tue, 24 Nov 2026 05:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    ("etag", "last_modified", "sent_back"),
+    [
+        ('"v1"', LAST_MODIFIED, {"If-None-Match": '"v1"', "If-Modified-Since": LAST_MODIFIED}),
+        ('"v1"', None, {"If-None-Match": '"v1"'}),
+        (None, LAST_MODIFIED, {"If-Modified-Since": LAST_MODIFIED}),
+    ],
+)
+def test_an_unchanged_feed_costs_a_304_that_imports_nothing_and_counts_as_ok(
+    store: Store,
+    http_base: str,
+    changing_feed: ChangingFeed,
+    caplog: pytest.LogCaptureFixture,
+    etag: str | None,
+    last_modified: str | None,
+    sent_back: dict[str, str],
+) -> None:
+    feed = f"{http_base}/changing"
+    changing_feed.etag, changing_feed.last_modified = etag, last_modified
+    changing_feed.body = json.dumps(FIRST).encode()
+    clock = Clock(NOW)
+    poll(store, [feed], clock)
+    # The server now lies: a new body, the same validators. Only a 304 keeps the old title.
+    changing_feed.body = json.dumps(CORRECTED).encode()
+    clock.now = NOW + timedelta(minutes=15)
+    caplog.set_level(logging.INFO, logger="digest.feeds")
+    poll(store, [feed], clock)
+
+    assert changing_feed.asked == [{}, sent_back]
+    assert [a.title for a in store.recent_articles(10)] == ["First title"]
+    state = store.feed_states([feed])[feed]
+    assert (state.ok_at, state.polled_at, state.failures) == (clock.now, clock.now, 0)
+    assert state.validators == Validators(etag, last_modified)
+    assert caplog.messages == [f"feed {feed}: unchanged since the last poll (HTTP 304)"]
+
+
+def test_a_feed_with_a_new_etag_is_imported_and_its_new_validators_kept(
+    store: Store, http_base: str, changing_feed: ChangingFeed
+) -> None:
+    feed = f"{http_base}/changing"
+    changing_feed.body = json.dumps(FIRST).encode()
+    clock = Clock(NOW)
+    poll(store, [feed], clock)
+    changing_feed.body = json.dumps(CORRECTED).encode()
+    changing_feed.etag = '"v2"'
+    changing_feed.last_modified = "Tue, 24 Nov 2026 06:10:00 GMT"
+    for minutes in (15, 30):
+        clock.now = NOW + timedelta(minutes=minutes)
+        poll(store, [feed], clock)
+
+    assert [a.title for a in store.recent_articles(10)] == ["Corrected title"]
+    assert [asked.get("If-None-Match") for asked in changing_feed.asked] == [None, '"v1"', '"v2"']
+    state = store.feed_states([feed])[feed]
+    assert state.validators == Validators('"v2"', "Tue, 24 Nov 2026 06:10:00 GMT")
+
+
+def test_a_failed_poll_keeps_the_validators_and_a_304_after_it_ends_the_failure_streak(
+    store: Store, http_base: str, changing_feed: ChangingFeed
+) -> None:
+    feed = f"{http_base}/changing"
+    clock = Clock(NOW)
+    poll(store, [feed], clock)
+    changing_feed.status = 503
+    clock.now = NOW + timedelta(minutes=15)
+    poll(store, [feed], clock)
+    assert store.feed_states([feed])[feed].failing_since == clock.now
+
+    changing_feed.status = 200
+    clock.now = NOW + timedelta(minutes=30)
+    poll(store, [feed], clock)
+
+    assert changing_feed.asked[2] == {"If-None-Match": '"v1"', "If-Modified-Since": LAST_MODIFIED}
+    state = store.feed_states([feed])[feed]
+    assert (state.ok_at, state.failing_since, state.failures) == (clock.now, None, 0)
+    assert state.errors_total == 1
+
+
+def test_a_feed_that_could_not_be_parsed_is_asked_for_whole_on_the_next_poll(
+    store: Store, http_base: str, changing_feed: ChangingFeed
+) -> None:
+    feed = f"{http_base}/changing"
+    changing_feed.body = b"<rss><channel><item><title>cut off"
+    clock = Clock(NOW)
+    poll(store, [feed], clock)
+    assert store.feed_states([feed])[feed].validators == Validators()
+
+    changing_feed.body = json.dumps(FIRST).encode()  # fixed, under the same ETag
+    clock.now = NOW + timedelta(minutes=15)
+    poll(store, [feed], clock)
+
+    assert changing_feed.asked == [{}, {}]
+    assert [a.title for a in store.recent_articles(10)] == ["First title"]
+
+
+@pytest.mark.parametrize("etag", ['"' + "x" * 300 + '"', '"caf\xe9"'])
+def test_an_etag_too_long_or_not_ascii_is_not_kept_and_last_modified_is_sent_alone(
+    store: Store, http_base: str, changing_feed: ChangingFeed, etag: str
+) -> None:
+    feed = f"{http_base}/changing"
+    changing_feed.etag = etag
+    poll(store, [feed], Clock(NOW))
+    poll(store, [feed], Clock(NOW + timedelta(minutes=15)))
+    assert changing_feed.asked[1] == {"If-Modified-Since": LAST_MODIFIED}
+    assert store.feed_states([feed])[feed].validators == Validators(None, LAST_MODIFIED)
+
+
+def test_articles_import_reads_the_whole_feed_without_the_polls_validators(
+    store: Store, upgraded: Cli, http_base: str, changing_feed: ChangingFeed
+) -> None:
+    feed = f"{http_base}/changing"
+    changing_feed.body = json.dumps(FIRST).encode()
+    poll(store, [feed], Clock(NOW))
+    changing_feed.body = json.dumps(CORRECTED).encode()  # under the same ETag
+
+    result = upgraded("articles", "import", feed, "--now", NOW.isoformat())
+
+    assert result.code == 0, result
+    assert "updated 1" in result.out
+    assert changing_feed.asked[1] == {}
+    assert "Corrected title" in upgraded("articles", "list").out
+
+
+# --- relative links -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/news/relative.xml?token=s3cret", "/old/feed?token=s3cret"])
+def test_relative_links_resolve_against_the_final_feed_url_without_its_credentials(
+    store: Store, http_base: str, path: str
+) -> None:
+    feed = http_base.replace("http://", "http://reader:hunter2@") + path
+    poll(store, [feed], Clock(NOW))
+    articles = {a.title: a for a in store.recent_articles(10)}
+    assert articles["Beside the feed"].url == f"{http_base}/news/sleep-and-the-heart"
+    assert f'href="{http_base}/news/studies/42"' in articles["Beside the feed"].summary
+    assert articles["From the site's root"].url == f"{http_base}/articles/walking"
+    assert len(articles) == 3  # the javascript: link is still refused

@@ -26,6 +26,7 @@ from digest.subscriber_csv import parse_subscribers_csv
 DATA = Path(__file__).parent / "data"
 SAMPLES = Path(__file__).parent.parent / "digest" / "samples" / "articles.json"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+EARLIEST = "0001-01-01T00:00:00+01:00"  # before datetime.min once in UTC
 
 
 def parse_file(name: str) -> Any:
@@ -151,6 +152,159 @@ def test_documents_that_are_not_feeds_are_refused(body: bytes, problem: str) -> 
         parse_articles(body, source="page", now=NOW)
 
 
+# --- JSON Feed ----------------------------------------------------------------------------------
+
+
+def test_json_feed_1_1_items_become_drafts_and_bad_items_are_skipped_by_number() -> None:
+    parsed = parse_file("feed_json_1_1.json")
+    sleep, elsewhere, by_id = parsed.items
+    assert sleep.url == "https://miasfeed.example/articles/sleep-and-the-heart"
+    assert sleep.title == "Sleep and the heart"
+    assert sleep.category == "Cardiology"  # the first tag
+    assert sleep.published_at == datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
+    # summary is plain text in JSON Feed, and wins over content_html.
+    assert sleep.summary == "Deep sleep &lt;b&gt;rests&lt;/b&gt; the heart."
+    assert elsewhere.url == "https://journal.example/studies/walking"  # external_url
+    assert elsewhere.summary == "Plain text with a &lt;b&gt; &amp; more."  # content_text
+    assert (elsewhere.category, elsewhere.published_at) == ("General", NOW)
+    assert by_id.url == "https://miasfeed.example/articles/known-by-its-id"
+    assert by_id.summary == "<p>A <em>short</em> note.</p>"
+    assert by_id.published_at == datetime(2026, 11, 21, 10, 0, tzinfo=UTC)  # date_modified
+    assert parsed.errors == [
+        RowError("entry 4", "url must be http or https: '/articles/relative'"),
+        RowError("entry 5", "no title"),
+        RowError("entry 6", "no url"),
+        RowError("entry 7", "not an object"),
+    ]
+
+
+def test_json_feed_1_0_is_read_like_1_1() -> None:
+    parsed = parse_file("feed_json_1_0.json")
+    (hydration,) = parsed.items
+    assert hydration.url == "https://miasfeed.example/articles/hydration"
+    assert hydration.title == "Hydration & headaches"
+    assert hydration.summary == "<p>Drink <strong>water</strong>.</p>"
+    assert hydration.category == "Nutrition"
+    assert hydration.published_at == datetime(2026, 11, 18, 6, 0, tzinfo=UTC)
+    assert parsed.errors == [RowError("entry 2", "url must be http or https: 'articles/relative'")]
+
+
+@pytest.mark.parametrize("date", ["last Tuesday", EARLIEST, "9999-12-31T23:00:00-05:00", 20261120])
+def test_a_json_feed_date_that_cannot_be_read_gives_the_import_time(date: Any) -> None:
+    item = {"url": "https://miasfeed.example/a", "title": "A", "date_published": date}
+    feed = {"version": "https://jsonfeed.org/version/1", "items": [item]}
+    (draft,) = parse_articles(json.dumps(feed).encode(), source="f.json", now=NOW).items
+    assert draft.published_at == NOW
+
+
+def test_json_feed_content_html_is_sanitised_and_counts_towards_reading_time() -> None:
+    words = " ".join(["word"] * 300)
+    feed = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [
+            {
+                "url": "https://miasfeed.example/long",
+                "title": "Long read",
+                "content_html": f'<p onclick="x()">{words}<script>alert(1)</script></p>',
+            }
+        ],
+    }
+    (draft,) = parse_articles(json.dumps(feed).encode(), source="f.json", now=NOW).items
+    assert draft.summary == f"<p>{words}</p>"
+    assert draft.reading_minutes == 2
+
+
+NOT_A_JSON_FEED = "a JSON object, but its version is not JSON Feed 1.0 or 1.1"
+NO_ITEMS = "a JSON Feed without an items list"
+
+
+@pytest.mark.parametrize(
+    ("feed", "problem"),
+    [
+        ({"items": []}, NOT_A_JSON_FEED),
+        ({"version": "https://jsonfeed.org/version/2", "items": []}, NOT_A_JSON_FEED),
+        ({"version": 1.1, "items": []}, NOT_A_JSON_FEED),
+        ({"version": "https://jsonfeed.org/version/1.1"}, NO_ITEMS),
+        ({"version": "https://jsonfeed.org/version/1", "items": {}}, NO_ITEMS),
+    ],
+)
+def test_json_objects_that_are_not_json_feeds_are_refused_in_one_line(
+    feed: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(InvalidInput, match=f"^cannot import f\\.json: {problem}$"):
+        parse_articles(json.dumps(feed).encode(), source="f.json", now=NOW)
+
+
+# --- relative links -----------------------------------------------------------------------------
+
+BASE = "https://miasfeed.example/news/feed"
+
+
+def test_relative_rss_links_resolve_against_the_feed_url_and_must_still_be_web_links() -> None:
+    data = (DATA / "feed_relative.xml").read_bytes()
+    parsed = parse_articles(data, source="relative.xml", now=NOW, base=BASE)
+    assert [item.url for item in parsed.items] == [
+        "https://miasfeed.example/news/sleep-and-the-heart",
+        "https://miasfeed.example/articles/walking",
+        "https://miasfeed.example/articles/hydration",
+    ]
+    assert "https://miasfeed.example/news/studies/42" in parsed.items[0].summary
+    assert parsed.errors == [
+        RowError("entry 4", "url must be http or https: 'javascript:alert(1)'")
+    ]
+
+
+def test_relative_links_in_a_file_are_reported_and_skipped_for_want_of_a_base() -> None:
+    parsed = parse_file("feed_relative.xml")
+    assert [item.url for item in parsed.items] == ["https://miasfeed.example/articles/hydration"]
+    assert [error.reason for error in parsed.errors[:2]] == [
+        "url must be http or https: 'sleep-and-the-heart'",
+        "url must be http or https: '/articles/walking'",
+    ]
+
+
+@pytest.mark.parametrize("base", [None, BASE])
+def test_atom_links_resolve_against_xml_base_before_the_feed_url(base: str | None) -> None:
+    feed = b"""<?xml version="1.0"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:base="https://cdn.example/blog/"><title>t</title>
+<entry><title>A</title><id>1</id><link href="posts/a"/></entry>
+<entry xml:base="/elsewhere/"><title>B</title><id>2</id><link href="b"/></entry>
+</feed>"""
+    parsed = parse_articles(feed, source="atom.xml", now=NOW, base=base)
+    assert [item.url for item in parsed.items] == [
+        "https://cdn.example/blog/posts/a",
+        "https://cdn.example/elsewhere/b",
+    ]
+
+
+def test_a_relative_xml_base_resolves_against_the_feed_url() -> None:
+    feed = b"""<?xml version="1.0"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:base="/blog/"><title>t</title>
+<entry><title>A</title><id>1</id><link href="posts/a"/></entry></feed>"""
+    parsed = parse_articles(feed, source="atom.xml", now=NOW, base=BASE)
+    assert [item.url for item in parsed.items] == ["https://miasfeed.example/blog/posts/a"]
+
+
+@pytest.mark.parametrize("kind", ["json feed", "json list"])
+def test_relative_json_links_resolve_against_the_feed_url(kind: str) -> None:
+    entries = [
+        {"url": "sleep", "title": "Beside the feed"},
+        {"url": "//other.example/x", "title": "Another host"},
+        {"url": "javascript:alert(1)", "title": "Still refused"},
+    ]
+    document: Any = entries
+    if kind == "json feed":
+        document = {"version": "https://jsonfeed.org/version/1.1", "items": entries}
+    parsed = parse_articles(json.dumps(document).encode(), source="f.json", now=NOW, base=BASE)
+    assert [item.url for item in parsed.items] == [
+        "https://miasfeed.example/news/sleep",
+        "https://other.example/x",
+    ]
+    assert parsed.errors == [
+        RowError("entry 3", "url must be http or https: 'javascript:alert(1)'")
+    ]
+
+
 # --- JSON ---------------------------------------------------------------------------------------
 
 
@@ -203,6 +357,10 @@ def test_json_list_becomes_drafts_with_given_reading_minutes_and_utc_dates() -> 
             {"url": "https://miasfeed.example/x", "title": "x", "published_at": "last Tuesday"},
             "published_at is not an ISO 8601 date-time",
         ),
+        (
+            {"url": "https://miasfeed.example/x", "title": "x", "published_at": EARLIEST},
+            "published_at is not an ISO 8601 date-time",
+        ),
     ],
 )
 def test_json_bad_entry_is_reported_by_number_and_the_others_import(
@@ -232,7 +390,9 @@ def test_repeated_url_in_one_document_is_reported_as_a_duplicate() -> None:
     assert parsed.errors == [RowError("entry 2", "duplicate of entry 1")]
 
 
-@pytest.mark.parametrize("body", [b"[{", b"[" * 100_000, b"[1e999999999999999999x]"])
+@pytest.mark.parametrize(
+    "body", [b"[{", b"[" * 100_000, b"[1e999999999999999999x]", b'{"version": ', b"{" * 100_000]
+)
 def test_broken_json_is_refused_in_one_line(body: bytes) -> None:
     with pytest.raises(InvalidInput, match=r"^cannot import a\.json: not valid JSON: [^\n]*$"):
         parse_articles(body, source="a.json", now=NOW)
@@ -430,6 +590,8 @@ def test_read_source_reads_a_feed_from_a_real_http_server(http_base: str) -> Non
         ("/claims-huge", "larger than 1000 bytes"),
         ("/missing", "HTTP 404 Not Found"),
         ("/to-ftp", "refused redirect to ftp://example.org/feed.xml"),
+        ("/loop", "more than 10 redirects"),
+        ("/unasked-304", "HTTP 304 Not Modified"),  # a 304 answers only a conditional GET
     ],
 )
 def test_read_source_refuses_bad_http_answers_in_one_line(
@@ -437,6 +599,15 @@ def test_read_source_refuses_bad_http_answers_in_one_line(
 ) -> None:
     with pytest.raises(InvalidInput, match=f"^cannot read {http_base}{path}: {reason}$"):
         read_source(f"{http_base}{path}", max_bytes=1_000)
+
+
+def test_credentials_in_a_url_are_sent_to_it_and_not_repeated_after_a_redirect(
+    http_base: str,
+) -> None:
+    with_credentials = http_base.replace("http://", "http://reader:hunter2@")
+    assert read_source(f"{with_credentials}/private") == (DATA / "feed_rss.xml").read_bytes()
+    with pytest.raises(InvalidInput, match=f"^cannot read {http_base}/to-private: HTTP 401 "):
+        read_source(f"{with_credentials}/to-private")
 
 
 def test_read_source_gives_up_after_the_timeout(http_base: str) -> None:
