@@ -181,18 +181,22 @@ def preview(
         Path | None, typer.Option(help="Write to this file instead of stdout.")
     ] = None,
 ) -> None:
-    """Show the digest this reader would get now; changes nothing."""
+    """Show the digest this reader would get now (or at --now); changes nothing."""
     services = _services(ctx)
+    at = _instant(now)
     subscriber = services.store.find_subscriber(normalise_address(email))
-    newest = services.store.newest_seq()
-    if subscriber.cursor >= newest:
+    newest = services.store.newest_seq(at)
+    news = subscriber.cursor < newest
+    typer.echo(reports.due_line(services, subscriber, at, news=news), err=True)
+    if subscriber.status is not SubscriberStatus.ACTIVE:
+        return
+    if not news:
         typer.echo(f"nothing new for {subscriber.email} since their last digest", err=True)
         return
     mail = services.digest_mail()
     body = mail.body(subscriber.frequency, subscriber.cursor, newest)
     links = mail.links(subscriber.id, subscriber.token_version)
     text = preview_html(body, links) if format is Format.HTML else preview_text(body, links)
-    typer.echo(reports.due_line(services, subscriber, _instant(now)), err=True)
     if output is None:
         typer.echo(text)
     else:
@@ -202,7 +206,7 @@ def preview(
 
 @cli.command()
 def status(ctx: typer.Context, now: NowOption = None) -> None:
-    """Readers by frequency and status, the next slots, recent runs and pending retries."""
+    """Readers by frequency and status, the next digests, recent runs and pending retries."""
     typer.echo(reports.status(_services(ctx), _instant(now)))
 
 
