@@ -362,15 +362,10 @@ class Store(Ledger):
                 due_now, before_upcoming, later = conn.execute(counts).one()
                 first, at_first = upcoming, before_upcoming - due_now
                 if not at_first and later is not None:
+                    # Nobody is left for the next slot: the earliest anchor names the first one.
                     first = next_slot(frequency, schedule, zone, later)
-                    at_first = (
-                        conn.scalar(
-                            group.add_columns(func.count()).where(
-                                S.anchor < first.at, S.anchor >= later
-                            )
-                        )
-                        or 0
-                    )
+                    then = group.add_columns(func.count()).where(S.anchor < first.at)
+                    at_first = conn.scalar(then.where(S.anchor >= later)) or 0
             outlook[frequency, timezone] = Outlook(due_now, first if at_first else None, at_first)
         return outlook
 
