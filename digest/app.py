@@ -75,6 +75,7 @@ class Services:
                 default_timezone=s.default_timezone,
                 send_time=s.schedule.send_time.strftime("%H:%M"),
                 confirm_days=s.confirm_max_age.days,
+                dispatch_interval=s.dispatch_interval,
             ),
         )
 
@@ -94,7 +95,7 @@ class Services:
             RateLimiter(s.signup_limit_per_address, SIGNUP_WINDOW, clock),
             RateLimiter(s.signup_limit_per_client, SIGNUP_WINDOW, clock),
         )
-        readers = Readers(self.store, tokens, s.schedule, clock)
+        readers = Readers(self.store, tokens, s.schedule, s.max_lateness, clock)
         return ReaderPages(readers, pages, confirmations, limits).routes()
 
     def tokens(self) -> Tokens:

@@ -209,18 +209,25 @@ def preview(
         Path | None, typer.Option(help="Write to this file instead of stdout.")
     ] = None,
 ) -> None:
-    """Show the digest this reader would get now; changes nothing."""
+    """Show the digest a reader would get now; changes nothing.
+
+    Shows the digest this reader would get now (or at --now), and when their next one goes out.
+    """
     services = _services(ctx)
+    at = _instant(now)
     subscriber = services.store.find_subscriber(normalise_address(email))
-    newest = services.store.newest_seq()
-    if subscriber.cursor >= newest:
+    newest = services.store.newest_seq(at)
+    news = subscriber.cursor < newest
+    typer.echo(reports.due_line(services, subscriber, at, news=news), err=True)
+    if subscriber.status is not SubscriberStatus.ACTIVE:
+        return
+    if not news:
         typer.echo(f"nothing new for {subscriber.email} since their last digest", err=True)
         return
     mail = services.digest_mail()
     body = mail.body(subscriber.frequency, subscriber.cursor, newest)
     links = mail.links(subscriber.id, subscriber.token_version)
     text = preview_html(body, links) if format is Format.HTML else preview_text(body, links)
-    typer.echo(reports.due_line(services, subscriber, _instant(now)), err=True)
     if output is None:
         typer.echo(text)
     else:
@@ -230,10 +237,10 @@ def preview(
 
 @cli.command()
 def status(ctx: typer.Context, now: NowOption = None) -> None:
-    """Readers, next slots, recent runs and pending retries.
+    """Readers, next digests, recent runs and pending retries.
 
-    Readers by frequency and status, the next slot of each frequency, the last runs, the pending
-    retries and each feed's state.
+    Readers by frequency and status, when each frequency's readers get their next digest, the last
+    runs, the pending retries and each feed's state.
     """
     typer.echo(reports.status(_services(ctx), _instant(now)))
 

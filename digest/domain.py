@@ -113,6 +113,18 @@ def is_late(slot: Slot, now: datetime, max_lateness: timedelta | None) -> bool:
     return max_lateness is not None and now - slot.at > max_lateness
 
 
+def sendable_slot(
+    frequency: Frequency,
+    schedule: Schedule,
+    tz: ZoneInfo,
+    now: datetime,
+    max_lateness: timedelta | None = None,
+) -> Slot | None:
+    """The slot a run at now sends: the latest at or before now, unless too late to catch up."""
+    slot = latest_slot(frequency, schedule, tz, now)
+    return None if is_late(slot, now, max_lateness) else slot
+
+
 def due_slot(
     status: SubscriberStatus,
     frequency: Frequency,
@@ -130,10 +142,42 @@ def due_slot(
     """
     if status is not SubscriberStatus.ACTIVE:
         return None
-    slot = latest_slot(frequency, schedule, tz, now)
-    if slot.at <= anchor or is_late(slot, now, max_lateness):
+    slot = sendable_slot(frequency, schedule, tz, now, max_lateness)
+    if slot is None or slot.at <= anchor:
         return None
     return slot
+
+
+@dataclass(frozen=True, slots=True)
+class NextDigest:
+    slot: Slot
+    due_now: bool  # slot is due already: the next dispatch run sends it, not slot.at
+
+
+def next_digest(
+    status: SubscriberStatus,
+    frequency: Frequency,
+    tz: ZoneInfo,
+    anchor: datetime,
+    now: datetime,
+    schedule: Schedule,
+    max_lateness: timedelta | None = None,
+    *,
+    news: bool,
+) -> NextDigest | None:
+    """When a reader's next digest really goes out; None for a reader who gets none.
+
+    news says whether articles after the reader's cursor exist at now. A due reader with news
+    gets theirs at the next dispatch run; a due reader without has the slot skipped, and every
+    other reader waits for the first slot after both now and their anchor: a send at a later
+    --now moves the anchor past the real now, and nothing goes out until the slot after it.
+    """
+    due = due_slot(status, frequency, tz, anchor, now, schedule, max_lateness)
+    if due is not None and news:
+        return NextDigest(due, due_now=True)
+    if status is not SubscriberStatus.ACTIVE:
+        return None
+    return NextDigest(next_slot(frequency, schedule, tz, max(now, anchor)), due_now=False)
 
 
 def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:

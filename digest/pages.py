@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.background import BackgroundTask
@@ -30,18 +31,22 @@ from digest.addresses import (
     normalise_address,
     parse_frequency,
 )
-from digest.domain import Frequency, SubscriberDraft, SubscriberStatus
+from digest.domain import Frequency, NextDigest, SubscriberDraft, SubscriberStatus
 from digest.errors import InvalidInput
 from digest.ratelimit import RateLimiter
 from digest.readers import ConfirmationMail, Readers
 from digest.render import Site
-from digest.store import Subscriber
+from digest.store import SIGNED_UP, Subscriber
 from digest.tokens import Purpose
 
 TIMEZONES = tuple(sorted(zoneinfo.available_timezones() - {"localtime", "Factory"}))
 FREQUENCIES = tuple(f.value for f in Frequency)
 HOUR = timedelta(hours=1)
 MAX_FORM_FIELDS = 10
+STOPPED = {
+    SubscriberStatus.UNSUBSCRIBED: "This address is unsubscribed and gets no digests.",
+    SubscriberStatus.BOUNCED: "This address gets no digests: mail to it kept bouncing.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,7 @@ class PageSettings:
     default_timezone: str
     send_time: str
     confirm_days: int
+    dispatch_interval: timedelta  # how soon a digest that is due now goes out
 
 
 class Pages:
@@ -228,7 +234,7 @@ class ReaderPages:
     async def confirm_page(self, request: Request) -> Response:
         reader = await run_in_threadpool(self._readers.reader, Purpose.CONFIRM, _token(request))
         if reader.status is SubscriberStatus.ACTIVE:
-            return self._confirmed(reader)
+            return await self._confirmed(reader)
         return self._pages.render(
             "confirm",
             "Confirm your subscription",
@@ -240,28 +246,38 @@ class ReaderPages:
         form = await _form(request)
         if _field(form, "action") == "resend":
             return await self._resend(_token(request))
-        return self._confirmed(await run_in_threadpool(self._readers.confirm, _token(request)))
+        return await self._confirmed(
+            await run_in_threadpool(self._readers.confirm, _token(request))
+        )
 
     async def _resend(self, token: str) -> Response:
         reader = await run_in_threadpool(
             self._readers.reader, Purpose.CONFIRM, token, expired_ok=True
         )
         if reader.status is SubscriberStatus.ACTIVE:
-            return self._confirmed(reader)
+            return await self._confirmed(reader)
         wait = self._per_address.hit(address_key(reader.email))
         if wait is not None:
             return self._too_many(wait)
         return await self._sign_up(SubscriberDraft(reader.email, reader.frequency, reader.timezone))
 
-    def _confirmed(self, reader: Subscriber) -> Response:
-        first = self._readers.first_digest(reader)
+    async def _confirmed(self, reader: Subscriber) -> Response:
         return self._pages.render(
             "confirmed",
             "You're subscribed",
             frequency=reader.frequency.value,
-            first_digest=_day_and_time(first),
+            first_digest=await self._arrival(reader),
             preferences_path=self._readers.link(Purpose.PREFERENCES, reader),
         )
+
+    async def _arrival(self, reader: Subscriber) -> str:
+        """When the reader's next digest comes: the end of "Your next digest ...", as status says."""
+        upcoming: NextDigest | None = await run_in_threadpool(self._readers.next_digest, reader)
+        if upcoming is None:
+            return "starts once you confirm your address: use the link in the mail we sent you"
+        if upcoming.due_now:
+            return f"is due now: it goes out {_within(self._settings.dispatch_interval)}"
+        return f"arrives {_day_and_time(upcoming.slot.at.astimezone(ZoneInfo(reader.timezone)))}"
 
     async def unsubscribe_page(self, request: Request) -> Response:
         reader = await run_in_threadpool(self._readers.reader, Purpose.UNSUBSCRIBE, _token(request))
@@ -288,15 +304,17 @@ class ReaderPages:
             "unsubscribed", "You're unsubscribed", masked_email=mask_address(reader.email)
         )
 
-    def _preferences_form(
+    async def _preferences_form(
         self, reader: Subscriber, *, saved: str = "", error: str = ""
     ) -> Response:
+        stopped = STOPPED.get(reader.status, "")
         return self._pages.render(
             "preferences",
             "Your digest",
             400 if error else 200,
             masked_email=mask_address(reader.email),
-            unsubscribed=reader.status is SubscriberStatus.UNSUBSCRIBED,
+            stopped=stopped,
+            next_digest="" if stopped else await self._arrival(reader),
             saved=saved,
             error=error,
             **self._pages.choices(reader.frequency, reader.timezone, guess_timezone=False),
@@ -304,7 +322,7 @@ class ReaderPages:
 
     async def preferences_page(self, request: Request) -> Response:
         token = _token(request)
-        return self._preferences_form(
+        return await self._preferences_form(
             await run_in_threadpool(self._readers.reader, Purpose.PREFERENCES, token)
         )
 
@@ -313,6 +331,8 @@ class ReaderPages:
         reader = await run_in_threadpool(self._readers.reader, Purpose.PREFERENCES, token)
         if not self._same_site(request):
             return self._forbidden()
+        if reader.status not in SIGNED_UP:
+            return await self._preferences_form(reader)  # an old page's form: nothing to save
         form = await _form(request)
         if _field(form, "action") == "unsubscribe":
             return self._unsubscribed(
@@ -322,15 +342,12 @@ class ReaderPages:
             frequency = parse_frequency(_field(form, "frequency") or reader.frequency)
             timezone = check_timezone(_field(form, "timezone") or reader.timezone)
         except InvalidInput as exc:
-            return self._preferences_form(reader, error=_sentence(str(exc)))
+            return await self._preferences_form(reader, error=_sentence(str(exc)))
         changed = await run_in_threadpool(self._readers.set_preferences, token, frequency, timezone)
-        when = self._readers.first_digest(changed)
-        saved = f"Saved: a {changed.frequency.value} digest, in {changed.timezone} time." + (
-            f" The next one arrives {_day_and_time(when)}."
-            if changed.status is SubscriberStatus.ACTIVE
-            else ""
-        )
-        return self._preferences_form(changed, saved=saved)
+        if changed.status not in SIGNED_UP:  # unsubscribed meanwhile: nothing was saved
+            return await self._preferences_form(changed)
+        saved = f"Saved: a {changed.frequency.value} digest, in {changed.timezone} time."
+        return await self._preferences_form(changed, saved=saved)
 
 
 def _token(request: Request) -> str:
@@ -350,6 +367,12 @@ def _field(form: FormData, name: str) -> str:
 def _day_and_time(at: datetime) -> str:
     """Monday 30 November at 08:00, in the reader's own timezone."""
     return f"{at:%A} {at.day} {at:%B} at {at:%H:%M}"
+
+
+def _within(interval: timedelta) -> str:
+    """How soon the next dispatch run comes: "within a minute", "within 5 minutes"."""
+    minutes = math.ceil(interval.total_seconds() / 60)
+    return "within a minute" if minutes <= 1 else f"within {minutes} minutes"
 
 
 def _sentence(message: str) -> str:

@@ -10,12 +10,19 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from digest.addresses import mask_address
 from digest.dispatch import Clock
-from digest.domain import Frequency, Schedule, SubscriberDraft, SubscriberStatus, next_slot
+from digest.domain import (
+    Frequency,
+    NextDigest,
+    Schedule,
+    SubscriberDraft,
+    SubscriberStatus,
+    next_digest,
+)
 from digest.errors import InvalidToken
 from digest.mailer import Outgoing, SmtpSender, SmtpSettings
 from digest.render import Renderer
@@ -64,10 +71,18 @@ class ConfirmationMail:
 
 
 class Readers:
-    def __init__(self, store: Store, tokens: Tokens, schedule: Schedule, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tokens: Tokens,
+        schedule: Schedule,
+        max_lateness: timedelta | None,
+        clock: Clock,
+    ) -> None:
         self._store = store
         self._tokens = tokens
         self._schedule = schedule
+        self._max_lateness = max_lateness
         self._clock = clock
 
     def now(self) -> datetime:
@@ -102,10 +117,19 @@ class Readers:
             raise InvalidToken(NOT_VALID)
         return self._current(reader)
 
-    def first_digest(self, reader: Subscriber) -> datetime:
-        """When an active reader's next digest goes out, in their own timezone."""
-        zone = ZoneInfo(reader.timezone)
-        return next_slot(reader.frequency, self._schedule, zone, self._clock()).at.astimezone(zone)
+    def next_digest(self, reader: Subscriber) -> NextDigest | None:
+        """When the reader's next digest goes out, as `digest status` and `preview` say it."""
+        now = self._clock()
+        return next_digest(
+            reader.status,
+            reader.frequency,
+            ZoneInfo(reader.timezone),
+            reader.anchor,
+            now,
+            self._schedule,
+            self._max_lateness,
+            news=reader.cursor < self._store.newest_seq(now),
+        )
 
     def unsubscribe(self, purpose: Purpose, token: str) -> Subscriber:
         """From the unsubscribe link or from the preferences page: either link may stop the mail."""

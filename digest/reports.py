@@ -17,12 +17,11 @@ from digest.domain import (
     DeliveryStatus,
     Frequency,
     SubscriberStatus,
-    due_slot,
-    next_slot,
+    next_digest,
 )
 from digest.feeds import failing_too_long
 from digest.sources import display_name
-from digest.store import Subscriber
+from digest.store import Outlook, Subscriber
 
 RECENT_RUNS = 5
 
@@ -39,19 +38,48 @@ def article_line(a: Article) -> str:
     return f"{a.published_at:%Y-%m-%d}\t{a.category}\t{a.reading_minutes} min\t{a.title}\t{a.url}"
 
 
-def due_line(services: Services, s: Subscriber, now: datetime) -> str:
-    schedule, zone = services.settings.schedule, ZoneInfo(s.timezone)
-    slot = due_slot(
-        s.status, s.frequency, zone, s.anchor, now, schedule, services.settings.max_lateness
+NO_DIGESTS = {
+    SubscriberStatus.PENDING: "is pending confirmation: no digests until they confirm",
+    SubscriberStatus.UNSUBSCRIBED: "is unsubscribed: no digests",
+    SubscriberStatus.BOUNCED: "is bounced (mail to them kept failing): no digests",
+}
+
+
+def due_line(services: Services, s: Subscriber, now: datetime, *, news: bool) -> str:
+    """When this reader's next digest goes out, as domain.next_digest says."""
+    settings = services.settings
+    upcoming = next_digest(
+        s.status,
+        s.frequency,
+        ZoneInfo(s.timezone),
+        s.anchor,
+        now,
+        settings.schedule,
+        settings.max_lateness,
+        news=news,
     )
-    if slot is not None:
-        return f"{s.email} ({s.frequency}, {s.timezone}) is due now, for {slot.key}"
-    upcoming = next_slot(s.frequency, schedule, zone, now)
-    return f"{s.email} ({s.frequency}, {s.status}): next digest {_when(upcoming.at, s.timezone)}"
+    if upcoming is None:
+        return f"{s.email} {NO_DIGESTS[s.status]}"
+    if upcoming.due_now:
+        return f"{s.email} ({s.frequency}, {s.timezone}) is due now, for {upcoming.slot.key}"
+    return f"{s.email} ({s.frequency}): next digest {_when(upcoming.slot.at, s.timezone)}"
+
+
+def _next_digests(groups: list[Outlook]) -> str:
+    if not groups:
+        return "no active readers"
+    parts = []
+    if due := sum(o.due_now for o in groups):
+        parts.append(f"due now, {due} reader(s)")
+    if firsts := [o.first.at for o in groups if o.first is not None]:
+        first = min(firsts)
+        readers = sum(o.at_first for o in groups if o.first is not None and o.first.at == first)
+        parts.append(f"{_when(first)}, {readers} reader(s)")
+    return "; then ".join(parts)
 
 
 def status(services: Services, now: datetime) -> str:
-    store, schedule = services.store, services.settings.schedule
+    store, settings = services.store, services.settings
     counts = store.subscriber_counts()
     lines = ["Subscribers", f"  {'':10}" + "".join(f"{st.value:>14}" for st in SubscriberStatus)]
     for frequency in Frequency:
@@ -63,20 +91,11 @@ def status(services: Services, now: datetime) -> str:
             "digest subscribers list --status bounced"
         )
 
-    lines += ["", "Next slots"]
-    groups = store.active_groups()
+    lines += ["", "Next digests"]
+    outlook = store.outlook(now, settings.schedule, settings.max_lateness)
     for frequency in Frequency:
-        slots = [
-            (next_slot(frequency, schedule, ZoneInfo(tz), now).at, n)
-            for (f, tz), n in groups.items()
-            if f is frequency
-        ]
-        if not slots:
-            lines.append(f"  {frequency.value:10}no active readers")
-            continue
-        first = min(at for at, _ in slots)
-        readers = sum(n for at, n in slots if at == first)
-        lines.append(f"  {frequency.value:10}{_when(first)}, {readers} reader(s)")
+        groups = [o for (f, _), o in outlook.items() if f is frequency]
+        lines.append(f"  {frequency.value:10}{_next_digests(groups)}")
 
     deliveries = store.delivery_counts()
     lines += [

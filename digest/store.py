@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    and_,
     bindparam,
     delete,
+    false,
     func,
     insert,
     select,
@@ -22,8 +25,12 @@ from digest.domain import (
     DeliveryStatus,
     Frequency,
     RunSummary,
+    Schedule,
+    Slot,
     SubscriberDraft,
     SubscriberStatus,
+    next_slot,
+    sendable_slot,
 )
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
 from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, Run, newest_article
@@ -31,6 +38,8 @@ from digest.models import ArticleRow, DeliveryRow, FeedRow, RunRow, SubscriberRo
 from digest.sources import Validators
 
 A, S, D = ArticleRow, SubscriberRow, DeliveryRow
+# Readers who are subscribed or on their way: the others need a new sign-up to change anything.
+SIGNED_UP = frozenset({SubscriberStatus.ACTIVE, SubscriberStatus.PENDING})
 ARTICLE_COLUMNS = (A.id, A.url, A.title, A.summary, A.category, A.reading_minutes, A.published_at)
 SUBSCRIBER_COLUMNS = tuple(S.__table__.c)
 
@@ -68,6 +77,15 @@ class Signup:
     token_version: int
     email: str  # as first typed: the confirmation goes there, whichever case this sign-up used
     confirm: bool  # False for a reader who is already active: no mail, and the same answer
+
+
+@dataclass(frozen=True, slots=True)
+class Outlook:
+    """When one (frequency, timezone) group's active readers get their next digest."""
+
+    due_now: int
+    first: Slot | None  # the earliest slot one of the others gets it at; None if all are due now
+    at_first: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +192,7 @@ class Store(Ledger):
             keys = [address_key(draft.email) for draft in drafts]
             query = select(S.email_key, S.email).where(S.email_key.in_(keys))
             on_file: dict[str, str] = {key: email for key, email in conn.execute(query)}
-            cursor = newest_article(conn) if confirmed else 0
+            cursor = newest_article(conn, now) if confirmed else 0
             status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
             known: dict[str, str] = {}
             rows = []
@@ -282,7 +300,7 @@ class Store(Ledger):
     def activate(self, subscriber_id: int, token_version: int, now: datetime) -> bool:
         """Pending → active, from now on and with nothing older than now; False if not pending."""
         with self._write() as conn:
-            newest = newest_article(conn)
+            newest = newest_article(conn, now)
             changed = conn.execute(
                 update(S)
                 .where(
@@ -322,7 +340,11 @@ class Store(Ledger):
         with self._write() as conn:
             changed = conn.execute(
                 update(S)
-                .where(S.id == subscriber_id, S.token_version == token_version)
+                .where(
+                    S.id == subscriber_id,
+                    S.token_version == token_version,
+                    S.status.in_([s.value for s in SIGNED_UP]),
+                )
                 .values(frequency=frequency.value, timezone=timezone)
             ).rowcount
         return bool(changed)
@@ -333,6 +355,47 @@ class Store(Ledger):
             return {(Frequency(f), SubscriberStatus(s)): n for f, s, n in conn.execute(query)}
 
     # -- runs and status ------------------------------------------------------------------
+
+    def outlook(
+        self, now: datetime, schedule: Schedule, max_lateness: timedelta | None
+    ) -> dict[tuple[Frequency, str], Outlook]:
+        """domain.next_digest of every active reader, counted per group rather than per reader.
+
+        In a group, a reader is due now when their anchor is before the sendable slot and they
+        have news; any other reader whose anchor is before the next slot gets it then; the rest
+        wait for the slot after their anchor, which only a send at a later --now puts there.
+        """
+        newest = self.newest_seq(now)
+        outlook = {}
+        for frequency, timezone in self.active_groups():
+            zone = ZoneInfo(timezone)
+            sendable = sendable_slot(frequency, schedule, zone, now, max_lateness)
+            upcoming = next_slot(frequency, schedule, zone, now)
+            due = false() if sendable is None else and_(S.anchor < sendable.at, S.cursor < newest)
+            group = (
+                select()
+                .select_from(S)
+                .where(
+                    S.status == SubscriberStatus.ACTIVE.value,
+                    S.frequency == frequency.value,
+                    S.timezone == timezone,
+                )
+            )
+            counts = group.add_columns(
+                func.count().filter(due),
+                func.count().filter(S.anchor < upcoming.at),
+                func.min(S.anchor).filter(S.anchor >= upcoming.at),
+            )
+            with self._read() as conn:
+                due_now, before_upcoming, later = conn.execute(counts).one()
+                first, at_first = upcoming, before_upcoming - due_now
+                if not at_first and later is not None:
+                    # Nobody is left for the next slot: the earliest anchor names the first one.
+                    first = next_slot(frequency, schedule, zone, later)
+                    then = group.add_columns(func.count()).where(S.anchor < first.at)
+                    at_first = conn.scalar(then.where(S.anchor >= later)) or 0
+            outlook[frequency, timezone] = Outlook(due_now, first if at_first else None, at_first)
+        return outlook
 
     def record_run(self, run: Run) -> None:
         with self._write() as conn:

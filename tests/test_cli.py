@@ -11,10 +11,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from cli_fixtures import MONDAY_0900, NEXT_DAY, ROOT, SECRET, Cli, five_articles
+from cli_fixtures import CONFIRMED, MONDAY_0900, NEXT_DAY, ROOT, SECRET, Cli, five_articles
 from db_fixtures import snapshot
 from samples import DIGEST_HEADERS
 from smtp_server import SmtpServer
+from sqlalchemy import create_engine, update
+
+from digest.models import SubscriberRow
 
 
 def parsed(data: bytes) -> EmailMessage:
@@ -105,6 +108,52 @@ def test_dry_run_and_preview_change_nothing(
     assert "<html" in html.out.lower()
     assert smtp_server.messages == []
     assert snapshot(environment["DIGEST_DATABASE_URL"]) == before
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        ("pending", "is pending confirmation: no digests until they confirm"),
+        ("unsubscribed", "is unsubscribed: no digests"),
+        ("bounced", "is bounced (mail to them kept failing): no digests"),
+    ],
+)
+def test_preview_of_a_reader_who_gets_no_digests_says_so_and_renders_nothing(
+    three_readers: Cli, environment: dict[str, str], status: str, said: str
+) -> None:
+    address = "weekly@example.org"
+    if status == "pending":
+        address = "new@example.org"
+        assert three_readers("subscribers", "add", address, "--now", CONFIRMED).code == 0
+    else:
+        engine = create_engine(environment["DIGEST_DATABASE_URL"])
+        with engine.begin() as conn:
+            conn.execute(
+                update(SubscriberRow).where(SubscriberRow.email == address).values(status=status)
+            )
+        engine.dispose()
+    result = three_readers("preview", address, "--now", MONDAY_0900, "--format", "text")
+    assert (result.code, result.out) == (0, "")
+    assert result.err.strip() == f"{address} {said}"
+
+
+def test_send_and_preview_at_an_instant_leave_out_articles_ingested_after_it(
+    three_readers: Cli, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    later = five_articles(tmp_path, start=10, count=1)
+    assert three_readers("articles", "import", str(later), "--now", NEXT_DAY).code == 0
+    preview = three_readers(
+        "preview", "daily@example.org", "--now", MONDAY_0900, "--format", "text"
+    )
+    assert "Study 4" in preview.out
+    assert "Study 10" not in preview.out
+    assert three_readers("send", "--now", MONDAY_0900).last_line.startswith("sent 2,")
+    assert all("Study 10" not in plain_text(parsed(m.data)) for m in smtp_server.messages)
+    # Not lost: the next digest, at an instant after it arrived, carries it.
+    assert three_readers("send", "--now", NEXT_DAY).last_line.startswith("sent 2,")
+    latest = {m.recipients[0]: plain_text(parsed(m.data)) for m in smtp_server.messages[2:]}
+    assert "Study 10" in latest["daily@example.org"]
+    assert "Study 4" not in latest["daily@example.org"]
 
 
 def test_import_keeps_good_csv_rows_and_reports_bad_ones_by_line(
@@ -261,6 +310,40 @@ def test_status_shows_readers_next_slots_and_the_last_run(three_readers: Cli) ->
     text = three_readers("status", "--now", MONDAY_0900).out
     assert "weekly" in text and "2026-12-07 08:00 UTC" in text
     assert "sent 2, skipped 0, retrying 0, failed 0" in text
+
+
+def next_digests(status: str) -> list[str]:
+    """The lines of `digest status` under "Next digests", one per frequency."""
+    lines = status.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("Next")) + 1
+    return [line.split(None, 1)[1] for line in lines[start : start + 3]]
+
+
+def test_status_says_who_is_due_now_rather_than_their_next_slot(three_readers: Cli) -> None:
+    status = three_readers("status", "--now", MONDAY_0900).out
+    assert next_digests(status) == [
+        "due now, 1 reader(s)",
+        "due now, 1 reader(s)",
+        "2026-12-01 08:00 UTC, 1 reader(s)",
+    ]
+
+
+def test_after_a_send_at_a_far_future_instant_status_and_preview_name_the_slot_after_it(
+    three_readers: Cli,
+) -> None:
+    # The send anchors every reader at its slot: none gets a digest before the slot after it.
+    assert three_readers("send", "--now", "2030-06-03T09:00Z").last_line.startswith("sent 3,")
+    after = three_readers("status", "--now", MONDAY_0900).out
+    assert next_digests(after) == [
+        "2030-06-04 08:00 UTC, 1 reader(s)",
+        "2030-06-10 08:00 UTC, 1 reader(s)",
+        "2030-07-01 08:00 UTC, 1 reader(s)",
+    ]
+    preview = three_readers("preview", "daily@example.org", "--now", MONDAY_0900)
+    assert preview.err.splitlines() == [
+        "daily@example.org (daily): next digest 2030-06-04 08:00 UTC",
+        "nothing new for daily@example.org since their last digest",
+    ]
 
 
 def test_remove_erases_the_reader(three_readers: Cli) -> None:

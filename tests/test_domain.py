@@ -17,6 +17,7 @@ from digest.domain import (
     classify_reply,
     due_slot,
     latest_slot,
+    next_digest,
     next_slot,
     period_key,
     retry_delay,
@@ -210,6 +211,61 @@ def test_readers_in_madrid_and_sydney_are_each_due_at_their_own_0800() -> None:
     assert _due(D, "2026-11-24T20:00", "2026-11-24T21:00", zone=SYDNEY) == "2026-11-25"
     assert _due(D, "2026-11-24T07:00", "2026-11-24T21:00", zone=MADRID) is None
     assert _due(D, "2026-11-24T06:59", "2026-11-24T21:00", zone=MADRID) == "2026-11-24"
+
+
+@pytest.mark.parametrize(
+    ("frequency", "anchor", "now", "news", "expected"),
+    [
+        # due with news: the next dispatch run sends it, whatever the next slot is
+        (D, "2026-11-24T08:00", "2026-11-25T09:00", True, "now 2026-11-25"),
+        # weekly -> daily on a Wednesday: the anchor is Monday's weekly slot, so daily is due at once
+        (D, "2026-11-23T08:00", "2026-11-25T17:00", True, "now 2026-11-25"),
+        # ... but with nothing new the slot is skipped: Thursday it is
+        (D, "2026-11-23T08:00", "2026-11-25T17:00", False, "2026-11-26T08:00"),
+        # daily -> weekly on a Wednesday: Wednesday's daily digest went out, so next Monday
+        (W, "2026-11-25T08:00", "2026-11-25T17:00", True, "2026-11-30T08:00"),
+        (W, "2026-11-24T10:00", "2026-11-24T10:00", True, "2026-11-30T08:00"),  # just confirmed
+        (M, "2026-11-24T10:00", "2026-11-30T10:00", True, "2026-12-01T08:00"),
+        # a send at a far-future --now anchored the reader there: nothing until the slot after it
+        (D, "2030-06-01T08:00", "2026-11-25T17:00", True, "2030-06-02T08:00"),
+        (W, "2030-06-03T08:00", "2026-11-25T17:00", True, "2030-06-10T08:00"),
+        (D, "2030-06-01T08:00", "2030-06-01T07:00", True, "2030-06-02T08:00"),
+    ],
+)
+def test_next_digest_is_now_when_due_with_news_else_the_first_slot_after_now_and_anchor(
+    frequency: Frequency, anchor: str, now: str, news: bool, expected: str
+) -> None:
+    upcoming = next_digest(
+        SubscriberStatus.ACTIVE, frequency, UTC_ZONE, utc(anchor), utc(now), DEFAULT, news=news
+    )
+    assert upcoming is not None
+    if upcoming.due_now:
+        assert f"now {upcoming.slot.key}" == expected
+    else:
+        assert upcoming.slot.at == utc(expected)
+
+
+def test_next_digest_after_a_slot_too_late_to_catch_up_is_the_next_slot() -> None:
+    upcoming = next_digest(
+        SubscriberStatus.ACTIVE,
+        D,
+        UTC_ZONE,
+        utc("2026-11-23T08:00"),
+        utc("2026-11-24T14:01"),
+        DEFAULT,
+        timedelta(hours=6),
+        news=True,
+    )
+    assert upcoming is not None
+    assert (upcoming.due_now, upcoming.slot.at) == (False, utc("2026-11-25T08:00"))
+
+
+@pytest.mark.parametrize(
+    "status", [s for s in SubscriberStatus if s is not SubscriberStatus.ACTIVE]
+)
+def test_a_reader_who_is_not_active_has_no_next_digest(status: SubscriberStatus) -> None:
+    anchor, now = utc("2026-11-01T08:00"), utc("2026-11-24T12:00")
+    assert next_digest(status, D, UTC_ZONE, anchor, now, DEFAULT, news=True) is None
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from db_fixtures import snapshot
 from smtp_server import Received, SmtpServer
+from sqlalchemy import update
 from web_client import in_process_client
 
 from digest import database
@@ -33,10 +34,13 @@ from digest.config import PROJECT_TEMPLATES, load
 from digest.daemon import asgi_app
 from digest.domain import ArticleDraft, Frequency, SubscriberDraft, SubscriberStatus
 from digest.ledger import PlanRules
+from digest.models import SubscriberRow
 from digest.store import Store, Subscriber
 from digest.tokens import Purpose
 
 TUESDAY_NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+MONDAY_NOON = TUESDAY_NOON - timedelta(days=1)  # when the first article arrives
+WEDNESDAY_5PM = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 SECRET = "p" * 40
 PATIENCE = 20.0
 
@@ -119,7 +123,7 @@ def web(request: pytest.FixtureRequest, store: Store, smtp_server: SmtpServer) -
 
 def _web(mode: str, store: Store, smtp: SmtpServer, extra: dict[str, str]) -> Iterator[Web]:
     clock = Clock()
-    store.upsert_articles([_article(1)], TUESDAY_NOON - timedelta(days=1))
+    store.upsert_articles([_article(1)], MONDAY_NOON)
     if mode == "in-process":
         base_url = "http://testserver"
         services = Services(load(None, _settings_env(smtp, base_url, **extra)), store)
@@ -156,9 +160,16 @@ def _article(n: int) -> ArticleDraft:
     )
 
 
-def _active(web: Web, address: str, frequency: Frequency = Frequency.DAILY) -> Subscriber:
+def _active(
+    web: Web,
+    address: str,
+    frequency: Frequency = Frequency.DAILY,
+    *,
+    confirmed: datetime = TUESDAY_NOON - timedelta(days=30),
+) -> Subscriber:
+    """A reader in Madrid; confirmed before Monday noon, when the first article came, they have news."""
     draft = SubscriberDraft(address, frequency, "Europe/Madrid")
-    web.store.add_subscriber(draft, confirmed=True, now=TUESDAY_NOON - timedelta(days=30))
+    web.store.add_subscriber(draft, confirmed=True, now=confirmed)
     return web.reader(address)
 
 
@@ -238,7 +249,7 @@ def test_sign_up_mails_a_confirmation_and_confirming_activates_with_the_first_di
     )
     active = web.reader("Reader@example.org")
     assert active.status is SubscriberStatus.ACTIVE
-    assert active.cursor == web.store.newest_seq()  # what is new from now on, nothing older
+    assert active.cursor == web.store.newest_seq(web.clock())  # new from now on, nothing older
     assert web.post(confirm).status_code == 200  # a second click is harmless
 
 
@@ -374,14 +385,16 @@ def test_less_often_moves_the_reader_to_a_lower_frequency_and_keeps_them(web: We
 
 
 def test_preferences_change_frequency_and_timezone_and_refuse_a_bad_timezone(web: Web) -> None:
-    reader = _active(web, "prefs@example.org", Frequency.WEEKLY)
+    reader = _active(web, "prefs@example.org", Frequency.WEEKLY, confirmed=MONDAY_NOON)
     link = web.link(Purpose.PREFERENCES, reader)
     page = web.get(link)
     assert page.status_code == 200
     assert "p***@example.org" in page.text
+    assert "Your next digest arrives Monday 30 November at 08:00." in _visible_text(page.text)
     saved = web.post(link, {"frequency": "daily", "timezone": "Australia/Sydney"})
     assert saved.status_code == 200
-    assert "The next one arrives Wednesday 25 November at 08:00" in saved.text
+    assert "Saved: a daily digest, in Australia/Sydney time." in saved.text
+    assert "Your next digest arrives Wednesday 25 November at 08:00." in saved.text
     after = web.reader("prefs@example.org")
     assert (after.frequency, after.timezone, after.cursor) == (
         Frequency.DAILY,
@@ -391,6 +404,71 @@ def test_preferences_change_frequency_and_timezone_and_refuse_a_bad_timezone(web
     refused = web.post(link, {"frequency": "daily", "timezone": "Nowhere/Else"})
     assert refused.status_code == 400
     assert web.reader("prefs@example.org").timezone == "Australia/Sydney"
+
+
+@pytest.mark.parametrize(
+    ("confirmed", "next_digest"),
+    [
+        # Confirmed before Monday's article: it is news, and the daily slot is due at once.
+        (MONDAY_NOON - timedelta(hours=3), "is due now: it goes out within a minute"),
+        # Confirmed after it: nothing new, so today's slot is skipped and tomorrow's is next.
+        (MONDAY_NOON + timedelta(hours=1), "arrives Thursday 26 November at 08:00"),
+    ],
+)
+def test_switching_weekly_to_daily_on_a_wednesday_tells_when_the_next_digest_really_comes(
+    web: Web, confirmed: datetime, next_digest: str
+) -> None:
+    web.clock.now = WEDNESDAY_5PM
+    reader = _active(web, "switch@example.org", Frequency.WEEKLY, confirmed=confirmed)
+    link = web.link(Purpose.PREFERENCES, reader)
+    saved = _visible_text(web.post(link, {"frequency": "daily"}).text)
+    assert "Saved: a daily digest, in Europe/Madrid time." in saved
+    assert f"Your next digest {next_digest}." in saved
+    assert f"Your next digest {next_digest}." in _visible_text(web.get(link).text)
+
+
+@pytest.mark.parametrize(
+    ("status", "told"),
+    [
+        (SubscriberStatus.UNSUBSCRIBED, "This address is unsubscribed and gets no digests."),
+        (SubscriberStatus.BOUNCED, "This address gets no digests: mail to it kept bouncing."),
+    ],
+)
+def test_an_old_preferences_link_of_a_reader_who_left_says_so_and_saves_nothing(
+    web: Web, status: SubscriberStatus, told: str
+) -> None:
+    reader = _active(web, "left@example.org")
+    with web.store.engine.begin() as conn:
+        conn.execute(
+            update(SubscriberRow).where(SubscriberRow.id == reader.id).values(status=status.value)
+        )
+    link = web.link(Purpose.PREFERENCES, reader)
+    before = snapshot(web.store.engine)
+    page = web.get(link)
+    assert page.status_code == 200
+    assert told in _visible_text(page.text)
+    assert 'href="/subscribe"' in page.text
+    assert "<form" not in page.text
+    for form in ({"frequency": "monthly", "timezone": "UTC"}, {"action": "unsubscribe"}):
+        answer = web.post(link, form)
+        assert answer.status_code == 200
+        assert "Saved" not in answer.text
+        assert told in _visible_text(answer.text)
+    assert snapshot(web.store.engine) == before
+
+
+def test_a_pending_reader_may_change_preferences_and_is_told_digests_start_on_confirming(
+    web: Web,
+) -> None:
+    web.post("/subscribe", {"email": "new@example.org", "frequency": "weekly"})
+    link = web.link(Purpose.PREFERENCES, web.reader("new@example.org"))
+    page = _visible_text(web.get(link).text)
+    assert "Your next digest starts once you confirm your address" in page
+    saved = _visible_text(web.post(link, {"frequency": "daily"}).text)
+    assert "Saved: a daily digest" in saved
+    assert "Your next digest starts once you confirm your address" in saved
+    after = web.reader("new@example.org")
+    assert (after.status, after.frequency) == (SubscriberStatus.PENDING, Frequency.DAILY)
 
 
 def test_preferences_can_unsubscribe(web: Web) -> None:

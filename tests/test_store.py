@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -12,14 +13,16 @@ from digest.domain import (
     Claim,
     DeliveryStatus,
     Frequency,
+    NextDigest,
     RunSummary,
     Schedule,
     SubscriberDraft,
     SubscriberStatus,
+    next_digest,
 )
 from digest.errors import DuplicateSubscriber, NotFound
 from digest.ledger import Failure, FinishRules, Only, PlanRules
-from digest.store import Store
+from digest.store import Outlook, Store
 
 MONDAY_0900 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 WEEK_BEFORE = MONDAY_0900 - timedelta(days=7)
@@ -89,7 +92,7 @@ def test_claim_snapshot_carries_window_message_id_and_date_fixed_at_planning(sto
     seed(store, "a@example.org", articles=3)
     store.plan(MONDAY_0900, RULES)
     (claim,) = claim_all(store)
-    assert (claim.cursor_from, claim.cursor_to) == (0, store.newest_seq())
+    assert (claim.cursor_from, claim.cursor_to) == (0, store.newest_seq(MONDAY_0900))
     assert claim.planned_at == MONDAY_0900
     assert claim.message_id.startswith("<") and claim.message_id.endswith("@example.org>")
     # A later article does not change the stored window, so a retry sends the same body.
@@ -98,6 +101,71 @@ def test_claim_snapshot_carries_window_message_id_and_date_fixed_at_planning(sto
     (again,) = claim_all(store, now=MONDAY_0900 + timedelta(hours=1))
     assert again.window == claim.window
     assert (again.message_id, again.planned_at) == (claim.message_id, claim.planned_at)
+
+
+def test_a_window_taken_at_an_instant_holds_only_the_articles_ingested_by_then(
+    store: Store,
+) -> None:
+    seed(store, "a@example.org", articles=2)
+    store.upsert_articles([article(7)], MONDAY_0900 + timedelta(minutes=1))  # after the run
+    assert store.newest_seq(WEEK_BEFORE) == 0
+    (would,) = next(store.preview_plan(MONDAY_0900, RULES))  # what --dry-run sends
+    store.plan(MONDAY_0900, RULES)
+    (claim,) = claim_all(store)
+    assert would.window == claim.window
+    titles = [a.title for a in store.articles(claim.cursor_from, claim.cursor_to)]
+    assert titles == ["Article 1", "Article 0"]
+    # Nothing is lost: the next digest starts where this one ended.
+    store.record("w1", MONDAY_0900, [claim], [], FINISH)
+    next_week = MONDAY_0900 + timedelta(days=7)
+    store.plan(next_week, RULES)
+    (later,) = claim_all(store, now=next_week)
+    assert [a.title for a in store.articles(later.cursor_from, later.cursor_to)] == ["Article 7"]
+
+
+def test_the_outlook_counts_each_group_as_next_digest_says_of_each_reader(store: Store) -> None:
+    wednesday = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    weekly, madrid = (Frequency.WEEKLY, "UTC"), (Frequency.DAILY, "Europe/Madrid")
+
+    def add(address: str, group: tuple[Frequency, str], confirmed: datetime) -> None:
+        store.add_subscriber(reader(address, *group), confirmed=True, now=confirmed)
+
+    add("due@example.org", weekly, WEEK_BEFORE)  # confirmed before any article: news
+    add("gone@example.org", weekly, WEEK_BEFORE)
+    add("due@example.com", madrid, WEEK_BEFORE)
+    store.upsert_articles([article(n) for n in range(3)], WEEK_BEFORE + timedelta(hours=1))
+    add("far@example.org", weekly, datetime(2030, 6, 5, tzinfo=UTC))  # as after a far --now
+    add("no-news@example.com", madrid, WEEK_BEFORE + timedelta(hours=2))
+    add("today@example.com", madrid, wednesday - timedelta(hours=1))
+    gone = store.find_subscriber("gone@example.org")
+    store.unsubscribe(gone.id, gone.token_version, wednesday)
+
+    outlook = store.outlook(wednesday, RULES.schedule, None)
+
+    newest = store.newest_seq(wednesday)
+    each: dict[tuple[Frequency, str], list[NextDigest]] = {}
+    for s in store.subscribers(SubscriberStatus.ACTIVE):
+        zone = ZoneInfo(s.timezone)
+        upcoming = next_digest(
+            s.status, s.frequency, zone, s.anchor, wednesday, RULES.schedule,
+            news=s.cursor < newest,
+        )  # fmt: skip
+        assert upcoming is not None
+        each.setdefault((s.frequency, s.timezone), []).append(upcoming)
+    assert sorted(outlook) == sorted(each)
+    for group, upcomings in each.items():
+        slots = [u.slot for u in upcomings if not u.due_now]
+        first = min(slots, key=lambda slot: slot.at)
+        due = sum(u.due_now for u in upcomings)
+        assert outlook[group] == Outlook(due, first, slots.count(first))
+    # The far-future reader's next digest is the Monday after their anchor, not next Monday.
+    assert outlook[weekly].first is not None and outlook[madrid].first is not None
+    assert (outlook[weekly].due_now, outlook[weekly].first.at, outlook[weekly].at_first) == (
+        1, datetime(2030, 6, 10, 8, 0, tzinfo=UTC), 1
+    )  # fmt: skip
+    assert (outlook[madrid].due_now, outlook[madrid].first.at, outlook[madrid].at_first) == (
+        1, datetime(2026, 12, 3, 7, 0, tzinfo=UTC), 2
+    )  # fmt: skip
 
 
 def test_claimed_deliveries_are_not_claimed_twice_until_the_lease_expires(store: Store) -> None:
@@ -115,7 +183,7 @@ def test_sent_advances_cursor_and_anchor_so_the_same_period_is_not_sent_again(st
     claims = claim_all(store)
     assert store.record("w1", MONDAY_0900, claims, [], FINISH) == RunSummary(sent=1)
     subscriber = store.find_subscriber("a@example.org")
-    assert subscriber.cursor == store.newest_seq()
+    assert subscriber.cursor == store.newest_seq(MONDAY_0900)
     assert subscriber.anchor == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
     store.plan(MONDAY_0900 + timedelta(hours=3), RULES)
     assert statuses(store, "a@example.org") == [DeliveryStatus.SENT]
@@ -332,7 +400,7 @@ def test_remove_preview_and_a_run_for_one_address_find_the_reader_whatever_the_c
 def test_new_confirmed_reader_starts_after_the_newest_article(store: Store) -> None:
     store.upsert_articles([article(1), article(2)], WEEK_BEFORE)
     store.add_subscriber(reader("a@example.org"), confirmed=True, now=WEEK_BEFORE)
-    assert store.find_subscriber("a@example.org").cursor == store.newest_seq()
+    assert store.find_subscriber("a@example.org").cursor == store.newest_seq(WEEK_BEFORE)
 
 
 def test_remove_erases_the_reader_and_their_deliveries(store: Store) -> None:
