@@ -186,10 +186,10 @@ class _Part:
             out += (url, piece)
         return "".join(out)
 
-    def encode(self, links: Links | None = None) -> bytes:
-        """The part as sent: its headers and body; a part without personal links needs none."""
+    def encode(self, links: Links | None = None) -> tuple[bytes, bytes]:
+        """The part as sent: its headers, and its body; a part without personal links needs none."""
         urls = [] if links is None else self._links(links)
-        return self.head + self.encoding.join([_canonical(url) for url in urls])
+        return self.head, self.encoding.join([_canonical(url) for url in urls])
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,5 +475,8 @@ def _b64_size(length: int) -> int:
     return characters + 2 * -(-characters // 76)
 
 
-def _assemble(headers: list[bytes], text: bytes, html_body: bytes) -> bytes:
-    return b"".join((b"\r\n".join(headers), b"\r\n", _OPEN, text, html_body, _CLOSE))
+def _assemble(
+    headers: list[bytes], text: tuple[bytes, bytes], html_part: tuple[bytes, bytes]
+) -> bytes:
+    # One join: the bodies are the bulk of the message, so they are copied once, not per step.
+    return b"".join((b"\r\n".join(headers), b"\r\n", _OPEN, *text, *html_part, _CLOSE))
