@@ -264,14 +264,14 @@ class Renderer:
 
         shown = len(items)
         if not fits(shown):
-            # Size grows with the count, so bisect for the longest prefix that fits (about five
-            # renders instead of up to twenty). If none fits, the mail still says "N more".
+            # Size grows with the count, so bisect for the longest prefix that fits (a few renders
+            # instead of one per article). If none fits, the mail still says "N more".
             low, high = 0, shown - 1
             while low < high:
                 middle = (low + high + 1) // 2
                 low, high = (middle, high) if fits(middle) else (low, middle - 1)
             shown = low
-        if shown not in encoded:  # not even the empty digest fits: it still says "N more"
+        if shown not in encoded:  # no article fits, and the bare digest is not encoded yet
             html_body = self._digest_html(frequency, [], len(articles))
             encoded[shown] = self._part(html_body, is_html=True)
         context = self._digest_context(frequency, items[:shown], len(articles))
