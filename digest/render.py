@@ -1,8 +1,13 @@
 """Digest and confirmation mails, from templates to the bytes SMTP sends.
 
-The expensive work (Jinja, sanitising, CSS inlining, quoted-printable encoding) happens once per
-distinct window in `digest_body`; `digest_message` runs once per subscriber, so it only encodes two
-links and joins pre-encoded bytes (DESIGN §4: `EmailMessage` costs more than half of a naive send).
+The expensive work (Jinja, sanitising, CSS inlining, transfer encoding) happens once per distinct
+window in `digest_body`; `digest_message` runs once per subscriber, so it only encodes two links and
+joins pre-encoded bytes (DESIGN §4: `EmailMessage` costs more than half of a naive send).
+
+Each part goes as quoted-printable or base64, whichever is smaller for that body: quoted-printable
+for mostly-ASCII text, base64 (a flat 4/3) where quoted-printable would triple non-ASCII text. The
+size cap on the HTML part counts its bytes as sent (Gmail clips the HTML past about 102 KB, hiding the
+unsubscribe link in the footer), with room for the longest personal links.
 """
 
 from __future__ import annotations
@@ -33,15 +38,17 @@ _FOLD_POINT = re.compile(r"(?<=\S) ")
 _NAME_ADDR = re.compile(r"(.*)<([^<>]*)>\s*")
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
 _BLOCK_END = re.compile(r"</p>|<br>|</li>|</blockquote>")
-# Quoted-printable never writes "=_" (a literal "=" becomes "=3D"), so no body line can match it.
-_PART = b"Content-Type: text/%s; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+# No body line can match the boundary: quoted-printable never writes "=_" (a literal "=" becomes
+# "=3D"), and base64 has no "-".
 _OPEN = b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="=_digest"\r\n'
-_OPEN += b"\r\n--=_digest\r\n" + _PART % b"plain" + b"\r\n"
-_MIDDLE = b"\r\n--=_digest\r\n" + _PART % b"html" + b"\r\n"
+_PART = b"\r\n--=_digest\r\nContent-Type: text/%s; charset=utf-8\r\n"
+_PART += b"Content-Transfer-Encoding: %s\r\n\r\n"
 _CLOSE = b"\r\n--=_digest--\r\n"
-# Room kept for each personal link when sizing the shared HTML, so the filled-in part stays under
-# max_html_bytes for links up to this many bytes (ours are about 150).
-_LINK_ROOM = 400
+_SOFT_BREAK = b"=\r\n"
+# Room kept for each personal link (HTML-escaped UTF-8, line breaks as CRLF) when sizing the shared
+# HTML, so the part as sent stays under max_html_bytes for any links up to this many bytes. Ours are
+# the base URL, "/preferences/" and a token of at most 100 characters: about 150 bytes.
+LINK_ROOM = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,21 +77,104 @@ class _Item:
     summary_text: str
 
 
+class _QuotedPrintable:
+    """Each piece encoded once; a subscriber's links are encoded alone and joined by soft breaks."""
+
+    name = b"quoted-printable"
+
+    def __init__(self, pieces: Sequence[bytes]) -> None:
+        self._pieces = tuple(_qp(piece) for piece in pieces)
+
+    def largest(self, link_room: int) -> int:
+        # A link byte takes at most three ("=3D"); the encoder breaks a line before column 73 at
+        # the earliest, _qp may add one break at the end, and two more join the link to its pieces.
+        link = 3 * link_room + len(_SOFT_BREAK) * (3 * link_room // 73 + 4)
+        return sum(map(len, self._pieces)) + (len(self._pieces) - 1) * link
+
+    def join(self, links: Sequence[bytes]) -> bytes:
+        out = [self._pieces[0]]
+        for link, piece in zip(links, self._pieces[1:], strict=True):
+            out += (_qp(link), piece)
+        return _SOFT_BREAK.join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Aligned:
+    """A piece with its first `skip` bytes gone: base64 of its whole groups of three, and the rest."""
+
+    encoded: bytes
+    tail: bytes
+
+    @classmethod
+    def of(cls, data: bytes, skip: int = 0) -> _Aligned:
+        end = skip + (len(data) - skip) // 3 * 3
+        return cls(_b64(data[skip:end]), data[end:])
+
+
+class _Base64:
+    """Each piece encoded once, in whole groups of three bytes, for each way it can start.
+
+    A subscriber's link, with the bytes left over before it and the 0-2 bytes after it that make
+    whole groups, is the only thing encoded per subscriber; only the last group may be padded.
+    """
+
+    name = b"base64"
+
+    def __init__(self, pieces: Sequence[bytes]) -> None:
+        self._first = _Aligned.of(pieces[0])
+        self._rest = tuple(
+            (piece, tuple(_Aligned.of(piece, skip) for skip in range(3))) for piece in pieces[1:]
+        )
+
+    @staticmethod
+    def largest(pieces: Sequence[bytes], link_room: int) -> int:
+        # Dropping bytes from a piece's start never lengthens it; a link's own line takes up to
+        # two bytes left over before it and two after; the end may carry two left over.
+        whole = sum(_b64_size(len(piece) // 3 * 3) for piece in pieces)
+        return whole + (len(pieces) - 1) * _b64_size(link_room + 4) + _b64_size(2)
+
+    def join(self, links: Sequence[bytes]) -> bytes:
+        out, carry = [self._first.encoded], self._first.tail
+        for link, (piece, starts) in zip(links, self._rest, strict=True):
+            carry += link
+            need = -len(carry) % 3
+            if len(piece) < need:  # too short to make whole groups: it goes with the next link
+                carry += piece
+                continue
+            start = starts[need]
+            out += (_b64(carry + piece[:need]), start.encoded)
+            carry = start.tail
+        out.append(_b64(carry))
+        return b"".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class _Part:
     """A body cut at its personal links: literal pieces, and between them which link goes there."""
 
     pieces: tuple[str, ...]
     slots: tuple[int, ...]  # 0 unsubscribe, 1 preferences; one fewer than pieces
-    encoded: tuple[bytes, ...]  # the pieces, quoted-printable
     is_html: bool
+    encoding: _QuotedPrintable | _Base64
+    largest: int  # bytes of the body as sent, at most, with links up to the room kept
+    head: bytes  # the boundary and the part's headers
 
     @classmethod
-    def cut(cls, body: str, placeholders: tuple[str, str], *, is_html: bool) -> _Part:
-        parts = re.split("(" + "|".join(placeholders) + ")", body)
+    def cut(
+        cls, body: str, placeholders: tuple[str, ...], *, is_html: bool, link_room: int
+    ) -> _Part:
+        parts = re.split("(" + "|".join(placeholders) + ")", body) if placeholders else [body]
         pieces = tuple(parts[0::2])
         slots = tuple(placeholders.index(p) for p in parts[1::2])
-        return cls(pieces, slots, tuple(_qp(p) for p in pieces), is_html)
+        data = [_canonical(piece) for piece in pieces]
+        quoted = _QuotedPrintable(data)
+        largest = quoted.largest(link_room)
+        as_base64 = _Base64.largest(data, link_room)
+        encoding: _QuotedPrintable | _Base64 = quoted
+        if as_base64 < largest:
+            encoding, largest = _Base64(data), as_base64
+        head = _PART % (b"html" if is_html else b"plain", encoding.name)
+        return cls(pieces, slots, is_html, encoding, largest, head)
 
     def _links(self, links: Links) -> list[str]:
         urls = (links.unsubscribe, links.preferences)
@@ -96,12 +186,10 @@ class _Part:
             out += (url, piece)
         return "".join(out)
 
-    def encode(self, links: Links) -> bytes:
-        out = [self.encoded[0]]
-        for url, piece in zip(self._links(links), self.encoded[1:], strict=True):
-            out += (_qp(url), piece)
-        # Soft line breaks join the pieces, so each piece is encoded once, not per subscriber.
-        return b"=\r\n".join(out)
+    def encode(self, links: Links | None = None) -> tuple[bytes, bytes]:
+        """The part as sent: its headers, and its body; a part without personal links needs none."""
+        urls = [] if links is None else self._links(links)
+        return self.head, self.encoding.join([_canonical(url) for url in urls])
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +221,12 @@ class Renderer:
         *,
         max_articles: int = 20,
         max_html_bytes: int = 102_000,
+        link_room: int = LINK_ROOM,
     ) -> None:
         self.site = site
         self.max_articles = max_articles
-        self.max_html_bytes = max_html_bytes
+        self.max_html_bytes = max_html_bytes  # of the HTML part as sent, after transfer encoding
+        self.link_room = link_room
         self._env = Environment(
             loader=FileSystemLoader(templates_dir),
             # select_autoescape()'s default matches ".html" only, not our ".html.j2".
@@ -163,23 +253,27 @@ class Renderer:
 
     def digest_body(self, frequency: Frequency, articles: Sequence[Article]) -> DigestBody:
         items = [self._item(a) for a in articles[: self.max_articles]]
-        rendered: dict[int, str] = {}
+        encoded: dict[int, _Part] = {}
 
         def fits(count: int) -> bool:
-            rendered[count] = self._digest_html(frequency, items[:count], len(articles))
-            return self._html_size(rendered[count]) < self.max_html_bytes
+            html_body = self._digest_html(frequency, items[:count], len(articles))
+            if len(html_body) >= self.max_html_bytes:  # too long before it is even encoded
+                return False
+            encoded[count] = self._part(html_body, is_html=True)
+            return encoded[count].largest < self.max_html_bytes
 
         shown = len(items)
         if not fits(shown):
-            # Size grows with the count, so bisect for the longest prefix that fits (about five
-            # renders instead of up to twenty). If none fits, the mail still says "N more".
+            # Size grows with the count, so bisect for the longest prefix that fits (a few renders
+            # instead of one per article). If none fits, the mail still says "N more".
             low, high = 0, shown - 1
             while low < high:
                 middle = (low + high + 1) // 2
                 low, high = (middle, high) if fits(middle) else (low, middle - 1)
             shown = low
-        if shown not in rendered:
-            fits(shown)
+        if shown not in encoded:  # no article fits, and the bare digest is not encoded yet
+            html_body = self._digest_html(frequency, [], len(articles))
+            encoded[shown] = self._part(html_body, is_html=True)
         context = self._digest_context(frequency, items[:shown], len(articles))
         text_body = self._env.get_template("email/digest.txt.j2").render(context)
         return DigestBody(
@@ -188,8 +282,8 @@ class Renderer:
             shown=shown,
             total=len(articles),
             subject_header=_unstructured("Subject", context["subject"]),
-            html=_Part.cut(rendered[shown], self._placeholders, is_html=True),
-            text=_Part.cut(text_body, self._placeholders, is_html=False),
+            html=encoded[shown],
+            text=self._part(text_body, is_html=False),
         )
 
     def digest_message(
@@ -245,7 +339,9 @@ class Renderer:
             _structured("Date", format_datetime(date)),
             _structured("Message-ID", message_id),
         ]
-        return _assemble(headers, _qp(text_body), _qp(html_body))
+        text_part = _Part.cut(text_body, (), is_html=False, link_room=0)
+        html_part = _Part.cut(html_body, (), is_html=True, link_room=0)
+        return _assemble(headers, text_part.encode(), html_part.encode())
 
     def _item(self, article: Article) -> _Item:
         url = _one_line(article.url).strip()
@@ -289,9 +385,8 @@ class Renderer:
         context = self._digest_context(frequency, items, total)
         return self._inliner.inline(self._env.get_template("email/digest.html.j2").render(context))
 
-    def _html_size(self, body: str) -> int:
-        links = sum(body.count(p) for p in self._placeholders)
-        return len(body.encode()) + links * (_LINK_ROOM - len(self._placeholders[0]))
+    def _part(self, body: str, *, is_html: bool) -> _Part:
+        return _Part.cut(body, self._placeholders, is_html=is_html, link_room=self.link_room)
 
 
 def _one_line(value: str) -> str:
@@ -348,10 +443,16 @@ def _mailbox(value: str) -> str:
     return f"{name} <{address}>"
 
 
-def _qp(text: str) -> bytes:
+def _canonical(text: str) -> bytes:
+    """UTF-8 with CRLF line ends, as both transfer encodings want text."""
+    return _LINE_BREAK.sub(CRLF, text).encode()
+
+
+def _qp(data: bytes) -> bytes:
     """Quoted-printable with CRLF line ends, and room left on the last line for a soft break."""
-    data = _LINE_BREAK.sub(CRLF, text).encode()
-    encoded = binascii.b2a_qp(data, istext=True).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    encoded = binascii.b2a_qp(data, istext=True)
+    if b"\n" not in data:  # with a CRLF in data, b2a_qp ends every line, soft or hard, with CRLF
+        encoded = encoded.replace(b"\n", b"\r\n")
     start = encoded.rfind(b"\n") + 1
     if len(encoded) - start > 75:
         cut = start + 72
@@ -363,5 +464,19 @@ def _qp(text: str) -> bytes:
     return encoded
 
 
-def _assemble(headers: list[bytes], text: bytes, html_body: bytes) -> bytes:
-    return b"".join((b"\r\n".join(headers), b"\r\n", _OPEN, text, _MIDDLE, html_body, _CLOSE))
+def _b64(data: bytes) -> bytes:
+    """Base64 in lines of 76 characters, each ending CRLF; nothing for no data."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+
+
+def _b64_size(length: int) -> int:
+    characters = -(-length // 3) * 4
+    return characters + 2 * -(-characters // 76)
+
+
+def _assemble(
+    headers: list[bytes], text: tuple[bytes, bytes], html_part: tuple[bytes, bytes]
+) -> bytes:
+    # One join: the bodies are the bulk of the message, so they are copied once, not per step.
+    return b"".join((b"\r\n".join(headers), b"\r\n", _OPEN, *text, *html_part, _CLOSE))

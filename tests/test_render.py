@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import email
 import email.policy
+import html as markup
 import os
 import re
 from dataclasses import replace
@@ -16,10 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from samples import DIGEST_HEADERS, LINE_BOUNDARIES, LINKS, SITE
+from smtp_server import SmtpServer
 
 from digest.config import PROJECT_TEMPLATES
 from digest.domain import Article, Frequency
-from digest.render import Links, Renderer, Site, preview_html, preview_text
+from digest.ingest import MAX_SUMMARY_CHARS, MAX_TITLE_CHARS, article_from_fields
+from digest.mailer import Outgoing, SmtpSender, SmtpSettings
+from digest.render import LINK_ROOM, Links, Renderer, Site, preview_html, preview_text
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = PROJECT_TEMPLATES
@@ -28,6 +33,11 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 OTHER_LINKS = Links(
     unsubscribe="https://digest.example.org/unsubscribe/b3RoZXI.AAAA?x=1&y=2",
     preferences="https://digest.example.org/preferences/b3RoZXI.BBBB",
+)
+# The longest links the renderer keeps room for, made of "=", which quoted-printable triples.
+LONGEST_LINKS = Links(
+    unsubscribe="https://digest.example.org/unsubscribe/".ljust(LINK_ROOM, "="),
+    preferences="https://digest.example.org/preferences/".ljust(LINK_ROOM, "="),
 )
 MESSAGE_ID = "<20261123080000.42.weekly@digest.example.org>"
 DATE = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -128,6 +138,15 @@ def part(message: bytes, subtype: str) -> str:
     content = found.get_content()
     assert isinstance(content, str)
     return content.replace("\r\n", "\n")
+
+
+def html_as_sent(message: bytes) -> int:
+    """Bytes of the HTML part's body as it goes on the wire, transfer-encoded."""
+    found = parse(message).get_body(("html",))
+    assert found is not None
+    payload = found.get_payload()
+    assert isinstance(payload, str)
+    return len(payload.encode("ascii"))
 
 
 def raw_header_lines(message: bytes) -> list[bytes]:
@@ -252,14 +271,17 @@ def inline_link_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.parametrize("letter", ["a", "中"], ids=["quoted-printable", "base64"])
 @pytest.mark.parametrize("tail", ["", "a", "aa", "aaa", "=a", "a ", "é"])
 def test_body_lines_stay_within_76_wherever_the_personal_links_fall(
-    inline_link_templates: Path, tail: str
+    inline_link_templates: Path, tail: str, letter: str
 ) -> None:
-    # Shared pieces are encoded once and joined to the links by soft line breaks; no joined line
-    # may pass 76 characters, and no =XX escape may be split.
+    # Shared pieces are encoded once and joined to the links per reader: by soft line breaks in
+    # quoted-printable, where no joined line may pass 76 characters and no =XX escape may be split;
+    # in base64 a link takes the bytes around it that make whole groups of three, whatever its
+    # length.
     for width in range(56, 80):  # the widths that end a piece near column 76
-        site = replace(SITE, name="a" * width + "é" + tail)  # an =XX escape at every column
+        site = replace(SITE, name=letter * width + "é" + tail)  # an =XX escape at every column
         links = Links("https://x.example/u/" + "é" * width, "https://x.example/p/" + "=" * width)
         raw = send(Renderer(inline_link_templates, site), ARTICLES[:1], links=links)
         body = raw.split(b"\r\n\r\n", 1)[1]
@@ -402,12 +424,11 @@ def test_huge_summaries_drop_articles_from_the_end_to_fit_under_max_html_bytes(
     assert 0 < shown < 20
     assert body.shown == shown
     assert all(f">Long read {i}</a>" in html for i in range(shown))  # a prefix, newest kept
-    assert len(html.replace("\n", "\r\n").encode()) < 102_000
+    assert html_as_sent(raw) < 102_000
     assert f"and {20 - shown} more on the site" in html
-    # The longest prefix that fits: with one more article it would not have.
+    # The longest prefix that fits: with one more article the longest links would not.
     roomy = Renderer(TEMPLATES, SITE, max_articles=shown + 1, max_html_bytes=10**7)
-    bigger = preview_html(roomy.digest_body(Frequency.WEEKLY, many), LINKS)
-    assert len(bigger.encode()) > 102_000 - 1_000
+    assert html_as_sent(send(roomy, many, links=LONGEST_LINKS)) >= 102_000
 
 
 def test_a_smaller_html_budget_shows_fewer_articles(renderer: Renderer) -> None:
@@ -420,7 +441,145 @@ def test_a_smaller_html_budget_shows_fewer_articles(renderer: Renderer) -> None:
     )
     assert roomy.shown == 10
     assert 0 < body.shown < 10
-    assert len(preview_html(body, LINKS).encode()) < 12_000
+    assert html_as_sent(send(small, many)) < 12_000
+
+
+# Gmail clips a message whose HTML passes about 102 KB, hiding the footer with the unsubscribe link
+# behind "[Message clipped]"; the HTML part is measured as it goes on the wire.
+
+MOST_ARTICLES = 200  # the most DIGEST_MAX_ARTICLES allows
+WINDOW = 500
+# Ordinary prose in each script, and the transfer encoding that keeps the HTML part smallest.
+SCRIPTS = {
+    "ASCII": (
+        "quoted-printable",
+        "Researchers followed 4,000 adults for a decade and found that a regular sleep "
+        "schedule matters as much as its length; small, steady habits helped most. ",
+    ),
+    "accented Latin": (
+        "quoted-printable",
+        "La investigación siguió a 4.000 adultos durante una década: el horario del sueño "
+        "importa tanto como su duración. À l'hôpital, l'équipe a étudié le café et la santé. ",
+    ),
+    "Greek": (
+        "base64",
+        "Οι ερευνητές παρακολούθησαν 4.000 ενήλικες για μια δεκαετία και βρήκαν ότι το "
+        "τακτικό πρόγραμμα ύπνου μετράει όσο και η διάρκειά του. ",
+    ),
+    "CJK": (
+        "base64",
+        "研究人员对四千名成年人进行了十年的跟踪调查，发现规律的作息与睡眠时长同样重要。"
+        "研究チームは、小さな習慣の積み重ねが最も効果的だと述べた。",
+    ),
+}
+
+
+def articles_at_the_caps(prose: str, count: int) -> list[Article]:
+    """count articles, newest first, each cut by the import caps on title, summary and category."""
+    articles = []
+    for n in range(count):
+        entry = {
+            "url": f"https://miasfeed.example/articles/{n}",
+            "title": f"{n}: {prose * 10}",
+            "summary": f"<p>{prose * 100}</p>",
+            "category": prose,
+        }
+        draft = article_from_fields(entry, DATE)
+        # Cut to the cap, or one short where the cut falls after a space.
+        assert MAX_TITLE_CHARS - 1 <= len(draft.title) <= MAX_TITLE_CHARS
+        assert MAX_SUMMARY_CHARS - 1 <= len(draft.summary) <= MAX_SUMMARY_CHARS
+        articles.append(
+            Article(
+                count - n,
+                draft.url,
+                draft.title,
+                draft.summary,
+                draft.category,
+                draft.reading_minutes,
+                draft.published_at,
+            )
+        )
+    return articles
+
+
+def has_unsubscribe_link(html: str, links: Links) -> bool:
+    """Whether the HTML shows the reader's Unsubscribe link (css-inline adds a style to it)."""
+    href = re.escape(markup.escape(links.unsubscribe))
+    return re.search(f'<a href="{href}"[^>]*>Unsubscribe</a>', html) is not None
+
+
+def through_smtp(server: SmtpServer, messages: list[bytes]) -> list[bytes]:
+    """The messages as the SMTP server received them from our sender."""
+    outgoing = [Outgoing(key, "digest@example.org", RECIPIENT, m) for key, m in enumerate(messages)]
+
+    async def scenario() -> None:
+        # One connection, so the server receives them in order.
+        config = SmtpSettings(host=server.host, port=server.port, connections=1)
+        async with SmtpSender(config) as sender:
+            assert all(o.accepted for o in await sender.send_many(outgoing))
+
+    asyncio.run(scenario())
+    return [received.data for received in server.messages]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_html_part_as_sent_stays_under_gmails_clip_at_every_cap_in_any_script(
+    script: str, smtp_server: SmtpServer
+) -> None:
+    encoding, prose = SCRIPTS[script]
+    renderer = Renderer(TEMPLATES, SITE, max_articles=MOST_ARTICLES)
+    body = renderer.digest_body(Frequency.WEEKLY, articles_at_the_caps(prose, WINDOW))
+    readers = (LINKS, LONGEST_LINKS)
+    sent = [
+        renderer.digest_message(
+            body, RECIPIENT, links, message_id=MESSAGE_ID, date=DATE, one_click=True
+        )
+        for links in readers
+    ]
+    assert 0 < body.shown < MOST_ARTICLES
+    for raw, links in zip(through_smtp(smtp_server, sent), readers, strict=True):
+        html_part = parse(raw).get_body(("html",))
+        assert html_part is not None
+        assert html_as_sent(raw) < 102_000
+        assert html_part["Content-Transfer-Encoding"] == encoding
+        html, text = part(raw, "html"), part(raw, "plain")
+        assert has_unsubscribe_link(html, links)
+        assert f"Unsubscribe: {links.unsubscribe}" in text
+        shown = [n for n in range(WINDOW) if f'"https://miasfeed.example/articles/{n}"' in html]
+        assert shown == list(range(body.shown))  # the newest
+        assert f"and {WINDOW - body.shown} more on the site</a>" in html
+        assert f"and {WINDOW - body.shown} more on the site: {SITE.url}" in text
+    # The longest prefix that fits: with one more article the longest links would not.
+    roomy = Renderer(TEMPLATES, SITE, max_articles=body.shown + 1, max_html_bytes=10**7)
+    bigger = send(roomy, articles_at_the_caps(prose, WINDOW), links=LONGEST_LINKS)
+    assert html_as_sent(bigger) >= 102_000
+
+
+# Any link within the room kept (a character takes at most six bytes HTML-escaped, as "&quot;"),
+# without line breaks, which the parts write as CRLF.
+link_within_the_room = st.text(
+    st.characters(exclude_categories=["Cc", "Cs", "Zl", "Zp"]), max_size=LINK_ROOM // 6
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    summary=st.text(min_size=1, max_size=200),
+    links=st.tuples(link_within_the_room, link_within_the_room),
+)
+def test_any_links_within_the_room_kept_leave_the_html_as_sent_under_the_cap(
+    summary: str, links: tuple[str, str]
+) -> None:
+    small = Renderer(TEMPLATES, SITE, max_html_bytes=20_000)
+    many = [
+        article(50 - i, f"Piece {i}", "Research", 3, f"<p>{markup.escape(summary)}</p>" * 10)
+        for i in range(12)
+    ]
+    reader = Links(*links)
+    raw = send(small, many, links=reader)
+    assert html_as_sent(raw) < 20_000
+    assert has_unsubscribe_link(part(raw, "html"), reader)
+    assert f"Unsubscribe: {reader.unsubscribe}\n" in part(raw, "plain")
 
 
 # Header injection
