@@ -7,6 +7,7 @@ is checked against the README by a test, so none of the three can drift from the
 
 from __future__ import annotations
 
+import html
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -27,6 +28,9 @@ DEFAULT_PATH = Path("config/digest.toml")
 PROJECT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 MIN_SECRET_LENGTH = 32
+# Longer links could push a digest's HTML past Gmail's clip: render.LINK_ROOM holds this, "/preferences/"
+# and a token of at most 100 characters.
+MAX_BASE_URL_BYTES = 280
 MAX_RATE = 100_000
 RATE_UNITS = {"s": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
 
@@ -303,6 +307,8 @@ def _base_url(value: Raw) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"must be an http:// or https:// URL, got {url!r}")
+    if len(html.escape(url).encode()) > MAX_BASE_URL_BYTES:
+        raise ValueError(f"must be at most {MAX_BASE_URL_BYTES} bytes long, as written in HTML")
     return url
 
 

@@ -67,6 +67,11 @@ def test_secret_keys_are_split_in_order_and_the_first_signs() -> None:
         ({"DIGEST_DEFAULT_FREQUENCY": "hourly"}, "DIGEST_DEFAULT_FREQUENCY", "unknown frequency"),
         ({"DIGEST_SMTP_SECURITY": "ssl"}, "DIGEST_SMTP_SECURITY", "none, starttls, tls"),
         ({"DIGEST_BASE_URL": "ftp://x"}, "DIGEST_BASE_URL", "http"),
+        (
+            {"DIGEST_BASE_URL": "https://news.example/" + "&" * 52},
+            "DIGEST_BASE_URL",
+            "at most 280 bytes",
+        ),
         ({"DIGEST_SEND_TIME": "8am"}, "DIGEST_SEND_TIME", "time of day"),
         ({"DIGEST_WEEKLY_DAY": "someday"}, "DIGEST_WEEKLY_DAY", "weekday"),
         ({"DIGEST_DEFAULT_TIMEZONE": "Mars/Base"}, "DIGEST_DEFAULT_TIMEZONE", "timezone"),
@@ -200,6 +205,11 @@ def test_smtp_rate_limit_in_the_file_is_a_string_or_zero(tmp_path: Path) -> None
     assert load(file, {}).smtp_rate_limit == Rate(10, 1.0)
     file.write_text("smtp_rate_limit = 0\n")
     assert load(file, {}).smtp_rate_limit is None
+
+
+def test_a_base_url_of_280_bytes_is_taken() -> None:
+    url = "https://news.example/" + "p" * (280 - len("https://news.example/"))
+    assert load(None, {"DIGEST_BASE_URL": url}).base_url == url
 
 
 def test_one_click_header_needs_an_https_base_url() -> None:
