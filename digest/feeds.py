@@ -61,7 +61,9 @@ class FeedPoller:
         self._record(source, now, None)
         for error in imported.errors:
             log.warning("feed %s: skipped %s: %s", name, error.where, error.reason)
-        log.info(
+        # Every poll "updates" each entry it reads again: only news or a bad entry is worth INFO.
+        log.log(
+            logging.INFO if imported.added or imported.errors else logging.DEBUG,
             "feed %s: added %d, updated %d, skipped %d",
             name,
             imported.added,

@@ -54,7 +54,7 @@ class Dispatcher:
             log.error("run failed: %s", exc)
             self.last = LastRun(self._clock(), None, str(exc))
         else:
-            log.info("run: %s", summary.line())
+            log.log(logging.DEBUG if summary.idle else logging.INFO, "run: %s", summary.line())
             self.last = LastRun(self._clock(), summary, "")
 
     async def _run(self) -> RunSummary:

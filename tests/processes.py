@@ -6,7 +6,8 @@
     senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(3)]  # not waited for
     results = finish_all(senders)                    # exit code, stdout, stderr of each
     with running_daemon(env, log=path) as (process, port): ...; stop_cleanly(process)
-    logged_runs(path)                                # the summary of each dispatch run it logged
+    logged_runs(path)                                # the summary of each run that did something
+    last_run_finished(port)                          # when its last dispatch run ended, by /healthz
 
 PYTEST_DONT_REWRITE
 """
@@ -21,10 +22,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from smtp_server import SmtpServer
 from sqlalchemy import create_engine, select
@@ -223,6 +227,17 @@ def running_daemon(
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        return response.status, json.loads(response.read())
+
+
+def last_run_finished(port: int) -> datetime | None:
+    """When the daemon's last dispatch run finished, by its /healthz; None before the first."""
+    last = healthz(port)[1]["scheduler"]["last_run"]
+    return None if last is None else datetime.fromisoformat(last["finished_at"])
 
 
 def logged_runs(log: Path) -> list[RunSummary]:

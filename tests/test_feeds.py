@@ -99,6 +99,20 @@ def test_re_polling_a_feed_updates_its_articles_without_duplicating_them(
     assert [a.title for a in store.recent_articles(10)] == ["Corrected title"]
 
 
+def test_a_poll_that_added_articles_logs_one_info_line_and_a_poll_with_nothing_new_none(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = json_feed(tmp_path, "Sleep and the heart")
+    caplog.set_level(logging.INFO)
+    poll(store, [feed], Clock(NOW))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"feed {feed}: added 1, updated 0, skipped 0"
+    ]
+    caplog.clear()
+    poll(store, [feed], Clock(NOW + timedelta(minutes=15)))
+    assert caplog.records == []
+
+
 def test_logs_name_a_failing_feed_without_its_credentials(
     store: Store, http_base: str, caplog: pytest.LogCaptureFixture
 ) -> None:
