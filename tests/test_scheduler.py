@@ -130,3 +130,17 @@ def test_a_scheduled_run_that_sent_logs_one_line_at_info_and_an_idle_one_logs_no
     asyncio.run(scheduled_once(job))
     assert len(smtp_server.messages) == 1
     assert info_log() == []
+
+
+def test_a_job_not_run_at_start_first_runs_one_interval_after_it() -> None:
+    async def nothing() -> None:
+        pass
+
+    start = at("2026-11-25T17:30")
+    scheduler = build_scheduler(
+        [Every("dispatch", nothing, 10), Every("publish", nothing, 60, at_start=False)], start
+    )
+    assert {job.id: job.next_run_time for job in scheduler.get_jobs()} == {
+        "dispatch": start,
+        "publish": start + timedelta(seconds=60),
+    }
