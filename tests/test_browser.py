@@ -7,16 +7,22 @@ injected clock), on SQLite only: what a browser adds does not depend on the data
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from browser import ChromiumUnavailable, _launch_failure, chromium_path, unavailable_action
 from smtp_server import SmtpServer
+from sqlalchemy import create_engine
+from starlette.requests import Request
+from starlette.routing import Route
+from test_demo import _mail
 from test_pages import Web, _confirm_path, _web
 
-from digest import database
+from digest import database, demo
 from digest.domain import Frequency, SubscriberStatus
+from digest.newsroom import Newsroom
 from digest.store import Store
 from digest.tokens import Purpose
 
@@ -127,6 +133,49 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
         expect(page.locator("h1")).to_have_text("You're unsubscribed")
         steps.shot("unsubscribed")
         assert web.reader("reader@example.org").status is SubscriberStatus.UNSUBSCRIBED
+    finally:
+        context.close()
+
+
+LONG_ADDRESS = "florence.nightingale.mary.seacole.volunteers@regional-health-trust.example.org"
+UNBROKEN_ADDRESS = f"{'x' * 60}@{'y' * 60}.example.org"
+
+
+def outbox_page(folder: Path) -> str:
+    """The demo's outbox page, rendered by its route without an event loop (Playwright has one)."""
+    newsroom = Newsroom(Store(create_engine("sqlite://")), [], lambda: datetime.now(UTC))
+    index = demo.routes(folder, "Mia's Feed", newsroom)[0]
+    assert isinstance(index, Route) and index.path == "/"
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    body: bytes = index.endpoint(request).body
+    return body.decode()
+
+
+@pytest.mark.parametrize(("width", "height"), [(375, 800), (1280, 900)], ids=["375px", "1280px"])
+def test_the_demo_outbox_wraps_long_addresses_and_subjects_instead_of_scrolling_sideways(
+    chromium: Browser, screenshots: Path, tmp_path: Path, width: int, height: int
+) -> None:
+    folder = tmp_path / "a-folder-name-as-long-as-a-newcomers-home-directory-might-be" / "outbox"
+    folder.mkdir(parents=True)
+    mails = [
+        _mail("amara@example.org", "Your daily digest from Mia's Feed: 12 new articles"),
+        _mail(LONG_ADDRESS, "Your weekly digest from Mia's Feed: 5 new articles"),
+        _mail(UNBROKEN_ADDRESS, f"Your monthly digest from Mia's Feed: {'9' * 80}"),
+    ]
+    for number, message in enumerate(mails, start=1):
+        stem = f"{number:03d}-{message['To']}"
+        (folder / f"{stem}.eml").write_bytes(message.as_bytes())
+        (folder / f"{stem}.html").write_text("<p>A digest</p>")
+    context = chromium.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    try:
+        page.set_content(outbox_page(folder))
+        assert page.evaluate(
+            "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+        Steps(page, screenshots, width).shot("demo-outbox")
+        for address in (LONG_ADDRESS, UNBROKEN_ADDRESS):
+            assert page.get_by_text(address).is_visible()
     finally:
         context.close()
 
