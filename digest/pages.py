@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from digest.addresses import check_timezone, mask_address, normalise_address, parse_frequency
 from digest.domain import Frequency, SubscriberDraft, SubscriberStatus
-from digest.errors import InvalidInput
+from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.ratelimit import RateLimiter
 from digest.readers import ConfirmationMail, Readers
 from digest.render import Site
@@ -36,6 +36,16 @@ TIMEZONES = tuple(sorted(zoneinfo.available_timezones() - {"localtime", "Factory
 FREQUENCIES = tuple(f.value for f in Frequency)
 HOUR = timedelta(hours=1)
 MAX_FORM_FIELDS = 10
+# What the sign-up form says to a reader; the CLI says what the validator found, precisely.
+ADDRESS_PROBLEMS = {
+    AddressProblem.INCOMPLETE: (
+        "That address looks incomplete — it needs an @ and a domain, like name@example.org."
+    ),
+    AddressProblem.SPACE: "That address has a space in it. Email addresses have none.",
+    AddressProblem.CHARACTER: "That address has a character we can't send to.",
+    AddressProblem.TOO_LONG: "That address is longer than an email address can be.",
+    AddressProblem.OTHER: "That address doesn't look quite right. Please check it for typos.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,15 +198,23 @@ class ReaderPages:
         if not self._same_site(request):
             return self._forbidden()
         form = await _form(request)
-        email = _field(form, "email")
+        email, frequency, timezone = (
+            _field(form, name) for name in ("email", "frequency", "timezone")
+        )
         try:
             draft = SubscriberDraft(
                 normalise_address(email),
-                parse_frequency(_field(form, "frequency") or self._settings.default_frequency),
-                check_timezone(_field(form, "timezone") or self._settings.default_timezone),
+                parse_frequency(frequency or self._settings.default_frequency),
+                check_timezone(timezone or self._settings.default_timezone),
             )
         except InvalidInput as exc:
-            return self._subscribe_form(email, _sentence(str(exc)))
+            error = (
+                ADDRESS_PROBLEMS[exc.problem]
+                if isinstance(exc, InvalidAddress)
+                else _sentence(str(exc))
+            )
+            # The form again as the reader filled it in, but for a choice that was not valid.
+            return self._subscribe_form(email, error, *_still_valid(frequency, timezone))
         client = request.client.host if request.client else "unknown"
         wait = self._per_client.hit(client) or self._per_address.hit(draft.email)
         if wait is not None:
@@ -338,6 +356,17 @@ async def _form(request: Request) -> FormData:
 def _field(form: FormData, name: str) -> str:
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
+
+
+def _still_valid(frequency: str, timezone: str) -> tuple[Frequency | None, str]:
+    try:
+        chosen_frequency: Frequency | None = parse_frequency(frequency)
+    except InvalidInput:
+        chosen_frequency = None
+    try:
+        return chosen_frequency, check_timezone(timezone)
+    except InvalidInput:
+        return chosen_frequency, ""
 
 
 def _day_and_time(at: datetime) -> str:

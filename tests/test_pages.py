@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import re
 import shutil
 import threading
@@ -260,14 +261,44 @@ def test_the_sign_up_answer_is_the_same_for_new_pending_and_active_addresses(web
 
 def test_a_bad_address_gets_the_form_again_with_the_problem_and_nothing_stored(web: Web) -> None:
     before = snapshot(web.store.engine)
-    answer = web.post("/subscribe", {"email": "not an address", "frequency": "weekly"})
+    answer = web.post(
+        "/subscribe", {"email": "not an address", "frequency": "monthly", "timezone": "Asia/Tokyo"}
+    )
     assert answer.status_code == 400
-    assert "not a valid email address" in answer.text.lower()
+    assert "That address looks incomplete" in answer.text
     assert 'value="not an address"' in answer.text
+    # What the reader chose stays chosen.
+    assert re.search(r'value="monthly"[^>]*checked', answer.text)
+    assert re.search(r'value="Asia/Tokyo"[^>]*selected', answer.text)
     bad_zone = web.post("/subscribe", {"email": "a@example.org", "timezone": "Mars/Base"})
     assert bad_zone.status_code == 400
     assert "Mars/Base" in bad_zone.text
     assert snapshot(web.store.engine) == before
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        ("reader.example.org", "That address looks incomplete — it needs an @ and a domain"),
+        ("reader@", "That address looks incomplete — it needs an @ and a domain"),
+        ("reader@example", "That address looks incomplete — it needs an @ and a domain"),
+        ("read er@example.org", "That address has a space in it."),
+        ("reader@exa mple.org", "That address has a space in it."),
+        ("reader,@example.org", "That address has a character we can't send to."),
+        ("reader@example..org", "That address doesn't look quite right."),
+        (f"{'r' * 250}@example.org", "That address is longer than an email address can be."),
+    ],
+)
+def test_a_mistyped_address_is_told_in_a_readers_words_not_the_validators(
+    web: Web, typed: str, said: str
+) -> None:
+    answer = web.post("/subscribe", {"email": typed, "frequency": "weekly"})
+    assert answer.status_code == 400
+    error = re.search(r'<p class="error" role="alert" id="error">(.*?)</p>', answer.text)
+    assert error is not None
+    assert html.unescape(error[1]).startswith(said)
+    for validator_speak in ("not a valid email address", "@-sign", "SPACE", "characters"):
+        assert validator_speak not in html.unescape(answer.text)
 
 
 def test_an_expired_confirm_link_says_so_and_sends_a_fresh_one_on_request(web: Web) -> None:
