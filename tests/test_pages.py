@@ -454,6 +454,20 @@ def test_every_bad_link_gets_the_same_400_page_and_changes_nothing(web: Web) -> 
     assert "Traceback" not in reference.text
 
 
+def test_the_invalid_link_page_says_so_once_and_what_to_do_next(web: Web) -> None:
+    page = web.get("/preferences/garbage")
+    assert page.status_code == 400
+    main = re.search(r"<main[^>]*>(.*)</main>", page.text, re.DOTALL)
+    assert main is not None
+    assert _visible_text(main[1]) == (
+        "This link is not valid "
+        "It may have been cut short when it was copied, or replaced by a newer one. "
+        "Open it straight from the email, or copy all of it. "
+        "To unsubscribe or change your digest, use the links at the foot of your latest digest. "
+        "To sign up again, go to the sign-up page ."
+    )
+
+
 def test_a_storm_of_gets_and_heads_on_every_token_link_changes_nothing(web: Web) -> None:
     reader = _active(web, "scanned@example.org")
     web.store.add_subscriber(
