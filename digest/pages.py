@@ -8,7 +8,6 @@ one "not valid" page, raised as InvalidToken and turned into a page by the app's
 from __future__ import annotations
 
 import math
-import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,9 +29,9 @@ from digest.ratelimit import RateLimiter
 from digest.readers import ConfirmationMail, Readers
 from digest.render import Site
 from digest.store import Subscriber
+from digest.timezones import COMMON, LABELS, label
 from digest.tokens import Purpose
 
-TIMEZONES = tuple(sorted(zoneinfo.available_timezones() - {"localtime", "Factory"}))
 FREQUENCIES = tuple(f.value for f in Frequency)
 HOUR = timedelta(hours=1)
 MAX_FORM_FIELDS = 10
@@ -108,7 +107,10 @@ class Pages:
         return {
             "frequencies": FREQUENCIES,
             "chosen_frequency": frequency.value,
-            "timezones": TIMEZONES,
+            "timezones": COMMON,
+            # A zone off the short list (chosen before, or the site's default) stays on offer.
+            "other_timezone": "" if timezone in LABELS else timezone,
+            "other_timezone_label": label(timezone),
             "chosen_timezone": timezone,
             "guess_timezone": guess_timezone,
             "send_time": self.settings.send_time,
@@ -336,7 +338,7 @@ class ReaderPages:
             return self._preferences_form(reader, error=_sentence(str(exc)))
         changed = await run_in_threadpool(self._readers.set_preferences, token, frequency, timezone)
         when = self._readers.first_digest(changed)
-        saved = f"Saved: a {changed.frequency.value} digest, in {changed.timezone} time." + (
+        saved = f"Saved: a {changed.frequency.value} digest, in {label(changed.timezone)} time." + (
             f" The next one arrives {_day_and_time(when)}."
             if changed.status is SubscriberStatus.ACTIVE
             else ""

@@ -81,8 +81,18 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
         expect(page.locator("#timezone")).to_have_value(BROWSER_TIMEZONE)  # from timezone.js
         steps.shot("subscribe")
 
-        page.get_by_label("Email address").fill("reader@example.org")
         page.get_by_label("Weekly").check()
+        page.get_by_label("Email address").fill("reader@example")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Subscribe").click()
+        expect(page.get_by_role("alert")).to_have_text(
+            "That address looks incomplete — it needs an @ and a domain, like name@example.org."
+        )
+        expect(page.get_by_label("Weekly")).to_be_checked()  # the choices survive the mistake
+        expect(page.locator("#timezone")).to_have_value(BROWSER_TIMEZONE)
+        steps.shot("address-incomplete")
+
+        page.get_by_label("Email address").fill("reader@example.org")
         page.locator("#timezone").focus()
         page.keyboard.press("Tab")  # from the timezone to the button, as a keyboard user would
         submit = page.get_by_role("button", name="Subscribe")
@@ -133,6 +143,44 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
         expect(page.locator("h1")).to_have_text("You're unsubscribed")
         steps.shot("unsubscribed")
         assert web.reader("reader@example.org").status is SubscriberStatus.UNSUBSCRIBED
+
+        page.goto(unsubscribe[: len(unsubscribe) // 2])  # a link cut short in copying
+        expect(page.locator("h1")).to_have_text("This link is not valid")
+        steps.shot("invalid-link")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize(
+    ("zone", "label"),
+    [("Asia/Tokyo", "Tokyo (Japan)"), ("Pacific/Chatham", "Pacific/Chatham")],
+    ids=["on-the-list", "off-the-list"],
+)
+def test_the_sign_up_page_preselects_the_browsers_own_timezone_on_the_short_list_or_off_it(
+    chromium: Browser, screenshots: Path, sqlite_web: Web, zone: str, label: str
+) -> None:
+    from playwright.sync_api import expect
+
+    context = chromium.new_context(
+        base_url=sqlite_web.base_url,
+        viewport={"width": 375, "height": 800},
+        timezone_id=zone,
+        locale="en-GB",
+    )
+    context.set_default_timeout(PATIENCE_MS)
+    page = context.new_page()
+    try:
+        page.goto("/subscribe")
+        select = page.locator("#timezone")
+        expect(select).to_have_value(zone)
+        assert select.locator("option:checked").inner_text() == label
+        assert select.locator("option").count() <= 60
+        Steps(page, screenshots, 375).shot(f"subscribe-in-{zone.replace('/', '-')}")
+        page.get_by_label("Email address").fill("faraway@example.org")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Subscribe").click()
+        expect(page.locator("h1")).to_have_text("Check your inbox")
+        assert sqlite_web.reader("faraway@example.org").timezone == zone
     finally:
         context.close()
 

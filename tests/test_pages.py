@@ -404,6 +404,47 @@ def test_preferences_change_frequency_and_timezone_and_refuse_a_bad_timezone(web
     assert web.reader("prefs@example.org").timezone == "Australia/Sydney"
 
 
+def timezone_options(page: str) -> list[tuple[str, bool, str]]:
+    """The timezone select's options: (value, selected, label)."""
+    select = re.search(r'<select id="timezone".*?</select>', page, re.DOTALL)
+    assert select is not None
+    return [
+        (value, bool(selected), html.unescape(label))
+        for value, selected, label in re.findall(
+            r'<option value="([^"]*)"( selected)?>([^<]*)</option>', select[0]
+        )
+    ]
+
+
+def test_the_sign_up_page_offers_a_short_list_of_timezones_people_recognise(web: Web) -> None:
+    options = timezone_options(web.get("/subscribe").text)
+    assert 30 <= len(options) <= 60
+    labels = {value: label for value, _, label in options}
+    assert labels["Europe/London"] == "London (UK)"
+    assert labels["America/New_York"] == "New York (US Eastern)"
+    assert [value for value, selected, _ in options if selected] == ["UTC"]  # the site's default
+    assert len(set(labels)) == len(options)
+
+
+def test_a_reader_in_a_zone_off_the_list_keeps_it_on_preferences_and_at_sign_up(web: Web) -> None:
+    draft = SubscriberDraft("chatham@example.org", Frequency.WEEKLY, "Pacific/Chatham")
+    web.store.add_subscriber(draft, confirmed=True, now=TUESDAY_NOON - timedelta(days=3))
+    link = web.link(Purpose.PREFERENCES, web.reader("chatham@example.org"))
+    options = timezone_options(web.get(link).text)
+    assert [(value, label) for value, selected, label in options if selected] == [
+        ("Pacific/Chatham", "Pacific/Chatham")
+    ]
+    assert 30 <= len(options) <= 61
+    saved = web.post(link, {"frequency": "daily", "timezone": "Pacific/Chatham"})
+    assert "Saved: a daily digest, in Pacific/Chatham time." in saved.text
+    assert web.reader("chatham@example.org").timezone == "Pacific/Chatham"
+    # Any zone the database knows is taken at sign-up too, list or no list.
+    web.post(
+        "/subscribe", {"email": "cordoba@example.org", "timezone": "America/Argentina/Cordoba"}
+    )
+    assert web.reader("cordoba@example.org").timezone == "America/Argentina/Cordoba"
+
+
 def test_preferences_can_unsubscribe(web: Web) -> None:
     reader = _active(web, "leaving@example.org")
     answer = web.post(web.link(Purpose.PREFERENCES, reader), {"action": "unsubscribe"})
