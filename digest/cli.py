@@ -227,7 +227,7 @@ def run_demo(
         int, typer.Option(min=1, max=65535, help="Port to listen on; taken means exit 2.")
     ] = 8000,
 ) -> None:
-    """The daemon on sample data, fresh each start: browse the digests it sent, until Ctrl-C."""
+    """The daemon on sample data, fresh each start, publishing an article a minute, until Ctrl-C."""
     options: _RootOptions = ctx.find_root().obj
     demo.run(folder, host, port, options.log_format, typer.echo)
 
