@@ -4,8 +4,9 @@ A digest goes out at most once a day, week or month, so a demo on the real calen
 each reader one digest and then nothing for a day. Instead each published article moves the
 demo's clock a day on: the daily readers get a digest a minute, holding just that article, and a
 weekly reader's Monday digest holds the week's seven. The daemon runs on this clock, so its
-plans, its mail's dates and its pages all agree on the demo's date. When the pool of sample
-articles is used up the desk stops, and so does the calendar.
+plans, its mail's dates and its pages all agree on the demo's date. (A day that turns while a
+run is sending makes its lease look lost: it begins no more mail, and the next run sends the rest.)
+When the pool of sample articles is used up the desk stops, and so does the calendar.
 """
 
 from __future__ import annotations

@@ -361,6 +361,7 @@ def _field(form: FormData, name: str) -> str:
 
 
 def _still_valid(frequency: str, timezone: str) -> tuple[Frequency | None, str]:
+    """The choices posted, each if valid, to fill the form in again; "" or None asks afresh."""
     try:
         chosen_frequency: Frequency | None = parse_frequency(frequency)
     except InvalidInput:

@@ -91,7 +91,7 @@ class Every:
 def build_scheduler(jobs: Sequence[Every], first_run: datetime) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     for job in jobs:
-        # At once on start: catch up what came due while we were down.
+        # At start (to catch up what came due while we were down), or one interval in.
         later = timedelta(seconds=0 if job.at_start else job.seconds)
         scheduler.add_job(
             job.run,

@@ -34,7 +34,7 @@ COMMON: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     (
         "Europe and Africa",
         (
-            ("UTC", "UTC (Coordinated Universal Time)"),
+            ("UTC", "UTC"),
             ("Europe/London", "London (UK)"),
             ("Europe/Dublin", "Dublin (Ireland)"),
             ("Europe/Lisbon", "Lisbon (Portugal)"),
