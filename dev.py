@@ -5,8 +5,9 @@
                             digest demo's options follow, e.g. --port 8001
     python3 dev.py check    ruff (format and lint), mypy --strict, and the whole test suite
 
-The first run makes .venv/ and installs the pinned dependencies (requirements.lock) into it;
-later runs reuse it until pyproject.toml or the lock changes.
+The first run makes .venv/ and installs the pinned dependencies (requirements.lock) into it:
+`demo` only what digest itself needs, `check` the test tools as well. Later runs reuse it until
+pyproject.toml or the lock changes, or `check` needs the tools a `demo` did not install.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-STAMP = VENV / ".digest-installed"
+STAMP = VENV / ".digest-installed"  # the fingerprint, then the set it installed
+RUNTIME, DEV = ".", ".[dev]"  # what pip installs for `demo`, and for `check`: DEV holds RUNTIME
 CHECKS = (
     ("ruff format", ["ruff", "format", "--check", "."]),
     ("ruff check", ["ruff", "check", "."]),
@@ -39,17 +41,39 @@ def _fingerprint() -> str:
     return digest.hexdigest()
 
 
-def ensure_environment() -> None:
-    if STAMP.exists() and STAMP.read_text() == _fingerprint():
+def to_install(stamp: str | None, fingerprint: str, wanted: str) -> str | None:
+    """The set pip must install so that wanted is there, or None when it already is.
+
+    stamp is what the last install wrote (None: nothing installed yet). A stamp with no set names
+    an install from before `demo` installed less, which was always the dev set.
+    """
+    if stamp is None:
+        return wanted
+    installed_for, _, installed = stamp.partition("\n")
+    if installed_for == fingerprint and (wanted == RUNTIME or (installed or DEV) == DEV):
+        return None
+    return wanted
+
+
+def ensure_environment(wanted: str = DEV) -> None:
+    fingerprint = _fingerprint()
+    needed = to_install(STAMP.read_text() if STAMP.exists() else None, fingerprint, wanted)
+    if needed is None:
         return
     if not (BIN / "python").exists():
         print("creating .venv ...", flush=True)
         venv.create(VENV, with_pip=True)
-    print("installing pinned dependencies into .venv (first run only) ...", flush=True)
+        _pip("--upgrade", "pip")
+    what = "digest's dependencies" if needed == RUNTIME else "digest's dependencies and test tools"
+    print(f"installing {what} into .venv (pinned by requirements.lock) ...", flush=True)
+    # pip skips what is already there: a `check` after a `demo` fetches only the test tools.
+    _pip("-c", "requirements.lock", "-e", needed)
+    STAMP.write_text(f"{fingerprint}\n{needed}")
+
+
+def _pip(*args: str) -> None:
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "install", "-q"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-c", "requirements.lock", "-e", ".[dev]"], check=True, cwd=ROOT)
-    STAMP.write_text(_fingerprint())
+    subprocess.run([*pip, *args], check=True, cwd=ROOT)
 
 
 def run(args: list[str]) -> int:
@@ -73,12 +97,13 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "check"):
         print(__doc__, file=sys.stderr)
         return 2
-    ensure_environment()
     if argv[0] == "demo":
+        ensure_environment(RUNTIME)
         # Ctrl-C reaches the demo too, which stops itself cleanly: wait for it instead of dying
         # with a traceback. A handler, not SIG_IGN, which the demo would inherit.
         signal.signal(signal.SIGINT, lambda sig, frame: None)
         return run(["digest", "demo", *argv[1:]])
+    ensure_environment(DEV)
     return check(argv[1:])
 
 

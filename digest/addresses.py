@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from digest.domain import Frequency
-from digest.errors import InvalidInput
+from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.sources import CONTROLS, shown
 
 # RFC 5321 limits a path to 256 octets including the angle brackets.
@@ -21,8 +21,24 @@ MAX_ADDRESS_CHARS = 254
 _ENCODED_WORD = re.compile(r"=\?.*\?=")
 
 
-def _invalid_address(raw: str, reason: str) -> InvalidInput:
-    return InvalidInput(f"not a valid email address: {shown(raw, 80)}: {' '.join(reason.split())}")
+def _invalid_address(raw: str, reason: str, problem: AddressProblem) -> InvalidAddress:
+    message = f"not a valid email address: {shown(raw, 80)}: {' '.join(reason.split())}"
+    return InvalidAddress(message, problem)
+
+
+def _problem(address: str, reason: str) -> AddressProblem:
+    """The kind of mistake, told from the address where it can be (the validator's wording may
+    change between versions), else from the validator's words."""
+    local, at, domain = address.rpartition("@")
+    if not (at and local and "." in domain.rstrip(".")):
+        return AddressProblem.INCOMPLETE
+    if any(char.isspace() for char in address):
+        return AddressProblem.SPACE
+    if "too long" in reason:
+        return AddressProblem.TOO_LONG
+    if "character" in reason:
+        return AddressProblem.CHARACTER
+    return AddressProblem.OTHER
 
 
 def normalise_address(raw: str) -> str:
@@ -35,15 +51,20 @@ def normalise_address(raw: str) -> str:
     # Python's email package has split headers on control characters and U+2028/U+2029
     # (CVE-2024-6923), so an address carrying one is refused outright.
     if CONTROLS.search(address):
-        raise _invalid_address(raw, "contains a line break or control character")
+        raise _invalid_address(
+            raw, "contains a line break or control character", AddressProblem.CHARACTER
+        )
     if _ENCODED_WORD.search(address):
-        raise _invalid_address(raw, "looks like an RFC 2047 encoded word (=?...?=)")
+        raise _invalid_address(
+            raw, "looks like an RFC 2047 encoded word (=?...?=)", AddressProblem.CHARACTER
+        )
     if len(address) > MAX_ADDRESS_CHARS:
-        raise _invalid_address(raw, f"longer than {MAX_ADDRESS_CHARS} characters")
+        reason = f"longer than {MAX_ADDRESS_CHARS} characters"
+        raise _invalid_address(raw, reason, AddressProblem.TOO_LONG)
     try:
         valid = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise _invalid_address(raw, str(exc)) from exc
+        raise _invalid_address(raw, str(exc), _problem(address, str(exc))) from exc
     return f"{valid.local_part}@{valid.ascii_domain.lower()}"
 
 

@@ -271,7 +271,8 @@ def run_demo(
 ) -> None:
     """The daemon on sample data: browse the digests it sent.
 
-    The sample data is fresh each start; it runs until Ctrl-C.
+    The sample data is fresh each start; every minute it publishes another article. It runs until
+    Ctrl-C.
     """
     options: _RootOptions = ctx.find_root().obj
     demo.run(folder, host, port, options.log_format, typer.echo)

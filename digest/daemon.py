@@ -51,14 +51,22 @@ class _Health:
         }
 
 
-def asgi_app(services: Services, clock: Clock, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+def asgi_app(
+    services: Services,
+    clock: Clock,
+    extra_routes: Sequence[BaseRoute] = (),
+    extra_jobs: Sequence[Every] = (),
+) -> Starlette:
     dispatcher = Dispatcher(services, clock)
     health = _Health(services, dispatcher, clock)
     settings = services.settings
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        jobs = [Every("dispatch", dispatcher.run, settings.dispatch_interval.total_seconds())]
+        jobs = [
+            Every("dispatch", dispatcher.run, settings.dispatch_interval.total_seconds()),
+            *extra_jobs,
+        ]
         if settings.feeds:
             poller = FeedPoller(services.store, settings.feeds, clock)
             jobs.append(
@@ -105,10 +113,11 @@ def serve(
     host: str,
     port: int,
     extra_routes: Sequence[BaseRoute] = (),
+    extra_jobs: Sequence[Every] = (),
 ) -> None:
     """Run until SIGTERM or SIGINT; the first finishes in-flight sends, a second exits at once."""
     config = uvicorn.Config(
-        asgi_app(services, clock, extra_routes),
+        asgi_app(services, clock, extra_routes, extra_jobs),
         host=host,
         port=port,
         lifespan="on",

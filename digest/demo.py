@@ -2,8 +2,9 @@
 
 Each start is fresh: a new SQLite database and outbox in the folder, the sample readers and
 articles, a local SMTP catcher on a free port and a new signing key. Then `digest serve`'s daemon
-runs on it, with the demo's own pages beside its routes: `/` lists the caught mail, and
-`/outbox/NAME` shows one as its reader would see it (`NAME.eml`, or `?raw=1`, the whole message).
+runs on it, on the demo's calendar (newsroom.py: a new sample article and a new day every minute),
+with the demo's own pages beside its routes: `/` lists the caught mail, and `/outbox/NAME` shows
+one as its reader would see it (`NAME.eml`, or `?raw=1`, the whole message).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import logging
 import secrets
 import shutil
 import socket
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -28,17 +31,22 @@ from digest import daemon, database, ingest, logs, outbox
 from digest.app import Services, real_clock
 from digest.catcher import Catcher
 from digest.config import PROJECT_TEMPLATES, Settings, load
-from digest.domain import Frequency, SubscriberDraft
+from digest.dispatch import Clock
+from digest.domain import ArticleDraft, Frequency, SubscriberDraft
 from digest.errors import InvalidInput
+from digest.newsroom import Newsroom
+from digest.scheduler import Every
 
 SAMPLE_READERS = (
     SubscriberDraft("amara@example.org", Frequency.DAILY, "Europe/London"),
     SubscriberDraft("ben@example.org", Frequency.WEEKLY, "America/New_York"),
     SubscriberDraft("chen@example.org", Frequency.MONTHLY, "Asia/Singapore"),
-    SubscriberDraft("dana@example.org", Frequency.WEEKLY, "Europe/Madrid"),
+    SubscriberDraft("dana@example.org", Frequency.DAILY, "Europe/Madrid"),
 )
-SAMPLE_ARTICLES = "articles.json"
+SAMPLE_ARTICLES = "articles.json"  # in the database from the start
+MORE_ARTICLES = "more_articles.json"  # published one a minute while the demo runs
 DISPATCH_SECONDS = 10  # short, so whatever becomes due (a new article, a reader) goes out soon
+PUBLISH_SECONDS = 60
 # Caught mail is someone else's HTML: its own inline styles and data: images, nothing fetched.
 MAIL_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
@@ -52,25 +60,46 @@ def run(
     """Start afresh in folder and serve on host:port until SIGINT or SIGTERM."""
     url = local_url(host, port)
     check_port(host, port)  # before anything in the folder is replaced
-    mail = _fresh(folder)
-    with Catcher(mail) as catcher:
-        settings = _settings(folder, catcher, url)
+    with started(folder, url, real_clock) as demo:
+        settings, newsroom = demo.services.settings, demo.newsroom
         logs.configure(log_format, logging.INFO, logs.secrets_of(settings))
         # aiosmtpd logs every SMTP command at INFO: a dozen lines a mail would bury the daemon's.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
-        services = composition.build(settings, check_schema=False)
+        say(
+            f"digest demo is running at {url}/\n"
+            f"Open it to see the digests the {len(SAMPLE_READERS)} sample readers were sent; "
+            f"every minute a new sample article comes out, and a digest with it. "
+            f"Ctrl-C stops it.\n"
+            f"Each caught mail is kept in {demo.mail}/ as .eml (the whole message) and .html."
+        )
+        daemon.serve(
+            demo.services,
+            newsroom.now,
+            host,
+            port,
+            routes(demo.mail, settings.site_name, newsroom),
+            [Every("publish", newsroom.publish, PUBLISH_SECONDS, at_start=False)],
+        )
+    say(f"digest demo stopped; the caught mail is still in {demo.mail}/")
+
+
+@dataclass(frozen=True, slots=True)
+class Demo:
+    services: Services  # the daemon's, sending to the catcher
+    newsroom: Newsroom  # the demo's calendar, and the sample articles still to publish
+    mail: Path  # the catcher's folder
+
+
+@contextmanager
+def started(folder: Path, url: str, clock: Clock) -> Iterator[Demo]:
+    """A fresh demo in folder, its catcher listening and its database seeded as of clock()."""
+    mail = _fresh(folder)
+    with Catcher(mail) as catcher:
+        services = composition.build(_settings(folder, catcher, url), check_schema=False)
         try:
-            _seed(services)
-            say(
-                f"digest demo is running at {url}/\n"
-                f"Open it to see the digests the {len(SAMPLE_READERS)} sample readers were sent; "
-                f"Ctrl-C stops it.\n"
-                f"Each caught mail is kept in {mail}/ as .eml (the whole message) and .html."
-            )
-            daemon.serve(services, real_clock, host, port, routes(mail, settings.site_name))
+            yield Demo(services, _seed(services, clock), mail)
         finally:
             services.close()
-    say(f"digest demo stopped; the caught mail is still in {mail}/")
 
 
 def local_url(host: str, port: int) -> str:
@@ -98,7 +127,7 @@ def check_port(host: str, port: int) -> None:
             raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-def routes(mail: Path, site_name: str) -> Sequence[BaseRoute]:
+def routes(mail: Path, site_name: str, newsroom: Newsroom) -> Sequence[BaseRoute]:
     """`/`: the caught mail, newest first; `/outbox/NAME`: one mail's HTML part as its reader sees
     it; `/outbox/NAME.eml` or `?raw=1`: the whole message. Unknown names are 404."""
     env = Environment(loader=FileSystemLoader(PROJECT_TEMPLATES / "demo"), autoescape=True)
@@ -111,6 +140,8 @@ def routes(mail: Path, site_name: str) -> Sequence[BaseRoute]:
             folder=mail.resolve(),
             site_name=site_name,
             interval=DISPATCH_SECONDS,
+            today=newsroom.now(),
+            articles_left=newsroom.left,
         )
         return HTMLResponse(page, headers=MAIL_HEADERS)
 
@@ -154,12 +185,16 @@ def _settings(folder: Path, catcher: Catcher, url: str) -> Settings:
     )
 
 
-def _seed(services: Services) -> None:
+def _seed(services: Services, clock: Clock) -> Newsroom:
     database.upgrade(services.store.engine)
-    now = real_clock()
+    now = clock()
     # Readers who confirmed weeks ago, before the articles came in: the daemon's first run, at
     # start, finds every one of them due.
     services.store.add_subscribers(SAMPLE_READERS, confirmed=True, now=now - timedelta(days=40))
-    data = resources.files("digest.samples").joinpath(SAMPLE_ARTICLES).read_bytes()
-    parsed = ingest.parse_articles(data, source=SAMPLE_ARTICLES, now=now)
-    services.store.upsert_articles(parsed.items, now)
+    services.store.upsert_articles(_samples(SAMPLE_ARTICLES, now), now)
+    return Newsroom(services.store, _samples(MORE_ARTICLES, now), clock)
+
+
+def _samples(name: str, now: datetime) -> list[ArticleDraft]:
+    data = resources.files("digest.samples").joinpath(name).read_bytes()
+    return ingest.parse_articles(data, source=name, now=now).items

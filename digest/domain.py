@@ -227,6 +227,11 @@ class RunSummary:
             self.failed + other.failed,
         )
 
+    @property
+    def idle(self) -> bool:
+        """Nothing was sent, skipped, retried or failed: a run not worth a log line at INFO."""
+        return self == RunSummary()
+
     def line(self) -> str:
         return (
             f"sent {self.sent}, skipped {self.skipped}, "

@@ -3,6 +3,7 @@
     DigestError                    anything digest reports to a person; `exit_code` for the CLI
     ├── ConfigError                a setting is missing or wrong (names the key)
     ├── InvalidInput               an address, timezone, frequency, CSV row, feed or option is wrong
+    │   ├── InvalidAddress         an email address is wrong; `problem` names the mistake for readers
     │   └── DuplicateSubscriber    the address is already subscribed
     ├── NotFound                   no such subscriber
     ├── InvalidToken               a link token is tampered, of another purpose, stale or unknown
@@ -19,6 +20,8 @@ the edges (CLI, web) decide how to show them.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class DigestError(Exception):
     exit_code = 2
@@ -33,6 +36,22 @@ class ConfigError(DigestError):
 
 class InvalidInput(DigestError):
     pass
+
+
+class AddressProblem(StrEnum):
+    INCOMPLETE = "incomplete"  # no @, nothing on one side of it, or a domain without a dot
+    SPACE = "space"
+    CHARACTER = "character"  # one mail cannot carry, or that we refuse in a header
+    TOO_LONG = "too long"
+    OTHER = "other"  # a stray dot or hyphen, a reserved domain, quoting
+
+
+class InvalidAddress(InvalidInput):
+    """The message says precisely what is wrong (for the CLI); problem, what kind of mistake."""
+
+    def __init__(self, message: str, problem: AddressProblem) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 class DuplicateSubscriber(InvalidInput):

@@ -69,13 +69,15 @@ class FeedPoller:
             self._record(source, now, str(exc))
             return
         if imported is None:
-            log.info("feed %s: unchanged since the last poll (HTTP 304)", name)
+            log.debug("feed %s: unchanged since the last poll (HTTP 304)", name)  # idle: not INFO
             self._record(source, now, None)
             return
         self._record(source, now, None, imported.validators)
         for error in imported.errors:
             log.warning("feed %s: skipped %s: %s", name, error.where, error.reason)
-        log.info(
+        # Every poll "updates" each entry it reads again: only news or a bad entry is worth INFO.
+        log.log(
+            logging.INFO if imported.added or imported.errors else logging.DEBUG,
             "feed %s: added %d, updated %d, skipped %d",
             name,
             imported.added,

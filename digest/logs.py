@@ -106,6 +106,9 @@ def configure(log_format: LogFormat, level: int, secrets: Iterable[str]) -> None
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # APScheduler says "Running job" and "executed successfully" at INFO for every run, two lines
+    # a minute that say nothing: each run logs its own result. Its failures are WARNING and up.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers.clear()

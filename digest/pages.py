@@ -8,7 +8,6 @@ one "not valid" page, raised as InvalidToken and turned into a page by the app's
 from __future__ import annotations
 
 import math
-import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,20 +31,30 @@ from digest.addresses import (
     parse_frequency,
 )
 from digest.domain import Frequency, NextDigest, SubscriberDraft, SubscriberStatus
-from digest.errors import InvalidInput
+from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.ratelimit import RateLimiter
 from digest.readers import ConfirmationMail, Readers
 from digest.render import Site
 from digest.store import SIGNED_UP, Subscriber
+from digest.timezones import COMMON, LABELS, label
 from digest.tokens import Purpose
 
-TIMEZONES = tuple(sorted(zoneinfo.available_timezones() - {"localtime", "Factory"}))
 FREQUENCIES = tuple(f.value for f in Frequency)
 HOUR = timedelta(hours=1)
 MAX_FORM_FIELDS = 10
 STOPPED = {
     SubscriberStatus.UNSUBSCRIBED: "This address is unsubscribed and gets no digests.",
     SubscriberStatus.BOUNCED: "This address gets no digests: mail to it kept bouncing.",
+}
+# What the sign-up form says to a reader; the CLI says what the validator found, precisely.
+ADDRESS_PROBLEMS = {
+    AddressProblem.INCOMPLETE: (
+        "That address looks incomplete — it needs an @ and a domain, like name@example.org."
+    ),
+    AddressProblem.SPACE: "That address has a space in it. Email addresses have none.",
+    AddressProblem.CHARACTER: "That address has a character we can't send to.",
+    AddressProblem.TOO_LONG: "That address is longer than an email address can be.",
+    AddressProblem.OTHER: "That address doesn't look quite right. Please check it for typos.",
 }
 
 
@@ -110,7 +119,10 @@ class Pages:
         return {
             "frequencies": FREQUENCIES,
             "chosen_frequency": frequency.value,
-            "timezones": TIMEZONES,
+            "timezones": COMMON,
+            # A zone off the short list (chosen before, or the site's default) stays on offer.
+            "other_timezone": "" if timezone in LABELS else timezone,
+            "other_timezone_label": label(timezone),
             "chosen_timezone": timezone,
             "guess_timezone": guess_timezone,
             "send_time": self.settings.send_time,
@@ -200,15 +212,23 @@ class ReaderPages:
         if not self._same_site(request):
             return self._forbidden()
         form = await _form(request)
-        email = _field(form, "email")
+        email, frequency, timezone = (
+            _field(form, name) for name in ("email", "frequency", "timezone")
+        )
         try:
             draft = SubscriberDraft(
                 normalise_address(email),
-                parse_frequency(_field(form, "frequency") or self._settings.default_frequency),
-                check_timezone(_field(form, "timezone") or self._settings.default_timezone),
+                parse_frequency(frequency or self._settings.default_frequency),
+                check_timezone(timezone or self._settings.default_timezone),
             )
         except InvalidInput as exc:
-            return self._subscribe_form(email, _sentence(str(exc)))
+            error = (
+                ADDRESS_PROBLEMS[exc.problem]
+                if isinstance(exc, InvalidAddress)
+                else _sentence(str(exc))
+            )
+            # The form again as the reader filled it in, but for a choice that was not valid.
+            return self._subscribe_form(email, error, *_still_valid(frequency, timezone))
         client = request.client.host if request.client else "unknown"
         # Keyed without regard to case, as readers are: READER@ and reader@ share one inbox.
         wait = self._per_client.hit(client) or self._per_address.hit(address_key(draft.email))
@@ -346,7 +366,7 @@ class ReaderPages:
         changed = await run_in_threadpool(self._readers.set_preferences, token, frequency, timezone)
         if changed.status not in SIGNED_UP:  # unsubscribed meanwhile: nothing was saved
             return await self._preferences_form(changed)
-        saved = f"Saved: a {changed.frequency.value} digest, in {changed.timezone} time."
+        saved = f"Saved: a {changed.frequency.value} digest, in {label(changed.timezone)} time."
         return await self._preferences_form(changed, saved=saved)
 
 
@@ -362,6 +382,18 @@ async def _form(request: Request) -> FormData:
 def _field(form: FormData, name: str) -> str:
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
+
+
+def _still_valid(frequency: str, timezone: str) -> tuple[Frequency | None, str]:
+    """The choices posted, each if valid, to fill the form in again; "" or None asks afresh."""
+    try:
+        chosen_frequency: Frequency | None = parse_frequency(frequency)
+    except InvalidInput:
+        chosen_frequency = None
+    try:
+        return chosen_frequency, check_timezone(timezone)
+    except InvalidInput:
+        return chosen_frequency, ""
 
 
 def _day_and_time(at: datetime) -> str:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -54,7 +54,7 @@ class Dispatcher:
             log.error("run failed: %s", exc)
             self.last = LastRun(self._clock(), None, str(exc))
         else:
-            log.info("run: %s", summary.line())
+            log.log(logging.DEBUG if summary.idle else logging.INFO, "run: %s", summary.line())
             self.last = LastRun(self._clock(), summary, "")
 
     async def _run(self) -> RunSummary:
@@ -80,22 +80,25 @@ class Dispatcher:
 
 @dataclass(frozen=True, slots=True)
 class Every:
-    """A job run every so many seconds, and once at start-up."""
+    """A job run every so many seconds, and (at_start) once at start-up."""
 
     name: str
     run: Callable[[], Awaitable[None]]
     seconds: float
+    at_start: bool = True
 
 
 def build_scheduler(jobs: Sequence[Every], first_run: datetime) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone="UTC")
     for job in jobs:
+        # At start (to catch up what came due while we were down), or one interval in.
+        later = timedelta(seconds=0 if job.at_start else job.seconds)
         scheduler.add_job(
             job.run,
             "interval",
             seconds=job.seconds,
             id=job.name,
-            next_run_time=first_run,  # at once on start: catch up what came due while we were down
+            next_run_time=first_run + later,
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,  # however late a busy loop runs it, never drop a run silently

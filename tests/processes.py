@@ -7,7 +7,8 @@
     results = finish_all(senders)                    # exit code, stdout, stderr of each
     run_entry_point("--version")                     # the installed console script, to the end
     with running_daemon(env, log=path) as (process, port): ...; stop_cleanly(process)
-    logged_runs(path)                                # the summary of each dispatch run it logged
+    logged_runs(path)                                # the summary of each run that did something
+    last_run_finished(port)                          # when its last dispatch run ended, by /healthz
 
 Each runs the project's own `python -m digest` in the repository; `command=` and `cwd=` run another
 copy (an installed wheel's bin/digest) from another folder.
@@ -26,10 +27,13 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from smtp_server import SmtpServer
 from sqlalchemy import create_engine, select
@@ -239,6 +243,17 @@ def running_daemon(
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        return response.status, json.loads(response.read())
+
+
+def last_run_finished(port: int) -> datetime | None:
+    """When the daemon's last dispatch run finished, by its /healthz; None before the first."""
+    last = healthz(port)[1]["scheduler"]["last_run"]
+    return None if last is None else datetime.fromisoformat(last["finished_at"])
 
 
 def logged_runs(log: Path) -> list[RunSummary]:

@@ -7,16 +7,22 @@ injected clock), on SQLite only: what a browser adds does not depend on the data
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from browser import ChromiumUnavailable, _launch_failure, chromium_path, unavailable_action
 from smtp_server import SmtpServer
+from sqlalchemy import create_engine
+from starlette.requests import Request
+from starlette.routing import Route
+from test_demo import _mail
 from test_pages import Web, _confirm_path, _web
 
-from digest import database
+from digest import database, demo
 from digest.domain import Frequency, SubscriberStatus
+from digest.newsroom import Newsroom
 from digest.store import Store
 from digest.tokens import Purpose
 
@@ -75,8 +81,18 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
         expect(page.locator("#timezone")).to_have_value(BROWSER_TIMEZONE)  # from timezone.js
         steps.shot("subscribe")
 
-        page.get_by_label("Email address").fill("reader@example.org")
         page.get_by_label("Weekly").check()
+        page.get_by_label("Email address").fill("reader@example")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Subscribe").click()
+        expect(page.get_by_role("alert")).to_have_text(
+            "That address looks incomplete — it needs an @ and a domain, like name@example.org."
+        )
+        expect(page.get_by_label("Weekly")).to_be_checked()  # the choices survive the mistake
+        expect(page.locator("#timezone")).to_have_value(BROWSER_TIMEZONE)
+        steps.shot("address-incomplete")
+
+        page.get_by_label("Email address").fill("reader@example.org")
         page.locator("#timezone").focus()
         page.keyboard.press("Tab")  # from the timezone to the button, as a keyboard user would
         submit = page.get_by_role("button", name="Subscribe")
@@ -127,6 +143,87 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
         expect(page.locator("h1")).to_have_text("You're unsubscribed")
         steps.shot("unsubscribed")
         assert web.reader("reader@example.org").status is SubscriberStatus.UNSUBSCRIBED
+
+        page.goto(unsubscribe[: len(unsubscribe) // 2])  # a link cut short in copying
+        expect(page.locator("h1")).to_have_text("This link is not valid")
+        steps.shot("invalid-link")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize(
+    ("zone", "label"),
+    [("Asia/Tokyo", "Tokyo (Japan)"), ("Pacific/Chatham", "Pacific/Chatham")],
+    ids=["on-the-list", "off-the-list"],
+)
+def test_the_sign_up_page_preselects_the_browsers_own_timezone_on_the_short_list_or_off_it(
+    chromium: Browser, screenshots: Path, sqlite_web: Web, zone: str, label: str
+) -> None:
+    from playwright.sync_api import expect
+
+    context = chromium.new_context(
+        base_url=sqlite_web.base_url,
+        viewport={"width": 375, "height": 800},
+        timezone_id=zone,
+        locale="en-GB",
+    )
+    context.set_default_timeout(PATIENCE_MS)
+    page = context.new_page()
+    try:
+        page.goto("/subscribe")
+        select = page.locator("#timezone")
+        expect(select).to_have_value(zone)
+        assert select.locator("option:checked").inner_text() == label
+        assert select.locator("option").count() <= 60
+        Steps(page, screenshots, 375).shot(f"subscribe-in-{zone.replace('/', '-')}")
+        page.get_by_label("Email address").fill("faraway@example.org")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Subscribe").click()
+        expect(page.locator("h1")).to_have_text("Check your inbox")
+        assert sqlite_web.reader("faraway@example.org").timezone == zone
+    finally:
+        context.close()
+
+
+LONG_ADDRESS = "florence.nightingale.mary.seacole.volunteers@regional-health-trust.example.org"
+UNBROKEN_ADDRESS = f"{'x' * 60}@{'y' * 60}.example.org"
+
+
+def outbox_page(folder: Path) -> str:
+    """The demo's outbox page, rendered by its route without an event loop (Playwright has one)."""
+    newsroom = Newsroom(Store(create_engine("sqlite://")), [], lambda: datetime.now(UTC))
+    index = demo.routes(folder, "Mia's Feed", newsroom)[0]
+    assert isinstance(index, Route) and index.path == "/"
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    body: bytes = index.endpoint(request).body
+    return body.decode()
+
+
+@pytest.mark.parametrize(("width", "height"), [(375, 800), (1280, 900)], ids=["375px", "1280px"])
+def test_the_demo_outbox_wraps_long_addresses_and_subjects_instead_of_scrolling_sideways(
+    chromium: Browser, screenshots: Path, tmp_path: Path, width: int, height: int
+) -> None:
+    folder = tmp_path / "a-folder-name-as-long-as-a-newcomers-home-directory-might-be" / "outbox"
+    folder.mkdir(parents=True)
+    mails = [
+        _mail("amara@example.org", "Your daily digest from Mia's Feed: 12 new articles"),
+        _mail(LONG_ADDRESS, "Your weekly digest from Mia's Feed: 5 new articles"),
+        _mail(UNBROKEN_ADDRESS, f"Your monthly digest from Mia's Feed: {'9' * 80}"),
+    ]
+    for number, message in enumerate(mails, start=1):
+        stem = f"{number:03d}-{message['To']}"
+        (folder / f"{stem}.eml").write_bytes(message.as_bytes())
+        (folder / f"{stem}.html").write_text("<p>A digest</p>")
+    context = chromium.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    try:
+        page.set_content(outbox_page(folder))
+        assert page.evaluate(
+            "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+        Steps(page, screenshots, width).shot("demo-outbox")
+        for address in (LONG_ADDRESS, UNBROKEN_ADDRESS):
+            assert page.get_by_text(address).is_visible()
     finally:
         context.close()
 

@@ -31,6 +31,7 @@ from processes import (
     finish_all,
     import_articles,
     import_readers,
+    last_run_finished,
     logged_runs,
     running_daemon,
     seed_due_readers,
@@ -150,14 +151,22 @@ def test_two_daemons_on_one_postgresql_database_send_one_digest_per_reader_per_p
     # A relay slower than two daemons' startup is apart, so that both take part.
     smtp_server.slow("data", 0.05)
     logs = [tmp_path / "daemon-a.log", tmp_path / "daemon-b.log"]
-    with running_daemon(env, log=logs[0]) as (a, _), running_daemon(env, log=logs[1]) as (b, _):
+    with (
+        running_daemon(env, log=logs[0]) as (a, port_a),
+        running_daemon(env, log=logs[1]) as (b, port_b),
+    ):
         wait_for(lambda: len(smtp_server.messages) >= len(readers), "every reader's digest")
-        runs_then = [len(logged_runs(log)) for log in logs]
+        # Two runs of each that ended since: the later began after every digest was out, so
+        # neither daemon has a batch in flight, and neither found more to send.
+        since = datetime.now(UTC)
+        ended: dict[int, set[datetime]] = {port_a: set(), port_b: set()}
 
         def both_ran_twice_more() -> bool:
-            return all(
-                len(logged_runs(log)) >= n + 2 for log, n in zip(logs, runs_then, strict=True)
-            )
+            for port, runs in ended.items():
+                finished = last_run_finished(port)
+                if finished is not None and finished > since:
+                    runs.add(finished)
+            return all(len(runs) >= 2 for runs in ended.values())
 
         wait_for(both_ran_twice_more, "two more scheduled runs of each daemon")
         stop_cleanly(a)

@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import html
+import json
 import os
 import re
 import signal
@@ -18,16 +19,21 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage, Message
+from importlib import resources
 from pathlib import Path
 
 import httpx
 import pytest
 from processes import PATIENCE, ROOT, wait_for
+from sqlalchemy import create_engine
 from starlette.applications import Starlette
 
 from digest import demo, outbox
 from digest.catcher import Catcher, free_port
 from digest.domain import Frequency
+from digest.newsroom import Newsroom
+from digest.scheduler import Dispatcher
+from digest.store import Store
 
 READERS = ["amara@example.org", "ben@example.org", "chen@example.org", "dana@example.org"]
 MAIL_LINK = re.compile(r'href="(/outbox/[^"]+)"')
@@ -230,7 +236,8 @@ def test_the_outbox_page_escapes_what_a_mail_says_and_links_mail_without_html_ra
     (tmp_path / "001-x@example.org.eml").write_bytes(
         _mail("x@example.org", "<script>alert(1)</script>", with_html=False).as_bytes()
     )
-    app = Starlette(routes=demo.routes(tmp_path, "Mia's Feed <b>"))
+    newsroom = Newsroom(Store(create_engine("sqlite://")), [], lambda: datetime.now(UTC))
+    app = Starlette(routes=demo.routes(tmp_path, "Mia's Feed <b>", newsroom))
     page = asgi_get(app, "/")
     assert page.status_code == 200
     assert "<script>" not in page.text
@@ -239,3 +246,81 @@ def test_the_outbox_page_escapes_what_a_mail_says_and_links_mail_without_html_ra
     assert 'href="/outbox/001-x%40example.org.eml"' in page.text
     assert asgi_get(app, "/outbox/001-x%40example.org").status_code == 404  # no HTML part
     assert asgi_get(app, "/outbox/001-x%40example.org.eml").status_code == 200
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def pool_titles() -> list[str]:
+    data = resources.files("digest.samples").joinpath(demo.MORE_ARTICLES).read_bytes()
+    return [entry["title"] for entry in json.loads(data)]
+
+
+def test_each_minute_the_demo_publishes_an_article_and_each_digest_holds_only_what_is_new(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(datetime(2026, 11, 25, 17, 30, tzinfo=UTC))  # a Wednesday
+    titles = pool_titles()
+    with demo.started(tmp_path, "http://127.0.0.1:8000", clock) as started:
+        dispatcher = Dispatcher(started.services, started.newsroom.now)
+        seen = 0
+
+        def minute() -> dict[str, list[str]]:
+            """Publish, then a dispatch run: which sample articles did each reader get?"""
+            nonlocal seen
+            clock.now += timedelta(seconds=demo.PUBLISH_SECONDS)
+            asyncio.run(started.newsroom.publish())
+            asyncio.run(dispatcher.run())
+            caught = sorted(outbox.read(started.mail), key=lambda c: c.number)[seen:]
+            seen += len(caught)
+            return {
+                c.recipient: [t for t in titles if t in html.unescape(c.html.read_text())]
+                for c in caught
+                if c.html is not None
+            }
+
+        asyncio.run(dispatcher.run())  # at start, every reader gets the dozen seeded articles
+        first = outbox.read(started.mail)
+        assert sorted(c.recipient for c in first) == READERS
+        assert all(c.subject.endswith(": 12 new articles") for c in first)
+        seen = len(first)
+
+        assert minute() == {"amara@example.org": titles[:1], "dana@example.org": titles[:1]}
+        for n in (2, 3, 4):
+            assert minute() == {
+                "amara@example.org": [titles[n - 1]],
+                "dana@example.org": [titles[n - 1]],
+            }
+        # Five days on it is Monday 30 November: the weekly reader gets the week's five.
+        assert minute() == {
+            "amara@example.org": [titles[4]],
+            "ben@example.org": titles[:5],
+            "dana@example.org": [titles[4]],
+        }
+        # 1 December in Singapore: the monthly reader gets all six since the first digest.
+        assert minute() == {
+            "amara@example.org": [titles[5]],
+            "chen@example.org": titles[:6],
+            "dana@example.org": [titles[5]],
+        }
+        assert started.newsroom.now().date().isoformat() == "2026-12-01"
+        assert started.newsroom.left == len(titles) - 6
+
+
+def test_when_the_sample_articles_run_out_the_demo_publishes_no_more_and_its_calendar_stops(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(datetime(2026, 11, 25, 17, 30, tzinfo=UTC))
+    with demo.started(tmp_path, "http://127.0.0.1:8000", clock) as started:
+        newsroom = started.newsroom
+        for _ in range(newsroom.left + 2):
+            asyncio.run(newsroom.publish())
+        assert newsroom.left == 0
+        assert newsroom.days == len(pool_titles())
+        listed = {a.title for a in started.services.store.recent_articles(100)}
+        assert set(pool_titles()) <= listed

@@ -102,6 +102,20 @@ def test_re_polling_a_feed_updates_its_articles_without_duplicating_them(
     assert [a.title for a in store.recent_articles(10)] == ["Corrected title"]
 
 
+def test_a_poll_that_added_articles_logs_one_info_line_and_a_poll_with_nothing_new_none(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = json_feed(tmp_path, "Sleep and the heart")
+    caplog.set_level(logging.INFO)
+    poll(store, [feed], Clock(NOW))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"feed {feed}: added 1, updated 0, skipped 0"
+    ]
+    caplog.clear()
+    poll(store, [feed], Clock(NOW + timedelta(minutes=15)))
+    assert caplog.records == []
+
+
 def test_logs_name_a_failing_feed_without_its_credentials(
     store: Store, http_base: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -204,7 +218,7 @@ def test_an_unchanged_feed_costs_a_304_that_imports_nothing_and_counts_as_ok(
     # The server now lies: a new body, the same validators. Only a 304 keeps the old title.
     changing_feed.body = json.dumps(CORRECTED).encode()
     clock.now = NOW + timedelta(minutes=15)
-    caplog.set_level(logging.INFO, logger="digest.feeds")
+    caplog.set_level(logging.DEBUG, logger="digest.feeds")
     poll(store, [feed], clock)
 
     assert changing_feed.asked == [{}, sent_back]
@@ -212,7 +226,10 @@ def test_an_unchanged_feed_costs_a_304_that_imports_nothing_and_counts_as_ok(
     state = store.feed_states([feed])[feed]
     assert (state.ok_at, state.polled_at, state.failures) == (clock.now, clock.now, 0)
     assert state.validators == Validators(etag, last_modified)
-    assert caplog.messages == [f"feed {feed}: unchanged since the last poll (HTTP 304)"]
+    # An idle poll: one line, below INFO.
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, f"feed {feed}: unchanged since the last poll (HTTP 304)")
+    ]
 
 
 def test_a_feed_with_a_new_etag_is_imported_and_its_new_validators_kept(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import re
 import shutil
 import threading
@@ -291,14 +292,44 @@ def test_a_sign_up_in_another_case_adds_nobody_and_mails_the_reader_as_first_typ
 
 def test_a_bad_address_gets_the_form_again_with_the_problem_and_nothing_stored(web: Web) -> None:
     before = snapshot(web.store.engine)
-    answer = web.post("/subscribe", {"email": "not an address", "frequency": "weekly"})
+    answer = web.post(
+        "/subscribe", {"email": "not an address", "frequency": "monthly", "timezone": "Asia/Tokyo"}
+    )
     assert answer.status_code == 400
-    assert "not a valid email address" in answer.text.lower()
+    assert "That address looks incomplete" in answer.text
     assert 'value="not an address"' in answer.text
+    # What the reader chose stays chosen.
+    assert re.search(r'value="monthly"[^>]*checked', answer.text)
+    assert re.search(r'value="Asia/Tokyo"[^>]*selected', answer.text)
     bad_zone = web.post("/subscribe", {"email": "a@example.org", "timezone": "Mars/Base"})
     assert bad_zone.status_code == 400
     assert "Mars/Base" in bad_zone.text
     assert snapshot(web.store.engine) == before
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        ("reader.example.org", "That address looks incomplete — it needs an @ and a domain"),
+        ("reader@", "That address looks incomplete — it needs an @ and a domain"),
+        ("reader@example", "That address looks incomplete — it needs an @ and a domain"),
+        ("read er@example.org", "That address has a space in it."),
+        ("reader@exa mple.org", "That address has a space in it."),
+        ("reader,@example.org", "That address has a character we can't send to."),
+        ("reader@example..org", "That address doesn't look quite right."),
+        (f"{'r' * 250}@example.org", "That address is longer than an email address can be."),
+    ],
+)
+def test_a_mistyped_address_is_told_in_a_readers_words_not_the_validators(
+    web: Web, typed: str, said: str
+) -> None:
+    answer = web.post("/subscribe", {"email": typed, "frequency": "weekly"})
+    assert answer.status_code == 400
+    error = re.search(r'<p class="error" role="alert" id="error">(.*?)</p>', answer.text)
+    assert error is not None
+    assert html.unescape(error[1]).startswith(said)
+    for validator_speak in ("not a valid email address", "@-sign", "SPACE", "characters"):
+        assert validator_speak not in html.unescape(answer.text)
 
 
 def test_an_expired_confirm_link_says_so_and_sends_a_fresh_one_on_request(web: Web) -> None:
@@ -393,7 +424,7 @@ def test_preferences_change_frequency_and_timezone_and_refuse_a_bad_timezone(web
     assert "Your next digest arrives Monday 30 November at 08:00." in _visible_text(page.text)
     saved = web.post(link, {"frequency": "daily", "timezone": "Australia/Sydney"})
     assert saved.status_code == 200
-    assert "Saved: a daily digest, in Australia/Sydney time." in saved.text
+    assert "Saved: a daily digest, in Sydney (Australia Eastern) time." in saved.text
     assert "Your next digest arrives Wednesday 25 November at 08:00." in saved.text
     after = web.reader("prefs@example.org")
     assert (after.frequency, after.timezone, after.cursor) == (
@@ -422,7 +453,7 @@ def test_switching_weekly_to_daily_on_a_wednesday_tells_when_the_next_digest_rea
     reader = _active(web, "switch@example.org", Frequency.WEEKLY, confirmed=confirmed)
     link = web.link(Purpose.PREFERENCES, reader)
     saved = _visible_text(web.post(link, {"frequency": "daily"}).text)
-    assert "Saved: a daily digest, in Europe/Madrid time." in saved
+    assert "Saved: a daily digest, in Madrid (Spain) time." in saved
     assert f"Your next digest {next_digest}." in saved
     assert f"Your next digest {next_digest}." in _visible_text(web.get(link).text)
 
@@ -469,6 +500,47 @@ def test_a_pending_reader_may_change_preferences_and_is_told_digests_start_on_co
     assert "Your next digest starts once you confirm your address" in saved
     after = web.reader("new@example.org")
     assert (after.status, after.frequency) == (SubscriberStatus.PENDING, Frequency.DAILY)
+
+
+def timezone_options(page: str) -> list[tuple[str, bool, str]]:
+    """The timezone select's options: (value, selected, label)."""
+    select = re.search(r'<select id="timezone".*?</select>', page, re.DOTALL)
+    assert select is not None
+    return [
+        (value, bool(selected), html.unescape(label))
+        for value, selected, label in re.findall(
+            r'<option value="([^"]*)"( selected)?>([^<]*)</option>', select[0]
+        )
+    ]
+
+
+def test_the_sign_up_page_offers_a_short_list_of_timezones_people_recognise(web: Web) -> None:
+    options = timezone_options(web.get("/subscribe").text)
+    assert 30 <= len(options) <= 60
+    labels = {value: label for value, _, label in options}
+    assert labels["Europe/London"] == "London (UK)"
+    assert labels["America/New_York"] == "New York (US Eastern)"
+    assert [value for value, selected, _ in options if selected] == ["UTC"]  # the site's default
+    assert len(set(labels)) == len(options)
+
+
+def test_a_reader_in_a_zone_off_the_list_keeps_it_on_preferences_and_at_sign_up(web: Web) -> None:
+    draft = SubscriberDraft("chatham@example.org", Frequency.WEEKLY, "Pacific/Chatham")
+    web.store.add_subscriber(draft, confirmed=True, now=TUESDAY_NOON - timedelta(days=3))
+    link = web.link(Purpose.PREFERENCES, web.reader("chatham@example.org"))
+    options = timezone_options(web.get(link).text)
+    assert [(value, label) for value, selected, label in options if selected] == [
+        ("Pacific/Chatham", "Pacific/Chatham")
+    ]
+    assert 30 <= len(options) <= 61
+    saved = web.post(link, {"frequency": "daily", "timezone": "Pacific/Chatham"})
+    assert "Saved: a daily digest, in Pacific/Chatham time." in saved.text
+    assert web.reader("chatham@example.org").timezone == "Pacific/Chatham"
+    # Any zone the database knows is taken at sign-up too, list or no list.
+    web.post(
+        "/subscribe", {"email": "cordoba@example.org", "timezone": "America/Argentina/Cordoba"}
+    )
+    assert web.reader("cordoba@example.org").timezone == "America/Argentina/Cordoba"
 
 
 def test_preferences_can_unsubscribe(web: Web) -> None:
@@ -519,6 +591,20 @@ def test_every_bad_link_gets_the_same_400_page_and_changes_nothing(web: Web) -> 
                 assert (answer.status_code, answer.text) == (400, reference.text), (name, purpose)
     assert snapshot(web.store.engine) == before
     assert "Traceback" not in reference.text
+
+
+def test_the_invalid_link_page_says_so_once_and_what_to_do_next(web: Web) -> None:
+    page = web.get("/preferences/garbage")
+    assert page.status_code == 400
+    main = re.search(r"<main[^>]*>(.*)</main>", page.text, re.DOTALL)
+    assert main is not None
+    assert _visible_text(main[1]) == (
+        "This link is not valid "
+        "It may have been cut short when it was copied, or replaced by a newer one. "
+        "Open it straight from the email, or copy all of it. "
+        "To unsubscribe or change your digest, use the links at the foot of your latest digest. "
+        "To sign up again, go to the sign-up page ."
+    )
 
 
 def test_a_storm_of_gets_and_heads_on_every_token_link_changes_nothing(web: Web) -> None:

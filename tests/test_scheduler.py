@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED
+from processes import PATIENCE
 from smtp_server import SmtpServer
 
 from digest import app as composition
-from digest import database
+from digest import database, logs
+from digest.app import Services
 from digest.config import load
 from digest.domain import ArticleDraft, Frequency, SubscriberDraft
-from digest.scheduler import Dispatcher
+from digest.scheduler import Dispatcher, Every, build_scheduler
 
 
 class Clock:
@@ -26,9 +32,8 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def test_readers_in_madrid_and_sydney_get_their_daily_digest_at_their_own_0800_across_dst(
-    database_url: str, smtp_server: SmtpServer
-) -> None:
+@pytest.fixture
+def services(database_url: str, smtp_server: SmtpServer) -> Iterator[Services]:
     env = {
         "DIGEST_DATABASE_URL": database_url,
         "DIGEST_SMTP_HOST": smtp_server.host,
@@ -38,6 +43,13 @@ def test_readers_in_madrid_and_sydney_get_their_daily_digest_at_their_own_0800_a
     }
     services = composition.build(load(None, env), check_schema=False)
     database.upgrade(services.store.engine)
+    yield services
+    services.close()
+
+
+def test_readers_in_madrid_and_sydney_get_their_daily_digest_at_their_own_0800_across_dst(
+    services: Services, smtp_server: SmtpServer
+) -> None:
     readers = [
         SubscriberDraft("madrid@example.org", Frequency.DAILY, "Europe/Madrid"),
         SubscriberDraft("sydney@example.org", Frequency.DAILY, "Australia/Sydney"),
@@ -71,4 +83,64 @@ def test_readers_in_madrid_and_sydney_get_their_daily_digest_at_their_own_0800_a
     assert tick("2026-10-25T06:30") == []  # after the change 08:00 is 07:00 UTC
     assert tick("2026-10-25T07:00") == ["madrid@example.org"]  # 08:00 CET
     assert dispatcher.last is not None and dispatcher.last.summary is not None
-    services.close()
+
+
+@pytest.fixture
+def info_log(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[str]]]:
+    """The daemon's logging at INFO, as `digest serve` sets it up; call for the lines since."""
+    logs.configure(logs.LogFormat.TEXT, logging.INFO, [])
+    capsys.readouterr()
+    # The test's SMTP server (aiosmtpd's "mail.log") runs in this process; the daemon's does not.
+    yield lambda: [
+        line for line in capsys.readouterr().err.splitlines() if " mail.log: " not in line
+    ]
+    logging.getLogger().handlers.clear()
+
+
+async def scheduled_once(job: Every) -> None:
+    """Let APScheduler run job once, as the daemon's scheduler does, and wait until it has."""
+    ran = asyncio.Event()
+    scheduler = build_scheduler([job], datetime.now(UTC))
+    scheduler.add_listener(lambda event: ran.set(), EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+    scheduler.start()
+    try:
+        await asyncio.wait_for(ran.wait(), PATIENCE)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_a_scheduled_run_that_sent_logs_one_line_at_info_and_an_idle_one_logs_none(
+    services: Services, smtp_server: SmtpServer, info_log: Callable[[], list[str]]
+) -> None:
+    now = at("2026-11-24T09:00")
+    services.store.add_subscribers(
+        [SubscriberDraft("amara@example.org", Frequency.DAILY, "Europe/London")],
+        confirmed=True,
+        now=now - timedelta(days=2),
+    )
+    services.store.upsert_articles(
+        [ArticleDraft("https://miasfeed.example/a", "News", "", "General", 2, now)], now
+    )
+    dispatcher = Dispatcher(services, Clock(now))
+    job = Every("dispatch", dispatcher.run, 60)
+    asyncio.run(scheduled_once(job))
+    assert len(smtp_server.messages) == 1
+    (line,) = info_log()
+    assert line.endswith(" INFO digest.daemon: run: sent 1, skipped 0, retrying 0, failed 0")
+    asyncio.run(scheduled_once(job))
+    assert len(smtp_server.messages) == 1
+    assert info_log() == []
+
+
+def test_a_job_not_run_at_start_first_runs_one_interval_after_it() -> None:
+    async def nothing() -> None:
+        pass
+
+    start = at("2026-11-25T17:30")
+    scheduler = build_scheduler(
+        [Every("dispatch", nothing, 10), Every("publish", nothing, 60, at_start=False)], start
+    )
+    assert {job.id: job.next_run_time for job in scheduler.get_jobs()} == {
+        "dispatch": start,
+        "publish": start + timedelta(seconds=60),
+    }

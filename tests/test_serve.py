@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from processes import digest, digest_env, running_daemon, stop_cleanly, wait_for
+from processes import digest, digest_env, healthz, running_daemon, stop_cleanly, wait_for
 from smtp_server import SmtpServer
 
 
@@ -47,11 +47,6 @@ def daemon_env(database_url: str, smtp_server: SmtpServer, tmp_path: Path) -> di
 def daemon(daemon_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], int]]:
     with running_daemon(daemon_env) as started:
         yield started
-
-
-def healthz(port: int) -> tuple[int, dict[str, object]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-        return response.status, json.loads(response.read())
 
 
 def scrape(port: int) -> str:
