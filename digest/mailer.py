@@ -24,6 +24,10 @@ SECURITY_MODES = ("none", "starttls", "tls")
 _MAX_DETAIL = 300
 # A session that failed before MAIL is half set up (not greeted, not authenticated): start over.
 _SETUP_STAGES = (SmtpStage.CONNECT, SmtpStage.HELO, SmtpStage.AUTH)
+# How long a sender that is done waits for each connection to let go of its socket: a TLS close
+# takes a round trip (close_notify), and a loop that ends first leaves the socket unclosed.
+_CLOSE_WAIT = 2.0
+_CLOSE_POLL = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,10 +316,18 @@ async def _recover(
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
+    protocol = client.protocol
     if client.is_connected:
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
             await client.quit()
     client.close()
+    if protocol is None:
+        return
+    # The protocol hears connection_lost only once the transport has closed its socket.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_CLOSE_WAIT):
+            while protocol.transport is not None:
+                await asyncio.sleep(_CLOSE_POLL)
 
 
 class DryRunSender:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psutil
 import pytest
 import trustme
 from fake_time import FakeTime
@@ -189,6 +190,32 @@ def test_security_tls_sends_over_implicit_tls(
 
     assert outcome.accepted, outcome
     assert [m.tls for m in server.messages] == [True]
+
+
+def client_sockets(port: int) -> list[object]:
+    """This process's sockets connected to port: the server runs in a thread of it, so its own
+    ends of the connections (local port == port) are left out."""
+    return [
+        c
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.laddr.port != port
+    ]
+
+
+@pytest.mark.usefixtures("trust_ca")
+@pytest.mark.parametrize("security", ["none", "starttls", "tls"])
+def test_a_sender_that_is_done_has_closed_its_connections_tls_included(
+    start_smtp_server: StartServer, server_tls: ssl.SSLContext, security: str
+) -> None:
+    server = start_smtp_server(tls_context=server_tls, implicit_tls=security == "tls")
+
+    async def scenario() -> list[object]:
+        # Still inside the loop: what is not closed now would be left to the garbage collector.
+        await _send(SmtpSender(settings(server, security=security, connections=2)), [mail(1)])
+        return client_sockets(server.port)
+
+    assert asyncio.run(scenario()) == []
+    assert len(server.messages) == 1
 
 
 @pytest.mark.parametrize("security", ["starttls", "tls"])
