@@ -476,6 +476,11 @@ def newest_article(conn: Connection, at: datetime) -> int:
     return conn.scalar(query) or 0
 
 
+def is_address(email: str) -> ColumnElement[bool]:
+    """The reader with this address, whatever its case: every look-up by address goes here."""
+    return S.email_key == address_key(email)
+
+
 def _claimable(now: datetime) -> ColumnElement[bool]:
     """Pending and due, or claimed by a worker whose lease has run out."""
     return or_(
@@ -492,7 +497,7 @@ def _narrow(query: SelectT, only: Only) -> SelectT:
     if only.frequency is not None:
         query = query.where(S.frequency == only.frequency.value)
     if only.email is not None:
-        query = query.where(S.email_key == address_key(only.email))
+        query = query.where(is_address(only.email))
     return query
 
 

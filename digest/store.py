@@ -33,7 +33,7 @@ from digest.domain import (
     sendable_slot,
 )
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
-from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, Run, newest_article
+from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, Run, is_address, newest_article
 from digest.models import ArticleRow, DeliveryRow, FeedRow, RunRow, SubscriberRow
 from digest.sources import Validators
 
@@ -215,7 +215,7 @@ class Store(Ledger):
 
     def find_subscriber(self, email: str) -> Subscriber:
         """The reader with this address, whatever its case."""
-        query = select(*SUBSCRIBER_COLUMNS).where(S.email_key == address_key(email))
+        query = select(*SUBSCRIBER_COLUMNS).where(is_address(email))
         with self._read() as conn:
             row = conn.execute(query).one_or_none()
         if row is None:
@@ -241,9 +241,7 @@ class Store(Ledger):
         """Erase the person, found whatever the case: the subscriber row and every delivery of
         theirs. Returns the address as it was on file."""
         with self._write() as conn:
-            row = conn.execute(
-                select(S.id, S.email).where(S.email_key == address_key(email))
-            ).one_or_none()
+            row = conn.execute(select(S.id, S.email).where(is_address(email))).one_or_none()
             if row is None:
                 raise NotFound(f"no subscriber with the address {email}")
             conn.execute(delete(D).where(D.subscriber_id == row.id))
@@ -278,9 +276,7 @@ class Store(Ledger):
             if new_id is not None:
                 return Signup(new_id, 1, draft.email, confirm=True)
             row = conn.execute(
-                select(S.id, S.email, S.status, S.token_version).where(
-                    S.email_key == address_key(draft.email)
-                )
+                select(S.id, S.email, S.status, S.token_version).where(is_address(draft.email))
             ).one()
             if row.status == SubscriberStatus.ACTIVE.value:
                 return Signup(row.id, row.token_version, row.email, confirm=False)
@@ -501,7 +497,7 @@ class Store(Ledger):
         query = (
             select(D.period_key, D.status, D.attempts, D.last_error)
             .join(S, S.id == D.subscriber_id)
-            .where(S.email_key == address_key(email))
+            .where(is_address(email))
             .order_by(D.id)
         )
         with self._read() as conn:
