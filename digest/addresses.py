@@ -12,7 +12,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from digest.domain import Frequency
 from digest.errors import AddressProblem, InvalidAddress, InvalidInput
-from digest.sources import CONTROLS, shown
+from digest.text import CONTROLS, shown
 
 # RFC 5321 limits a path to 256 octets including the angle brackets.
 MAX_ADDRESS_CHARS = 254
@@ -77,15 +77,6 @@ def address_key(address: str) -> str:
     ASCII only. The address itself is kept as typed, for sending.
     """
     return address.casefold()
-
-
-def needs_smtputf8(address: str) -> bool:
-    """Whether a normalised address can only be delivered by a server that offers SMTPUTF8.
-
-    The domain is already ASCII (IDNA), so only a non-ASCII local part needs it.
-    """
-    local_part, _, _ = address.rpartition("@")
-    return not local_part.isascii()
 
 
 def check_timezone(name: str) -> str:

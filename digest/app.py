@@ -12,13 +12,14 @@ from starlette.routing import BaseRoute
 
 from digest import database
 from digest.config import Settings, sender_address
-from digest.dispatch import Clock, DigestMail, Job
-from digest.ledger import EVERYONE, FinishRules, Only, PlanRules
+from digest.dispatch import DigestMail, Job
+from digest.domain import EVERYONE, Clock, Only, Site
+from digest.ledger import FinishRules, PlanRules
 from digest.mailer import SmtpSettings
 from digest.pages import Pages, PageSettings, ReaderPages
 from digest.ratelimit import RateLimiter
 from digest.readers import ConfirmationMail, Readers
-from digest.render import Renderer, Site
+from digest.render import Renderer
 from digest.store import Store
 from digest.tokens import Tokens
 

@@ -21,15 +21,22 @@ from digest import daemon, database, demo, ingest, logs, reports
 from digest.addresses import check_timezone, normalise_address
 from digest.app import Services, real_clock
 from digest.config import load
-from digest.dispatch import Progress, dry_run, run_once
-from digest.domain import Frequency, RunSummary, SubscriberDraft, SubscriberStatus
+from digest.dispatch import dry_run, run_once
+from digest.domain import (
+    Frequency,
+    Only,
+    Progress,
+    RowError,
+    RunSummary,
+    SubscriberDraft,
+    SubscriberStatus,
+)
 from digest.errors import DigestError, InvalidInput
 from digest.feeds import import_articles
-from digest.ledger import Only
 from digest.logs import LogFormat
 from digest.mailer import DryRunSender, SmtpSender
 from digest.render import preview_html, preview_text
-from digest.sources import RowError, read_source
+from digest.sources import read_source
 from digest.stopping import stop_on_signal
 from digest.store import already_subscribed
 from digest.subscriber_csv import parse_subscribers_csv

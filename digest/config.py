@@ -22,7 +22,7 @@ from digest.addresses import check_timezone, normalise_address, parse_frequency
 from digest.domain import WEEKDAYS, Frequency, Schedule
 from digest.errors import ConfigError, InvalidInput
 from digest.ratelimit import Rate
-from digest.sources import display_name, is_web_url
+from digest.text import display_name, is_web_url
 
 DEFAULT_PATH = Path("config/digest.toml")
 PROJECT_TEMPLATES = Path(__file__).resolve().parent / "templates"

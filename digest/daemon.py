@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from digest.app import Services
-from digest.dispatch import Clock
+from digest.domain import Clock
 from digest.feeds import FeedPoller
 from digest.metrics import Metrics
 from digest.scheduler import Dispatcher, Every, build_scheduler

@@ -31,8 +31,7 @@ from digest import daemon, database, ingest, logs, outbox
 from digest.app import Services, real_clock
 from digest.catcher import Catcher
 from digest.config import PROJECT_TEMPLATES, Settings, load
-from digest.dispatch import Clock
-from digest.domain import ArticleDraft, Frequency, SubscriberDraft
+from digest.domain import ArticleDraft, Clock, Frequency, SubscriberDraft
 from digest.errors import InvalidInput
 from digest.newsroom import Newsroom
 from digest.scheduler import Every

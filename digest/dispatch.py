@@ -14,25 +14,30 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from digest.addresses import mask_address
-from digest.domain import Article, Claim, Frequency, ReplyClass, RunSummary
+from digest.domain import (
+    EVERYONE,
+    Article,
+    Claim,
+    Clock,
+    Frequency,
+    Only,
+    Progress,
+    ReplyClass,
+    Run,
+    RunSummary,
+)
 from digest.errors import SmtpConfigError
-from digest.ledger import EVERYONE, Failure, FinishRules, Only, PlanRules, Run
+from digest.ledger import Failure, FinishRules, PlanRules
 from digest.mailer import Outcome, Outgoing, Sender
 from digest.render import DigestBody, Links, Renderer
 from digest.store import Store
 from digest.tokens import Purpose, Tokens
 
-Clock = Callable[[], datetime]
 T = TypeVar("T")
 log = logging.getLogger("digest.dispatch")
-
-
-class Progress(Protocol):
-    def start(self, total: int) -> None: ...
-    def advance(self, count: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,22 @@
-"""The pure core: frequencies, slots and period keys, due-ness, retry delays and SMTP reply classes.
+"""The pure core: frequencies, slots and period keys, due-ness, retry delays and SMTP reply classes,
+and the nouns every floor above shares (Subscriber, Claim, Run, Site, Clock, Progress...).
 
-No I/O and no clock: every instant is a parameter, every instant is timezone-aware.
+No I/O and no clock: every instant is a parameter, every instant is timezone-aware. It imports
+nothing of ours, so any module may import it.
 """
 
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from typing import Protocol
 from zoneinfo import ZoneInfo
+
+# What reads the time: the real clock in production, an injected one in tests and for --now.
+Clock = Callable[[], datetime]
 
 
 class Frequency(StrEnum):
@@ -289,3 +296,68 @@ class Claim:
     def window(self) -> tuple[Frequency, int, int]:
         """Claims with the same window get the same body."""
         return (self.frequency, self.cursor_from, self.cursor_to)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    frequency: Frequency
+    status: SubscriberStatus
+    timezone: str
+    token_version: int
+    created_at: datetime
+    confirmed_at: datetime | None
+    cursor: int
+    anchor: datetime
+    bounces: int
+
+
+@dataclass(frozen=True, slots=True)
+class Only:
+    """Narrows a run to one frequency and/or one address."""
+
+    frequency: Frequency | None = None
+    email: str | None = None
+
+
+EVERYONE = Only()
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    started_at: datetime
+    finished_at: datetime
+    summary: RunSummary
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    url: str
+    sender: str  # the From header value, e.g. "Mia's Feed <digest@example.org>"
+    list_id: str  # the List-Id header value, e.g. "Mia's Feed digest <digest.example.org>"
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """One bad row of an import, by place (a CSV line, a feed's item), and what is wrong with it."""
+
+    where: str
+    reason: str
+
+
+class Progress(Protocol):
+    """What a send run tells about its progress, e.g. the CLI's progress bar."""
+
+    def start(self, total: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """What a server said identifies its answer, sent back so that an unchanged feed costs a 304."""
+
+    etag: str | None = None
+    last_modified: str | None = None

@@ -9,10 +9,11 @@
     ├── InvalidToken               a link token is tampered, of another purpose, stale or unknown
     │   └── ExpiredToken           a confirm token that was valid but is too old
     ├── DatabaseError              the database is unreachable, busy, or its schema is not current
-    └── DeliveryError              one SMTP transaction failed
-        ├── TransientDeliveryError     try again later (4xx, 552, timeouts, dropped connections)
-        ├── PermanentDeliveryError     this recipient will not take mail (5xx on RCPT or DATA)
+    └── DeliveryError              an SMTP transaction failed
         └── SmtpConfigError            our own settings are wrong (5xx on MAIL FROM or AUTH): stop the run
+
+A failure that is a reader's or the relay's (4xx, 5xx on RCPT or DATA, a dropped connection) is
+not raised: the mailer returns it as an Outcome, and the ledger retries or fails that delivery.
 
 Adapters translate foreign exceptions into these once, keeping the cause (`raise ... from exc`);
 the edges (CLI, web) decide how to show them.
@@ -80,14 +81,6 @@ class DeliveryError(DigestError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
-
-
-class TransientDeliveryError(DeliveryError):
-    pass
-
-
-class PermanentDeliveryError(DeliveryError):
-    pass
 
 
 class SmtpConfigError(DeliveryError):

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from digest import ingest
-from digest.dispatch import Clock
+from digest.domain import Clock, RowError, Validators
 from digest.errors import DigestError
-from digest.sources import Fetched, RowError, Validators, display_name, fetch
+from digest.sources import Fetched, fetch
 from digest.store import FeedState, Store
+from digest.text import display_name
 
 log = logging.getLogger("digest.feeds")
 

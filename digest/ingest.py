@@ -28,7 +28,8 @@ from defusedxml import DefusedXmlException
 
 from digest.domain import ArticleDraft
 from digest.errors import InvalidInput
-from digest.sources import CONTROLS, Collector, Parsed, is_web_url, one_line, shown
+from digest.rows import Collector, Parsed
+from digest.text import CONTROLS, is_web_url, one_line, shown
 
 # Caps on what one article may bring in; longer values are cut and end with "…".
 MAX_TITLE_CHARS = 300

@@ -38,9 +38,11 @@ from sqlalchemy.exc import OperationalError
 from digest.addresses import address_key
 from digest.database import database_error
 from digest.domain import (
+    EVERYONE,
     Claim,
     DeliveryStatus,
     Frequency,
+    Only,
     RunSummary,
     Schedule,
     Slot,
@@ -55,17 +57,6 @@ OUTSTANDING = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
 ERROR_TEXT_LIMIT = 500
 AnyRow = Row[*tuple[Any, ...]]
 SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
-
-
-@dataclass(frozen=True, slots=True)
-class Only:
-    """Narrows a run to one frequency and/or one address."""
-
-    frequency: Frequency | None = None
-    email: str | None = None
-
-
-EVERYONE = Only()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +80,6 @@ class Failure:
     claim: Claim
     detail: str
     permanent: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    started_at: datetime
-    finished_at: datetime
-    summary: RunSummary
-    note: str
 
 
 class Ledger:

@@ -74,10 +74,6 @@ class Outcome:
     code: int | None  # SMTP code if any
     detail: str  # one line, e.g. "451 4.3.0 try later (data)" or "Connection lost (mail)"
 
-    @property
-    def accepted(self) -> bool:
-        return self.reply is None
-
 
 class Sender(Protocol):
     """What dispatch needs: SmtpSender for real, DryRunSender for --dry-run."""
@@ -331,10 +327,7 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
 
 
 class DryRunSender:
-    """Accepts every message without touching the network; counts what it was given."""
-
-    def __init__(self) -> None:
-        self.count = 0
+    """Accepts every message without touching the network."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -345,5 +338,4 @@ class DryRunSender:
     async def send_many(
         self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool] = _always
     ) -> list[Outcome]:
-        self.count += len(mails)
         return [Outcome(mail.key, None, None, "dry run: not sent") for mail in mails]

@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from digest.dispatch import Clock
-from digest.sources import display_name
+from digest.domain import Clock
 from digest.store import Store
+from digest.text import display_name
 
 
 class _LedgerCollector(Collector):

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from digest.dispatch import Clock
-from digest.domain import ArticleDraft
+from digest.domain import ArticleDraft, Clock
 from digest.store import Store
 
 log = logging.getLogger("digest.demo")

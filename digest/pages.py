@@ -30,12 +30,11 @@ from digest.addresses import (
     normalise_address,
     parse_frequency,
 )
-from digest.domain import Frequency, NextDigest, SubscriberDraft, SubscriberStatus
+from digest.domain import Frequency, NextDigest, Site, Subscriber, SubscriberDraft, SubscriberStatus
 from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.ratelimit import RateLimiter
 from digest.readers import ConfirmationMail, Readers
-from digest.render import Site
-from digest.store import SIGNED_UP, Subscriber
+from digest.store import SIGNED_UP
 from digest.timezones import COMMON, LABELS, label
 from digest.tokens import Purpose
 

@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from digest.addresses import mask_address
-from digest.dispatch import Clock
 from digest.domain import (
+    Clock,
     Frequency,
     NextDigest,
     Schedule,
+    Subscriber,
     SubscriberDraft,
     SubscriberStatus,
     next_digest,
@@ -26,7 +27,7 @@ from digest.domain import (
 from digest.errors import InvalidToken
 from digest.mailer import Outgoing, SmtpSender, SmtpSettings
 from digest.render import Renderer
-from digest.store import Signup, Store, Subscriber
+from digest.store import Signup, Store
 from digest.tokens import Purpose, Tokens, address_hash
 
 log = logging.getLogger("digest.readers")

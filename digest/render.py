@@ -29,7 +29,7 @@ import nh3
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from digest.domain import Article, Frequency
+from digest.domain import Article, Frequency, Site
 
 CRLF = "\r\n"
 # Every boundary str.splitlines() knows, "\r\n" first so that it counts once (RELIABILITY rule 11).
@@ -49,14 +49,6 @@ _SOFT_BREAK = b"=\r\n"
 # HTML, so the part as sent stays under max_html_bytes for any links up to this many bytes. Ours are
 # the base URL, "/preferences/" and a token of at most 100 characters: about 150 bytes.
 LINK_ROOM = 400
-
-
-@dataclass(frozen=True, slots=True)
-class Site:
-    name: str
-    url: str
-    sender: str  # the From header value, e.g. "Mia's Feed <digest@example.org>"
-    list_id: str  # the List-Id header value, e.g. "Mia's Feed digest <digest.example.org>"
 
 
 @dataclass(frozen=True, slots=True)

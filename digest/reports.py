@@ -11,17 +11,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as RichProgress
 
 from digest.app import Services
-from digest.dispatch import Progress
 from digest.domain import (
     Article,
     DeliveryStatus,
     Frequency,
+    Progress,
+    Subscriber,
     SubscriberStatus,
     next_digest,
 )
 from digest.feeds import failing_too_long
-from digest.sources import display_name
-from digest.store import Outlook, Subscriber
+from digest.store import Outlook
+from digest.text import display_name
 
 RECENT_RUNS = 5
 

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from digest.app import Services
-from digest.dispatch import Clock, run_once
-from digest.domain import RunSummary
+from digest.dispatch import run_once
+from digest.domain import Clock, RunSummary
 from digest.errors import DigestError
 from digest.mailer import SmtpSender
 

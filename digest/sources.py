@@ -1,4 +1,4 @@
-"""Where input comes from: bounded reads of files and http(s) URLs, and how bad rows are reported.
+"""Where input comes from: bounded reads of files and http(s) URLs.
 
 The only module that imports httpx.
 """
@@ -8,98 +8,19 @@ from __future__ import annotations
 import re
 import ssl
 from base64 import b64encode
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Generic, TypeVar, overload
+from typing import overload
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from digest.domain import Validators
 from digest.errors import InvalidInput
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    where: str  # "line 4", "entry 3", or the feed's name
-    reason: str  # one line
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed(Generic[T]):
-    items: list[T]
-    errors: list[RowError]
-    places: list[str]  # where each item stood ("line 4"), in step with items
-
-
-class Collector(Generic[T]):
-    """Gathers good items and reports each bad one by where it stood; the first of a key wins."""
-
-    def __init__(self, unit: str, key: Callable[[T], str]) -> None:
-        self._unit = unit  # "entry", "line"
-        self._key = key
-        self._first_seen: dict[str, int] = {}
-        self.parsed: Parsed[T] = Parsed([], [], [])
-
-    def add(self, number: int, make: Callable[[], T]) -> None:
-        where = f"{self._unit} {number}"
-        try:
-            item = make()
-        except InvalidInput as exc:
-            self.parsed.errors.append(RowError(where, str(exc)))
-            return
-        key = self._key(item)
-        if key in self._first_seen:
-            first = self._first_seen[key]
-            self.parsed.errors.append(RowError(where, f"duplicate of {self._unit} {first}"))
-            return
-        self._first_seen[key] = number
-        self.parsed.items.append(item)
-        self.parsed.places.append(where)
-
-
-# Every line boundary str.splitlines() knows is a control character or U+2028/U+2029.
-CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def one_line(text: str) -> str:
-    return " ".join(CONTROLS.sub(" ", text).split())
-
-
-def shown(value: str, limit: int = 60) -> str:
-    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
-
-
-def display_name(source: str) -> str:
-    """A source as logs and messages may show it: a URL loses its user, password and query.
-
-    Feed URLs often carry an access token; it must not end up in a log shipper.
-    """
-    try:
-        parts = urlsplit(source)
-    except ValueError:
-        return one_line(source)
-    if not parts.scheme or not parts.netloc:
-        return one_line(source)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    query = "?..." if parts.query else ""
-    return one_line(f"{parts.scheme}://{host}{port}{parts.path}{query}")
-
-
-def is_web_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-
-
-# --- reading ------------------------------------------------------------------------------------
+from digest.text import display_name, is_web_url, one_line
 
 # The most a feed or a CSV file may hold; a larger one is refused whole, having been read no further.
 MAX_SOURCE_BYTES = 10_000_000
@@ -107,14 +28,6 @@ MAX_SOURCE_BYTES = 10_000_000
 MAX_VALIDATOR_CHARS = 255
 MAX_REDIRECTS = 10
 _PIECE_BYTES = 1 << 16
-
-
-@dataclass(frozen=True, slots=True)
-class Validators:
-    """What a server said identifies its answer, sent back so that an unchanged feed costs a 304."""
-
-    etag: str | None = None
-    last_modified: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

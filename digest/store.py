@@ -24,39 +24,26 @@ from digest.domain import (
     ArticleDraft,
     DeliveryStatus,
     Frequency,
+    Run,
     RunSummary,
     Schedule,
     Slot,
+    Subscriber,
     SubscriberDraft,
     SubscriberStatus,
+    Validators,
     next_slot,
     sendable_slot,
 )
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
-from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, Run, is_address, newest_article
+from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, is_address, newest_article
 from digest.models import ArticleRow, DeliveryRow, FeedRow, RunRow, SubscriberRow
-from digest.sources import Validators
 
 A, S, D = ArticleRow, SubscriberRow, DeliveryRow
 # Readers who are subscribed or on their way: the others need a new sign-up to change anything.
 SIGNED_UP = frozenset({SubscriberStatus.ACTIVE, SubscriberStatus.PENDING})
 ARTICLE_COLUMNS = (A.id, A.url, A.title, A.summary, A.category, A.reading_minutes, A.published_at)
 SUBSCRIBER_COLUMNS = tuple(S.__table__.c)
-
-
-@dataclass(frozen=True, slots=True)
-class Subscriber:
-    id: int
-    email: str
-    frequency: Frequency
-    status: SubscriberStatus
-    timezone: str
-    token_version: int
-    created_at: datetime
-    confirmed_at: datetime | None
-    cursor: int
-    anchor: datetime
-    bounces: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ from functools import partial
 from digest.addresses import address_key, check_timezone, normalise_address, parse_frequency
 from digest.domain import SubscriberDraft
 from digest.errors import InvalidInput
-from digest.sources import Collector, Parsed, one_line, shown
+from digest.rows import Collector, Parsed
+from digest.text import one_line, shown
 
 CSV_HEADER = "email,frequency[,timezone]"
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from digest.render import Links, Site
+from digest.domain import Site
+from digest.render import Links
 
 SITE = Site(
     name="Mia's Feed",

@@ -8,7 +8,6 @@ from digest.addresses import (
     MAX_ADDRESS_CHARS,
     address_key,
     check_timezone,
-    needs_smtputf8,
     normalise_address,
     parse_frequency,
 )
@@ -80,18 +79,6 @@ def test_normalise_address_names_over_long_addresses() -> None:
 def test_normalise_address_carries_the_validators_reason() -> None:
     with pytest.raises(InvalidInput, match=r"'no-at-sign': .*@-sign"):
         normalise_address("no-at-sign")
-
-
-@pytest.mark.parametrize(
-    ("address", "expected"),
-    [
-        ("ñandú@example.org", True),
-        ("mia@example.org", False),
-        ("x@xn--bcher-kva.example", False),
-    ],
-)
-def test_needs_smtputf8_only_for_a_non_ascii_local_part(address: str, expected: bool) -> None:
-    assert needs_smtputf8(normalise_address(address)) is expected
 
 
 @given(st.text(max_size=300))

@@ -15,9 +15,9 @@ from feed_server import ChangingFeed
 from digest import reports
 from digest.app import Services
 from digest.config import load
+from digest.domain import Validators
 from digest.feeds import FeedPoller
 from digest.metrics import Metrics
-from digest.sources import Validators
 from digest.store import Store
 
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)

@@ -45,8 +45,9 @@ from digest.ingest import (
     parse_articles,
 )
 from digest.render import Renderer
-from digest.sources import MAX_SOURCE_BYTES, display_name
+from digest.sources import MAX_SOURCE_BYTES
 from digest.store import Store
+from digest.text import display_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.domain import Frequency
+from digest.domain import Frequency, RowError
 from digest.errors import InvalidInput
 from digest.ingest import (
     MAX_CATEGORY_CHARS,
@@ -20,7 +20,7 @@ from digest.ingest import (
     estimate_reading_minutes,
     parse_articles,
 )
-from digest.sources import RowError, read_source
+from digest.sources import read_source
 from digest.subscriber_csv import parse_subscribers_csv
 
 DATA = Path(__file__).parent / "data"

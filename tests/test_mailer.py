@@ -79,7 +79,7 @@ def test_fifty_messages_are_all_accepted_over_at_most_four_reused_connections(
     outcomes = send(settings(smtp_server, connections=4), *mails)
 
     assert [o.key for o in outcomes] == list(range(1, 51))
-    assert all(o.accepted and o.code == 250 for o in outcomes), outcomes
+    assert all(o.reply is None and o.code == 250 for o in outcomes), outcomes
     assert sorted(m.message_id or "" for m in smtp_server.messages) == sorted(
         f"<{key}@digest.test>" for key in range(1, 51)
     )
@@ -93,7 +93,7 @@ def test_concurrent_sends_share_the_pool(smtp_server: SmtpServer) -> None:
 
     outcomes = asyncio.run(scenario())
 
-    assert all(o.accepted for o in outcomes)
+    assert all(o.reply is None for o in outcomes)
     assert len(smtp_server.messages) == 10
     assert smtp_server.connections <= 2
 
@@ -143,7 +143,7 @@ def test_wrong_password_is_our_config_error(smtp_server: SmtpServer) -> None:
 def test_right_password_authenticates_and_sends(smtp_server: SmtpServer) -> None:
     [outcome] = send(settings(smtp_server, username="digest", password="secret"), mail(1))
 
-    assert outcome.accepted
+    assert outcome.reply is None
 
 
 def test_required_starttls_on_a_server_without_it_is_our_config_error(
@@ -164,7 +164,7 @@ def test_starttls_upgrades_before_sending(
 
     [outcome] = send(settings(server, security="starttls"), mail(1))
 
-    assert outcome.accepted, outcome
+    assert outcome.reply is None, outcome
     assert [m.tls for m in server.messages] == [True]
 
 
@@ -176,7 +176,7 @@ def test_security_none_sends_in_clear_even_when_the_server_offers_starttls(
 
     [outcome] = send(settings(server, security="none"), mail(1))
 
-    assert outcome.accepted, outcome
+    assert outcome.reply is None, outcome
     assert [m.tls for m in server.messages] == [False]  # no opportunistic upgrade
 
 
@@ -188,7 +188,7 @@ def test_security_tls_sends_over_implicit_tls(
 
     [outcome] = send(settings(server, security="tls"), mail(1))
 
-    assert outcome.accepted, outcome
+    assert outcome.reply is None, outcome
     assert [m.tls for m in server.messages] == [True]
 
 
@@ -269,7 +269,7 @@ def test_final_reply_within_the_data_timeout_is_awaited(smtp_server: SmtpServer)
 
     [outcome] = send(settings(smtp_server, timeout=0.1, data_timeout=2.0), mail(1))
 
-    assert outcome.accepted  # the command timeout does not cut the DATA reply short
+    assert outcome.reply is None  # the command timeout does not cut the DATA reply short
 
 
 def test_next_message_on_the_same_connection_goes_through_after_a_refused_recipient(
@@ -368,7 +368,7 @@ def test_utf8_address_on_a_server_with_smtputf8_is_sent_with_the_smtputf8_option
 
     [outcome] = send(settings(smtp_server), mail(1, "josé@example.org"))
 
-    assert outcome.accepted
+    assert outcome.reply is None
     [received] = smtp_server.messages
     assert received.recipients == ["josé@example.org"]
     assert "SMTPUTF8" in received.mail_options
@@ -377,7 +377,7 @@ def test_utf8_address_on_a_server_with_smtputf8_is_sent_with_the_smtputf8_option
 def test_international_domain_alone_needs_no_smtputf8(smtp_server: SmtpServer) -> None:
     [outcome] = send(settings(smtp_server), mail(1, "reader@bücher.example"))
 
-    assert outcome.accepted
+    assert outcome.reply is None
     assert smtp_server.recipients == ["reader@xn--bcher-kva.example"]
 
 
@@ -406,7 +406,7 @@ def test_a_rate_limit_paces_every_message_across_connections_and_all_arrive(
 
     outcomes = send_paced(settings(smtp_server, connections=4, rate=Rate(10, 1.0)), time, *mails)
 
-    assert all(o.accepted for o in outcomes), outcomes
+    assert all(o.reply is None for o in outcomes), outcomes
     assert len(smtp_server.messages) == 12
     assert time.sleeps == pytest.approx([0.1] * 11)  # one slot each, the first at once
     # The server never had more messages than slots handed out: no connection ran ahead.
@@ -440,16 +440,15 @@ def test_without_a_rate_limit_the_sender_never_sleeps(smtp_server: SmtpServer) -
 
     outcomes = asyncio.run(_send(sender, [mail(key) for key in range(10)]))
 
-    assert all(o.accepted for o in outcomes)
+    assert all(o.reply is None for o in outcomes)
 
 
-def test_dry_run_accepts_everything_and_counts_it() -> None:
+def test_dry_run_accepts_everything_without_a_network() -> None:
     dry_run = DryRunSender()  # takes no settings: there is nowhere it could connect to
 
     outcomes = asyncio.run(_send(dry_run, [mail(key) for key in range(5)]))
 
     assert [(o.key, o.reply) for o in outcomes] == [(key, None) for key in range(5)]
-    assert dry_run.count == 5
 
 
 def test_settings_reject_an_unknown_security_mode() -> None:

@@ -33,10 +33,10 @@ from digest.app import Services
 from digest.catcher import free_port
 from digest.config import PROJECT_TEMPLATES, load
 from digest.daemon import asgi_app
-from digest.domain import ArticleDraft, Frequency, SubscriberDraft, SubscriberStatus
+from digest.domain import ArticleDraft, Frequency, Subscriber, SubscriberDraft, SubscriberStatus
 from digest.ledger import PlanRules
 from digest.models import SubscriberRow
-from digest.store import Store, Subscriber
+from digest.store import Store
 from digest.tokens import Purpose
 
 TUESDAY_NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -21,10 +21,10 @@ from samples import DIGEST_HEADERS, LINE_BOUNDARIES, LINKS, SITE
 from smtp_server import SmtpServer
 
 from digest.config import PROJECT_TEMPLATES
-from digest.domain import Article, Frequency
+from digest.domain import Article, Frequency, Site
 from digest.ingest import MAX_SUMMARY_CHARS, MAX_TITLE_CHARS, article_from_fields
 from digest.mailer import Outgoing, SmtpSender, SmtpSettings
-from digest.render import LINK_ROOM, Links, Renderer, Site, preview_html, preview_text
+from digest.render import LINK_ROOM, Links, Renderer, preview_html, preview_text
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = PROJECT_TEMPLATES
@@ -516,7 +516,7 @@ def through_smtp(server: SmtpServer, messages: list[bytes]) -> list[bytes]:
         # One connection, so the server receives them in order.
         config = SmtpSettings(host=server.host, port=server.port, connections=1)
         async with SmtpSender(config) as sender:
-            assert all(o.accepted for o in await sender.send_many(outgoing))
+            assert all(o.reply is None for o in await sender.send_many(outgoing))
 
     asyncio.run(scenario())
     return [received.data for received in server.messages]

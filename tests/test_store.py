@@ -14,6 +14,7 @@ from digest.domain import (
     DeliveryStatus,
     Frequency,
     NextDigest,
+    Only,
     RunSummary,
     Schedule,
     SubscriberDraft,
@@ -21,7 +22,7 @@ from digest.domain import (
     next_digest,
 )
 from digest.errors import DuplicateSubscriber, NotFound
-from digest.ledger import Failure, FinishRules, Only, PlanRules
+from digest.ledger import Failure, FinishRules, PlanRules
 from digest.store import Outlook, Store
 
 MONDAY_0900 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
