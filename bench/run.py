@@ -4,7 +4,7 @@
 
 Seeds a fresh SQLite database (in a child process, so its memory is not counted) with N confirmed
 readers spread over the three frequencies and a few timezones, and M articles; then runs the real
-`dispatch.run_once` against a minimal SMTP sink in another process, and prints digests per second,
+`Services.send` (the run `digest send` makes) against a minimal SMTP sink in another process, and prints digests per second,
 CPU seconds and peak memory (RSS) of the sending process.
 """
 
@@ -25,9 +25,7 @@ from digest import app as composition
 from digest import database
 from digest.catcher import free_port
 from digest.config import load
-from digest.dispatch import run_once
 from digest.domain import ArticleDraft, Frequency, SubscriberDraft
-from digest.mailer import SmtpSender
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # a Monday 09:00 UTC: weekly readers are due
 ZONES = ("UTC", "Europe/London", "Europe/Madrid", "America/New_York", "Asia/Kolkata")
@@ -80,11 +78,8 @@ def send(env: dict[str, str]) -> tuple[str, float, float]:
     services = composition.build(load(None, env))
 
     async def go() -> str:
-        async with SmtpSender(services.smtp()) as sender:
-            summary = await run_once(
-                services.job(NOW), services.store, services.digest_mail(), sender, lambda: NOW
-            )
-        return summary.line()
+        sent = await services.send(NOW, lambda: NOW)
+        return sent.summary.line()
 
     wall, cpu = time.perf_counter(), time.process_time()
     line = asyncio.run(go())

@@ -1,30 +1,48 @@
-"""Composition root: settings in, wired services out. The only place that knows every adapter."""
+"""Composition root and the verbs every edge calls: settings in, wired services and their verbs out.
+
+The CLI, the daemon's scheduler and the web side reach the pipeline and the adapters through
+Services, so that a send run, a preview or an import is assembled in one place. It is the only
+module that knows every adapter; it knows no edge (no Starlette, no Typer).
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from starlette.routing import BaseRoute
-
-from digest import database
-from digest.config import Settings, sender_address
-from digest.dispatch import DigestMail, Job
-from digest.domain import EVERYONE, Clock, Only, Site
-from digest.ledger import FinishRules, PlanRules
-from digest.mailer import SmtpSettings
-from digest.pages import Pages, PageSettings, ReaderPages
-from digest.ratelimit import RateLimiter
-from digest.readers import ConfirmationMail, Readers
-from digest.render import Renderer
-from digest.store import Store
+from digest import database, ingest, logs
+from digest.addresses import check_timezone, normalise_address
+from digest.config import LogFormat, Settings, sender_address
+from digest.dispatch import DigestMail, Job, dry_run, run_once
+from digest.domain import (
+    EVERYONE,
+    Article,
+    Clock,
+    Frequency,
+    Only,
+    Progress,
+    RowError,
+    RunSummary,
+    Site,
+    Subscriber,
+    SubscriberDraft,
+    SubscriberStatus,
+)
+from digest.feeds import Imported, import_articles
+from digest.ledger import FinishRules, Ledger, PlanRules
+from digest.mailer import DryRunSender, SmtpSender, SmtpSettings
+from digest.render import Renderer, preview_html, preview_text
+from digest.sources import read_source
+from digest.store import Store, already_subscribed
+from digest.subscriber_csv import parse_subscribers_csv
 from digest.tokens import Tokens
 
 RETRY_CAP = timedelta(hours=1)
-SIGNUP_WINDOW = timedelta(hours=1)
 # A dry run mails nobody, so it needs no From address of ours: it renders with this stand-in.
 DRY_RUN_SENDER = "digest <digest@dry-run.invalid>"
 
@@ -34,97 +52,65 @@ def real_clock() -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
-class Services:
-    settings: Settings
-    store: Store
+class Sent:
+    summary: RunSummary
+    unreachable: str | None  # why no connection reached the relay, if none did
 
-    def _sender_domain(self) -> str:
-        """Names our List-Id and Message-IDs."""
-        return sender_address(self.settings.require_sender()).rpartition("@")[2]
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    subscriber: Subscriber
+    news: bool  # articles after the reader's cursor exist at the instant previewed
+    text: str | None  # the digest as it would go out; None when none would
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberImport:
+    added: int
+    known: list[tuple[str, str]]  # (where, how it is reported) of each address already on file
+    errors: list[RowError]
+
+
+class Services:
+    """The wired adapters, each built once, and the verbs the edges call."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.ledger = Ledger(store)
+        # Built on first use: a command that sends nothing needs no sender or signing key.
+        self._renderer: Renderer | None = None
+        self._tokens: Tokens | None = None
 
     def close(self) -> None:
         self.store.engine.dispose()
 
-    def for_dry_run(self) -> Services:
-        """These services, with a stand-in sender when DIGEST_SENDER is not set."""
-        if self.settings.sender is not None:
-            return self
-        return replace(self, settings=replace(self.settings, sender=DRY_RUN_SENDER))
+    # -- the parts, built once ----------------------------------------------------------------
 
     def renderer(self) -> Renderer:
-        return Renderer(
-            self.settings.templates_dir, self._site(), max_articles=self.settings.max_articles
-        )
+        if self._renderer is None:
+            s = self.settings
+            self._renderer = Renderer(s.templates_dir, self.site(), max_articles=s.max_articles)
+        return self._renderer
 
-    def _site(self) -> Site:
+    def tokens(self) -> Tokens:
+        if self._tokens is None:
+            s = self.settings
+            self._tokens = Tokens(s.require_secret_keys(), s.confirm_max_age)
+        return self._tokens
+
+    def site(self) -> Site:
         s = self.settings
         return Site(
             name=s.site_name,
             url=s.site_url,
             sender=s.require_sender(),
-            list_id=f"{s.site_name} digest <digest.{self._sender_domain()}>",
+            list_id=f"{s.site_name} digest <digest.{self.sender_domain()}>",
         )
 
-    def pages(self) -> Pages:
-        s = self.settings
-        return Pages(
-            s.templates_dir,
-            PageSettings(
-                site=self._site(),
-                allowed_origins=s.allowed_origins,
-                default_frequency=s.default_frequency,
-                default_timezone=s.default_timezone,
-                send_time=s.schedule.send_time.strftime("%H:%M"),
-                confirm_days=s.confirm_max_age.days,
-                dispatch_interval=s.dispatch_interval,
-            ),
-        )
-
-    def reader_routes(self, clock: Clock, pages: Pages) -> list[BaseRoute]:
-        s = self.settings
-        tokens = self.tokens()
-        confirmations = ConfirmationMail(
-            self.renderer(),
-            tokens,
-            self.smtp(),
-            base_url=s.base_url,
-            envelope_sender=sender_address(s.require_sender()),
-            message_domain=self._sender_domain(),
-            expires_days=s.confirm_max_age.days,
-        )
-        limits = (
-            RateLimiter(s.signup_limit_per_address, SIGNUP_WINDOW, clock),
-            RateLimiter(s.signup_limit_per_client, SIGNUP_WINDOW, clock),
-        )
-        readers = Readers(self.store, tokens, s.schedule, s.max_lateness, clock)
-        return ReaderPages(readers, pages, confirmations, limits).routes()
-
-    def tokens(self) -> Tokens:
-        return Tokens(self.settings.require_secret_keys(), self.settings.confirm_max_age)
-
-    def digest_mail(self) -> DigestMail:
-        s = self.settings
-        return DigestMail(
-            self.store,
-            self.renderer(),
-            self.tokens(),
-            base_url=s.base_url,
-            envelope_sender=sender_address(s.require_sender()),
-            one_click=s.one_click,
-        )
-
-    def job(self, now: datetime, only: Only = EVERYONE) -> Job:
-        s = self.settings
-        domain = self._sender_domain()
-        return Job(
-            now=now,
-            owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
-            plan=PlanRules(s.schedule, s.max_lateness, s.batch_size, message_domain=domain),
-            finish=FinishRules(s.retry_limit, s.retry_base, RETRY_CAP, s.bounce_limit),
-            lease=s.lease,
-            batch_size=s.batch_size,
-            only=only,
-        )
+    def sender_domain(self) -> str:
+        """Names our List-Id and Message-IDs."""
+        return sender_address(self.settings.require_sender()).rpartition("@")[2]
 
     def smtp(self) -> SmtpSettings:
         s = self.settings
@@ -140,6 +126,141 @@ class Services:
             rate=s.smtp_rate_limit,
         )
 
+    def sender(self) -> SmtpSender:
+        """A pool of connections to the relay, for one run or one mail: use it with `async with`."""
+        return SmtpSender(self.smtp())
+
+    def digest_mail(self) -> DigestMail:
+        """Turns one run's claims into messages; its bodies are kept for that run only."""
+        s = self.settings
+        return DigestMail(
+            self.store,
+            self.renderer(),
+            self.tokens(),
+            base_url=s.base_url,
+            envelope_sender=sender_address(s.require_sender()),
+            one_click=s.one_click,
+        )
+
+    def job(self, now: datetime, only: Only = EVERYONE) -> Job:
+        s = self.settings
+        return Job(
+            now=now,
+            owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            plan=PlanRules(s.schedule, s.max_lateness, s.batch_size, self.sender_domain()),
+            finish=FinishRules(s.retry_limit, s.retry_base, RETRY_CAP, s.bounce_limit),
+            lease=s.lease,
+            batch_size=s.batch_size,
+            only=only,
+        )
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def only(self, frequency: Frequency | None, email: str | None) -> Only:
+        """A run narrowed to one frequency and/or one reader's address (checked here)."""
+        return Only(frequency, normalise_address(email) if email else None)
+
+    async def send(
+        self,
+        now: datetime,
+        clock: Clock,
+        only: Only = EVERYONE,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Sent:
+        """Send every digest due at now, as `digest send` and the daemon's dispatch job do."""
+        async with self.sender() as sender:
+            summary = await run_once(
+                self.job(now, only),
+                self.ledger,
+                self.digest_mail(),
+                sender,
+                clock,
+                progress,
+                should_stop,
+            )
+            return Sent(summary, sender.unreachable)
+
+    async def dry_run(self, now: datetime, only: Only = EVERYONE) -> RunSummary:
+        """Render every digest due at now; send and change nothing. No DIGEST_SENDER needed."""
+        services = self
+        if self.settings.sender is None:
+            services = Services(replace(self.settings, sender=DRY_RUN_SENDER), self.store)
+        return await dry_run(
+            services.job(now, only), self.ledger, services.digest_mail(), DryRunSender()
+        )
+
+    def count_claimable(self, now: datetime, only: Only = EVERYONE) -> int:
+        return self.ledger.count_claimable(now, only)
+
+    def preview(self, email: str, now: datetime, *, html: bool) -> Preview:
+        """The digest this reader would get at now, in either part; changes nothing."""
+        subscriber = self.store.find_subscriber(normalise_address(email))
+        newest = self.store.newest_seq(now)
+        news = subscriber.cursor < newest
+        if subscriber.status is not SubscriberStatus.ACTIVE or not news:
+            return Preview(subscriber, news, None)
+        mail = self.digest_mail()
+        body = mail.body(subscriber.frequency, subscriber.cursor, newest)
+        links = mail.links(subscriber.id, subscriber.token_version)
+        text = preview_html(body, links) if html else preview_text(body, links)
+        return Preview(subscriber, news, text)
+
+    # -- readers and articles -----------------------------------------------------------------
+
+    def add_subscriber(
+        self,
+        email: str,
+        frequency: Frequency | None,
+        timezone: str | None,
+        *,
+        confirmed: bool,
+        now: datetime,
+    ) -> SubscriberDraft:
+        s = self.settings
+        draft = SubscriberDraft(
+            normalise_address(email),
+            frequency or s.default_frequency,
+            check_timezone(timezone or s.default_timezone),
+        )
+        self.store.add_subscriber(draft, confirmed=confirmed, now=now)
+        return draft
+
+    def import_subscribers(self, path: Path, *, confirmed: bool, now: datetime) -> SubscriberImport:
+        """Import the good rows of a CSV file; known addresses are left as they were."""
+        parsed = parse_subscribers_csv(
+            read_source(str(path)), default_timezone=self.settings.default_timezone
+        )
+        known = self.store.add_subscribers(parsed.items, confirmed=confirmed, now=now)
+        reported = [
+            (where, already_subscribed(draft.email, known[draft.email]))
+            for where, draft in zip(parsed.places, parsed.items, strict=True)
+            if draft.email in known
+        ]
+        return SubscriberImport(len(parsed.items) - len(known), reported, parsed.errors)
+
+    def subscribers(self, status: SubscriberStatus | None) -> Iterator[Subscriber]:
+        return self.store.subscribers(status)
+
+    def remove_subscriber(self, email: str) -> str:
+        """Erase a reader and every record of mail to them; returns the address as on file."""
+        return self.ledger.remove_subscriber(normalise_address(email))
+
+    def add_article(self, fields: Mapping[str, object], now: datetime) -> tuple[str, bool]:
+        """Add one article, or update the one with its URL: (its URL, whether it was new)."""
+        draft = ingest.article_from_fields(dict(fields), now)
+        return draft.url, bool(self.store.upsert_articles([draft], now).added)
+
+    def import_articles(self, source: str, now: datetime) -> Imported:
+        return import_articles(self.store, source, now)
+
+    def recent_articles(self, limit: int) -> list[Article]:
+        return self.store.recent_articles(limit)
+
+    def upgrade_schema(self) -> list[str]:
+        """Create or migrate the schema; returns what the migrations had to tell."""
+        return database.upgrade(self.store.engine)
+
 
 def build(settings: Settings, *, check_schema: bool = True) -> Services:
     engine = database.connect(settings.database_url)
@@ -150,3 +271,11 @@ def build(settings: Settings, *, check_schema: bool = True) -> Services:
             engine.dispose()
             raise
     return Services(settings, Store(engine))
+
+
+def start(
+    settings: Settings, log_format: LogFormat, log_level: int, *, check_schema: bool = True
+) -> Services:
+    """Start logging (which must know the secrets to hide), then wire the services."""
+    logs.configure(log_format, log_level, logs.secrets_of(settings))
+    return build(settings, check_schema=check_schema)

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,29 +16,12 @@ from typing import Annotated, Protocol, cast
 import typer
 
 from digest import app as composition
-from digest import daemon, database, demo, ingest, logs, reports
-from digest.addresses import check_timezone, normalise_address
+from digest import daemon, demo, reports
 from digest.app import Services, real_clock
-from digest.config import load
-from digest.dispatch import dry_run, run_once
-from digest.domain import (
-    Frequency,
-    Only,
-    Progress,
-    RowError,
-    RunSummary,
-    SubscriberDraft,
-    SubscriberStatus,
-)
+from digest.config import LogFormat, load
+from digest.domain import Frequency, RowError, SubscriberStatus
 from digest.errors import DigestError, InvalidInput
-from digest.feeds import import_articles
-from digest.logs import LogFormat
-from digest.mailer import DryRunSender, SmtpSender
-from digest.render import preview_html, preview_text
-from digest.sources import read_source
 from digest.stopping import stop_on_signal
-from digest.store import already_subscribed
-from digest.subscriber_csv import parse_subscribers_csv
 
 cli = typer.Typer(
     no_args_is_help=True,
@@ -109,11 +91,10 @@ def _root(
 def _services(
     ctx: typer.Context, *, check_schema: bool = True, log_level: int = logging.WARNING
 ) -> Services:
-    """Load the settings, start logging (which must know the secrets to hide) and wire services."""
+    """Load the settings, then start logging and the services; closed when the command ends."""
     options: _RootOptions = ctx.find_root().obj
     settings = load(options.config, os.environ)
-    logs.configure(options.log_format, log_level, logs.secrets_of(settings))
-    services = composition.build(settings, check_schema=check_schema)
+    services = composition.start(settings, options.log_format, log_level, check_schema=check_schema)
     ctx.call_on_close(services.close)
     return services
 
@@ -141,7 +122,7 @@ def _echo_errors(errors: list[RowError]) -> None:
 @db_cli.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create the schema, or migrate it to the newest version. Safe to run again."""
-    for note in database.upgrade(_services(ctx, check_schema=False).store.engine):
+    for note in _services(ctx, check_schema=False).upgrade_schema():
         typer.echo(note)
     typer.echo("the database schema is up to date")
 
@@ -162,13 +143,11 @@ def send(
     ] = False,
 ) -> None:
     """Send every digest that is due now (or at --now)."""
-    services = _services(ctx).for_dry_run() if dry else _services(ctx)
+    services = _services(ctx)
     at = _instant(now)
-    only = Only(frequency, normalise_address(email) if email else None)
-    job = services.job(at, only)
-    mail = services.digest_mail()
+    only = services.only(frequency, email)
     if dry:
-        summary = asyncio.run(dry_run(job, services.store, mail, DryRunSender()))
+        summary = asyncio.run(services.dry_run(at, only))
         typer.echo(
             f"dry run: would send {summary.sent}, skip {summary.skipped}; nothing was sent or changed"
         )
@@ -177,32 +156,23 @@ def send(
     def clock() -> datetime:
         return at if now is not None else real_clock()
 
-    smtp = services.smtp()
-
-    async def go(
-        progress: Progress | None, should_stop: Callable[[], bool]
-    ) -> tuple[RunSummary, str | None]:
-        async with SmtpSender(smtp) as sender:
-            summary = await run_once(
-                job, services.store, mail, sender, clock, progress, should_stop
-            )
-            return summary, sender.unreachable
-
     with (
         stop_on_signal(lambda note: typer.echo(note, err=True)) as should_stop,
         reports.progress_bar(enabled=sys.stdout.isatty()) as progress,
     ):
-        summary, unreachable = asyncio.run(go(progress, should_stop))
+        sent = asyncio.run(services.send(at, clock, only, progress, should_stop))
     if should_stop():
-        left = services.store.count_claimable(clock(), only)
+        left = services.count_claimable(clock(), only)
         typer.echo(f"stopped early: {left} due digest(s) left for the next run", err=True)
-    if unreachable is not None:
+    if sent.unreachable is not None:
         # Each digest is already back in the ledger with its retry time; cron must still notice.
+        relay = f"{services.settings.smtp_host}:{services.settings.smtp_port}"
         typer.echo(
-            f"error: cannot reach the SMTP relay {smtp.host}:{smtp.port}: {unreachable}", err=True
+            f"error: cannot reach the SMTP relay {relay}: {sent.unreachable}",
+            err=True,
         )
-    typer.echo(summary.line())
-    if summary.failed or unreachable is not None:
+    typer.echo(sent.summary.line())
+    if sent.summary.failed or sent.unreachable is not None:
         raise typer.Exit(1)
 
 
@@ -222,19 +192,15 @@ def preview(
     """
     services = _services(ctx)
     at = _instant(now)
-    subscriber = services.store.find_subscriber(normalise_address(email))
-    newest = services.store.newest_seq(at)
-    news = subscriber.cursor < newest
-    typer.echo(reports.due_line(services, subscriber, at, news=news), err=True)
+    shown = services.preview(email, at, html=format is Format.HTML)
+    subscriber = shown.subscriber
+    typer.echo(reports.due_line(services, subscriber, at, news=shown.news), err=True)
     if subscriber.status is not SubscriberStatus.ACTIVE:
         return
-    if not news:
+    if shown.text is None:
         typer.echo(f"nothing new for {subscriber.email} since their last digest", err=True)
         return
-    mail = services.digest_mail()
-    body = mail.body(subscriber.frequency, subscriber.cursor, newest)
-    links = mail.links(subscriber.id, subscriber.token_version)
-    text = preview_html(body, links) if format is Format.HTML else preview_text(body, links)
+    text = shown.text
     if output is None:
         typer.echo(text)
     else:
@@ -298,14 +264,9 @@ def subscribers_add(
     now: NowOption = None,
 ) -> None:
     """Add one reader (pending until confirmed, unless --confirmed)."""
-    services = _services(ctx)
-    settings = services.settings
-    draft = SubscriberDraft(
-        normalise_address(email),
-        frequency or settings.default_frequency,
-        check_timezone(timezone or settings.default_timezone),
+    draft = _services(ctx).add_subscriber(
+        email, frequency, timezone, confirmed=confirmed, now=_instant(now)
     )
-    services.store.add_subscriber(draft, confirmed=confirmed, now=_instant(now))
     state = "active" if confirmed else "pending confirmation"
     typer.echo(f"added {draft.email}: {draft.frequency}, {draft.timezone}, {state}")
 
@@ -320,19 +281,15 @@ def subscribers_import(
     now: NowOption = None,
 ) -> None:
     """Import readers from CSV. Good rows are imported, bad ones reported by line."""
-    services = _services(ctx)
-    parsed = parse_subscribers_csv(
-        read_source(str(file)), default_timezone=services.settings.default_timezone
+    imported = _services(ctx).import_subscribers(file, confirmed=confirmed, now=_instant(now))
+    _echo_errors(imported.errors)
+    for where, line in imported.known:
+        typer.echo(f"{where}: {line}, left as it was", err=True)
+    typer.echo(
+        f"imported {imported.added}, already subscribed {len(imported.known)}, "
+        f"bad rows {len(imported.errors)}"
     )
-    known = services.store.add_subscribers(parsed.items, confirmed=confirmed, now=_instant(now))
-    _echo_errors(parsed.errors)
-    for where, draft in zip(parsed.places, parsed.items, strict=True):
-        if draft.email in known:
-            line = already_subscribed(draft.email, known[draft.email])
-            typer.echo(f"{where}: {line}, left as it was", err=True)
-    added = len(parsed.items) - len(known)
-    typer.echo(f"imported {added}, already subscribed {len(known)}, bad rows {len(parsed.errors)}")
-    if parsed.errors:
+    if imported.errors:
         raise typer.Exit(1)
 
 
@@ -344,7 +301,7 @@ def subscribers_list(
     ] = None,
 ) -> None:
     """List readers, one a line."""
-    for subscriber in _services(ctx).store.subscribers(status):
+    for subscriber in _services(ctx).subscribers(status):
         typer.echo(reports.subscriber_line(subscriber))
 
 
@@ -354,7 +311,7 @@ def subscribers_remove(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The reader's address.")],
 ) -> None:
     """Erase a reader and every record of mail to them."""
-    removed = _services(ctx).store.remove_subscriber(normalise_address(email))
+    removed = _services(ctx).remove_subscriber(email)
     typer.echo(f"removed {removed} and their delivery records")
 
 
@@ -375,8 +332,6 @@ def articles_add(
     now: NowOption = None,
 ) -> None:
     """Add one article, or update the one with the same URL."""
-    services = _services(ctx)
-    at = _instant(now)
     fields = {
         "url": url,
         "title": title,
@@ -385,9 +340,8 @@ def articles_add(
         "reading_minutes": reading_minutes,
         "published_at": published_at,
     }
-    draft = ingest.article_from_fields(fields, at)
-    result = services.store.upsert_articles([draft], at)
-    typer.echo(f"{'added' if result.added else 'updated'} {draft.url}")
+    added_url, added = _services(ctx).add_article(fields, _instant(now))
+    typer.echo(f"{'added' if added else 'updated'} {added_url}")
 
 
 @articles_cli.command("import")
@@ -403,7 +357,7 @@ def articles_import(
     now: NowOption = None,
 ) -> None:
     """Import articles from a feed or file. The same URL again updates, never duplicates."""
-    imported = import_articles(_services(ctx).store, source, _instant(now))
+    imported = _services(ctx).import_articles(source, _instant(now))
     _echo_errors(imported.errors)
     typer.echo(
         f"added {imported.added}, updated {imported.updated}, skipped {len(imported.errors)}"
@@ -417,7 +371,7 @@ def articles_list(
     ctx: typer.Context, limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20
 ) -> None:
     """List the newest articles."""
-    for article in _services(ctx).store.recent_articles(limit):
+    for article in _services(ctx).recent_articles(limit):
         typer.echo(reports.article_line(article))
 
 

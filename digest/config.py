@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import time, timedelta
 from email.utils import parseaddr
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,13 @@ MAX_RATE = 100_000
 RATE_UNITS = {"s": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
 
 Raw = str | int | float | bool | None
+
+
+class LogFormat(StrEnum):
+    """How log lines are written (DIGEST_LOG_FORMAT, --log-format)."""
+
+    TEXT = "text"
+    JSON = "json"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ class _Health:
     def __init__(self, services: Services, dispatcher: Dispatcher, clock: Clock) -> None:
         self._services = services
         self._dispatcher = dispatcher
-        self._metrics = Metrics(services.store, clock, services.settings.feeds)
+        self._metrics = Metrics(services.ledger, services.store, clock, services.settings.feeds)
         self.scheduler_running = False
 
     def metrics(self) -> bytes:
@@ -91,9 +91,7 @@ def asgi_app(
             scheduler.shutdown(wait=False)
             health.scheduler_running = False
 
-    pages = services.pages()
-    routes = [*services.reader_routes(clock, pages), *extra_routes]
-    return create_app(health, pages, lifespan, routes)
+    return create_app(services, health, clock, lifespan, extra_routes)
 
 
 class _Server(uvicorn.Server):

@@ -1,4 +1,9 @@
-"""Engines and schema: SQLite tuned for one writer at a time, PostgreSQL as it comes; Alembic upgrades."""
+"""Engines, transactions and schema: SQLite tuned for one writer at a time, PostgreSQL as it comes.
+
+The helpers both table owners (store.py and ledger.py) use: short read and write transactions whose
+failures become one DatabaseError, and inserts with this database's ON CONFLICT clause. Alembic
+upgrades and the schema check live here too.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, Insert, Row, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from digest.errors import DatabaseError
+from digest.models import Base
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_SECONDS = 10  # an unreachable server is an error, not a hang
+AnyRow = Row[*tuple[Any, ...]]
 
 
 def connect(url: str) -> Engine:
@@ -50,6 +58,39 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """One write transaction (BEGIN IMMEDIATE on SQLite), committed on leaving."""
+    with _translated(), engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    with _translated(), engine.connect() as conn:
+        yield conn
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Database failures become one clear DatabaseError instead of a driver traceback."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise database_error(exc, "the database failed") from exc
+
+
+def upsert(engine: Engine, table: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """INSERT with this database's ON CONFLICT clause, for races between several processes."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def insert_ignoring_conflicts(engine: Engine, table: type[Base]) -> Insert:
+    return upsert(engine, table).on_conflict_do_nothing()
 
 
 def _alembic_config(engine: Engine) -> Config:

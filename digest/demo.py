@@ -30,7 +30,7 @@ from digest import app as composition
 from digest import daemon, database, ingest, logs, outbox
 from digest.app import Services, real_clock
 from digest.catcher import Catcher
-from digest.config import PROJECT_TEMPLATES, Settings, load
+from digest.config import PROJECT_TEMPLATES, LogFormat, Settings, load
 from digest.domain import ArticleDraft, Clock, Frequency, SubscriberDraft
 from digest.errors import InvalidInput
 from digest.newsroom import Newsroom
@@ -54,7 +54,7 @@ MAIL_HEADERS = {
 
 
 def run(
-    folder: Path, host: str, port: int, log_format: logs.LogFormat, say: Callable[[str], None]
+    folder: Path, host: str, port: int, log_format: LogFormat, say: Callable[[str], None]
 ) -> None:
     """Start afresh in folder and serve on host:port until SIGINT or SIGTERM."""
     url = local_url(host, port)

@@ -1,6 +1,6 @@
 """The one pipeline that both `digest send` and the daemon run: plan, then claim → render → send → record.
 
-It names the small ports it needs (a Store, a DigestMail that turns claims into messages, a Sender)
+It names the small ports it needs (the Ledger, a DigestMail that turns claims into messages, a Sender)
 and holds no state between runs: everything lives in the ledger.
 """
 
@@ -30,7 +30,7 @@ from digest.domain import (
     RunSummary,
 )
 from digest.errors import SmtpConfigError
-from digest.ledger import Failure, FinishRules, PlanRules
+from digest.ledger import Failure, FinishRules, Ledger, PlanRules
 from digest.mailer import Outcome, Outgoing, Sender
 from digest.render import DigestBody, Links, Renderer
 from digest.store import Store
@@ -100,7 +100,7 @@ class DigestMail:
 
 async def run_once(
     job: Job,
-    store: Store,
+    ledger: Ledger,
     mail: DigestMail,
     sender: Sender,
     clock: Clock,
@@ -117,7 +117,7 @@ async def run_once(
     # answering web requests and driving SMTP connections meanwhile. One thread per run, not the
     # default pool: each thread's malloc arena would keep its own batch of messages alive.
     with ThreadPoolExecutor(1, thread_name_prefix="digest-run") as worker:
-        return await _run(job, store, mail, sender, clock, progress, should_stop, _OffLoop(worker))
+        return await _run(job, ledger, mail, sender, clock, progress, should_stop, _OffLoop(worker))
 
 
 class _OffLoop:
@@ -130,7 +130,7 @@ class _OffLoop:
 
 async def _run(
     job: Job,
-    store: Store,
+    ledger: Ledger,
     mail: DigestMail,
     sender: Sender,
     clock: Clock,
@@ -139,31 +139,31 @@ async def _run(
     off_loop: _OffLoop,
 ) -> RunSummary:
     started = clock()
-    summary = await off_loop(store.plan, job.now, job.plan, job.only)
+    summary = await off_loop(ledger.plan, job.now, job.plan, job.only)
     if progress is not None:
-        progress.start(await off_loop(store.count_claimable, job.now, job.only))
+        progress.start(await off_loop(ledger.count_claimable, job.now, job.only))
     note = ""
     try:
         while not should_stop():
             claimed_at = clock()
             claims = await off_loop(
-                store.claim, job.owner, claimed_at, job.lease, job.batch_size, job.only
+                ledger.claim, job.owner, claimed_at, job.lease, job.batch_size, job.only
             )
             if not claims:
                 break
             lease = _Lease(claims, claimed_at + job.lease, clock)
-            async with _lease_kept(job, store, clock, lease, off_loop):
+            async with _lease_kept(job, ledger, clock, lease, off_loop):
                 rendering = map(mail.outgoing, claims)  # lazy: list() renders it in the worker
                 messages: list[Outgoing] = await off_loop(list, rendering)
                 outcomes = await sender.send_many(messages, lease.holds)
-            summary += await off_loop(_record, job, store, clock, claims, outcomes)
+            summary += await off_loop(_record, job, ledger, clock, claims, outcomes)
             if progress is not None:
                 progress.advance(len(claims))
     except SmtpConfigError as exc:
         note = str(exc)
         raise
     finally:
-        await off_loop(store.record_run, Run(started, clock(), summary, note))
+        await off_loop(ledger.record_run, Run(started, clock(), summary, note))
     return summary
 
 
@@ -188,7 +188,7 @@ class _Lease:
 
 @asynccontextmanager
 async def _lease_kept(
-    job: Job, store: Store, clock: Clock, lease: _Lease, off_loop: _OffLoop
+    job: Job, ledger: Ledger, clock: Clock, lease: _Lease, off_loop: _OffLoop
 ) -> AsyncIterator[None]:
     """Renew the batch's lease while it is being sent.
 
@@ -200,7 +200,7 @@ async def _lease_kept(
         while True:
             await asyncio.sleep(job.lease.total_seconds() / 3)
             until = clock() + job.lease
-            held = await off_loop(store.extend_lease, job.owner, lease.claims, until)
+            held = await off_loop(ledger.extend_lease, job.owner, lease.claims, until)
             lease.renewed(held, until)
 
     task = asyncio.create_task(renew())
@@ -213,7 +213,7 @@ async def _lease_kept(
 
 
 def _record(
-    job: Job, store: Store, clock: Clock, claims: Sequence[Claim], outcomes: Sequence[Outcome]
+    job: Job, ledger: Ledger, clock: Clock, claims: Sequence[Claim], outcomes: Sequence[Outcome]
 ) -> RunSummary:
     by_key = {claim.delivery_id: claim for claim in claims}
     sent = [by_key[o.key] for o in outcomes if o.reply is None]
@@ -234,17 +234,17 @@ def _record(
             "permanent" if failure.permanent else "transient",
             failure.detail,
         )
-    summary = store.record(job.owner, clock(), sent, failures, job.finish)
+    summary = ledger.record(job.owner, clock(), sent, failures, job.finish)
     if refused:
-        store.release(job.owner, [by_key[o.key] for o in refused])
+        ledger.release(job.owner, [by_key[o.key] for o in refused])
         raise SmtpConfigError(f"the SMTP server refused our settings: {refused[0].detail}")
     return summary
 
 
-async def dry_run(job: Job, store: Store, mail: DigestMail, sender: Sender) -> RunSummary:
+async def dry_run(job: Job, ledger: Ledger, mail: DigestMail, sender: Sender) -> RunSummary:
     """Render every digest that is due at job.now and hand it to sender; write nothing."""
     summary = RunSummary()
-    for batch in store.preview_plan(job.now, job.plan, job.only):
+    for batch in ledger.preview_plan(job.now, job.plan, job.only):
         due = [claim for claim in batch if claim.cursor_from < claim.cursor_to]
         outcomes = await sender.send_many([mail.outgoing(claim) for claim in due])
         summary += RunSummary(

@@ -312,6 +312,21 @@ class Subscriber:
     anchor: datetime
     bounces: int
 
+    def next_digest(
+        self, now: datetime, schedule: Schedule, max_lateness: timedelta | None, *, news: bool
+    ) -> NextDigest | None:
+        """next_digest for this reader: news says whether articles after their cursor exist."""
+        return next_digest(
+            self.status,
+            self.frequency,
+            ZoneInfo(self.timezone),
+            self.anchor,
+            now,
+            schedule,
+            max_lateness,
+            news=news,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Only:

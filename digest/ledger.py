@@ -1,48 +1,45 @@
-"""The delivery ledger: plan, claim, record. Every delivery query and transaction lives here.
+"""The delivery ledger: the `deliveries` and `runs` tables, one state machine over them.
 
 Three steps, each its own short transaction: plan (insert `pending` rows; the unique (subscriber,
 period) key makes concurrent planners harmless), claim (take a lease, committed before any SMTP),
-record (finish only rows whose lease is still ours, advancing the subscriber in the same
-transaction). Returns domain values, never ORM rows.
+record (finish only rows whose lease is still ours, advancing the subscriber's cursor and anchor in
+the same transaction). Every query of deliveries and runs lives here, the counts and a reader's
+erasure included; the readers and articles themselves are store.py's, which the ledger reads
+through (the newest article, the groups of active readers), never the reverse. Returns domain
+values, never ORM rows.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Engine,
-    Insert,
-    Row,
-    Select,
     and_,
     bindparam,
+    delete,
     exists,
     func,
+    insert,
     or_,
     select,
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 
-from digest.addresses import address_key
-from digest.database import database_error
+from digest.database import AnyRow, insert_ignoring_conflicts, reading, writing
 from digest.domain import (
     EVERYONE,
     Claim,
     DeliveryStatus,
     Frequency,
     Only,
+    Run,
     RunSummary,
     Schedule,
     Slot,
@@ -50,13 +47,12 @@ from digest.domain import (
     retry_delay,
     sendable_slot,
 )
-from digest.models import ArticleRow, Base, DeliveryRow, SubscriberRow
+from digest.errors import NotFound
+from digest.models import DeliveryRow, RunRow, SubscriberRow
+from digest.store import ERROR_TEXT_LIMIT, Store, is_address, narrow
 
-A, S, D = ArticleRow, SubscriberRow, DeliveryRow
+S, D = SubscriberRow, DeliveryRow
 OUTSTANDING = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
-ERROR_TEXT_LIMIT = 500
-AnyRow = Row[*tuple[Any, ...]]
-SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,32 +79,18 @@ class Failure:
 
 
 class Ledger:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._dialect = engine.dialect.name
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+        self._store = store
 
-    def _upsert(self, table: type[Base]) -> postgresql.Insert | sqlite.Insert:
-        """INSERT with this database's ON CONFLICT clause, for races between several senders."""
-        if self._dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
-
-    def _insert_ignoring_conflicts(self, table: type[Base]) -> Insert:
-        return self._upsert(table).on_conflict_do_nothing()
-
-    def newest_seq(self, at: datetime) -> int:
-        """The newest article that existed at `at`: the upper end of every window taken then."""
-        with self._read() as conn:
-            return newest_article(conn, at)
-
-    # -- the ledger: plan -----------------------------------------------------------------
+    # -- plan -----------------------------------------------------------------
 
     def plan(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> RunSummary:
         """Insert a pending delivery for every due reader; record readers with nothing new as skipped.
 
         Returns the skipped count (nothing else is final yet).
         """
-        snapshot = self.newest_seq(now)
+        snapshot = self._store.newest_seq(now)
         skipped = 0
         for slot, batch in self._due(now, rules, only):
             skipped += self._plan_batch(batch, slot, snapshot, now, rules)
@@ -118,7 +100,7 @@ class Ledger:
         self, now: datetime, rules: PlanRules, only: Only = EVERYONE
     ) -> Iterator[list[Claim]]:
         """What plan would do, as would-be claims (delivery_id 0), in batches; writes nothing."""
-        snapshot = self.newest_seq(now)
+        snapshot = self._store.newest_seq(now)
         for slot, batch in self._due(now, rules, only):
             yield [
                 Claim(
@@ -140,23 +122,13 @@ class Ledger:
     def _due(
         self, now: datetime, rules: PlanRules, only: Only
     ) -> Iterator[tuple[Slot, list[AnyRow]]]:
-        for frequency, timezone in self.active_groups(only):
+        for frequency, timezone in self._store.active_groups(only):
             zone = ZoneInfo(timezone)
             slot = sendable_slot(frequency, rules.schedule, zone, now, rules.max_lateness)
             if slot is None:
                 continue
             for batch in self._due_batches(frequency, timezone, slot.at, only, rules.batch_size):
                 yield slot, batch
-
-    def active_groups(self, only: Only = EVERYONE) -> dict[tuple[Frequency, str], int]:
-        """Active readers counted by (frequency, timezone): each group shares its slots."""
-        query = (
-            select(S.frequency, S.timezone, func.count())
-            .where(S.status == SubscriberStatus.ACTIVE.value)
-            .group_by(S.frequency, S.timezone)
-        )
-        with self._read() as conn:
-            return {(Frequency(f), tz): n for f, tz, n in conn.execute(_narrow(query, only))}
 
     def _due_batches(
         self, frequency: Frequency, timezone: str, slot_at: datetime, only: Only, size: int
@@ -173,11 +145,11 @@ class Ledger:
             S.anchor < slot_at,
             ~outstanding,
         )
-        base = _narrow(base, only).order_by(S.anchor, S.id).limit(size)
+        base = narrow(base, only).order_by(S.anchor, S.id).limit(size)
         last: tuple[datetime, int] | None = None
         while True:
             query = base if last is None else base.where(tuple_(S.anchor, S.id) > tuple_(*last))
-            with self._read() as conn:
+            with reading(self.engine) as conn:
                 rows = list(conn.execute(query))
             if not rows:
                 return
@@ -185,14 +157,14 @@ class Ledger:
             last = (rows[-1].anchor, rows[-1].id)
 
     def count_claimable(self, now: datetime, only: Only = EVERYONE) -> int:
-        query = _narrow(
+        query = narrow(
             select(func.count())
             .select_from(D)
             .join(S, S.id == D.subscriber_id)
             .where(_claimable(now)),
             only,
         )
-        with self._read() as conn:
+        with reading(self.engine) as conn:
             return conn.scalar(query) or 0
 
     def _plan_batch(
@@ -224,8 +196,8 @@ class Ledger:
             for sid, cursor in ((r.id, r.cursor) for r in batch)
         ]
         to_skip = [r for r in rows if r["status"] == DeliveryStatus.SKIPPED.value]
-        with self._write() as conn:
-            conn.execute(self._insert_ignoring_conflicts(D), rows)
+        with writing(self.engine) as conn:
+            conn.execute(insert_ignoring_conflicts(self.engine, D), rows)
             if to_skip:
                 # No mail for an empty window, but the slot is done: advance the anchor only.
                 conn.execute(
@@ -235,7 +207,7 @@ class Ledger:
                 )
         return len(to_skip)
 
-    # -- the ledger: claim ----------------------------------------------------------------
+    # -- claim ----------------------------------------------------------------
 
     def claim(
         self, owner: str, now: datetime, lease: timedelta, limit: int, only: Only = EVERYONE
@@ -244,12 +216,12 @@ class Ledger:
         # FOR UPDATE SKIP LOCKED lets several senders claim disjoint rows on PostgreSQL; it
         # compiles to nothing on SQLite, where BEGIN IMMEDIATE already serialises claimers.
         chosen = (
-            _narrow(select(D.id).join(S, S.id == D.subscriber_id).where(_claimable(now)), only)
+            narrow(select(D.id).join(S, S.id == D.subscriber_id).where(_claimable(now)), only)
             .order_by(D.id)
             .limit(limit)
             .with_for_update(skip_locked=True, of=D)
         )
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             chosen_ids = list(conn.scalars(select(chosen.subquery().c.id)))
             if not chosen_ids:
                 return []
@@ -317,7 +289,7 @@ class Ledger:
             if r.subscriber_status == SubscriberStatus.ACTIVE.value
         ]
 
-    # -- the ledger: record ---------------------------------------------------------------
+    # -- record ---------------------------------------------------------------
 
     def record(
         self,
@@ -329,7 +301,7 @@ class Ledger:
     ) -> RunSummary:
         """Finish a batch in one transaction. Rows whose lease is no longer ours are left alone."""
         summary = RunSummary()
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             if sent:
                 done = conn.execute(
                     update(D)
@@ -414,7 +386,7 @@ class Ledger:
 
     def extend_lease(self, owner: str, claims: Sequence[Claim], until: datetime) -> set[int]:
         """Keep claims ours while a slow relay still holds them; returns the ids that still were."""
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             held = conn.scalars(
                 update(D)
                 .where(
@@ -429,7 +401,7 @@ class Ledger:
 
     def release(self, owner: str, claims: Sequence[Claim]) -> None:
         """Hand claims back untouched: the failure was ours (configuration), not the reader's."""
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             conn.execute(
                 update(D)
                 .where(
@@ -440,28 +412,80 @@ class Ledger:
                 .values(status=DeliveryStatus.PENDING.value, lease_owner=None, lease_until=None)
             )
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with _translated(), self.engine.begin() as conn:
-            yield conn
+    # -- runs -------------------------------------------------------------------------------
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with _translated(), self.engine.connect() as conn:
-            yield conn
+    def record_run(self, run: Run) -> None:
+        with writing(self.engine) as conn:
+            conn.execute(
+                insert(RunRow),
+                {
+                    "started_at": run.started_at,
+                    "finished_at": run.finished_at,
+                    "sent": run.summary.sent,
+                    "skipped": run.summary.skipped,
+                    "retrying": run.summary.retrying,
+                    "failed": run.summary.failed,
+                    "note": run.note[:ERROR_TEXT_LIMIT],
+                },
+            )
 
+    def last_runs(self, limit: int) -> list[Run]:
+        with reading(self.engine) as conn:
+            rows = conn.execute(
+                select(*RunRow.__table__.c).order_by(RunRow.id.desc()).limit(limit)
+            ).all()
+        return [
+            Run(
+                r.started_at,
+                r.finished_at,
+                RunSummary(r.sent, r.skipped, r.retrying, r.failed),
+                r.note,
+            )
+            for r in rows
+        ]
 
-def newest_article(conn: Connection, at: datetime) -> int:
-    """The place in the ingest sequence of the newest article ingested by `at` (0 if none was)."""
-    # Backwards along the primary key to the first article old enough: at the real now that is
-    # one row read, where max(id) under the same filter would read every article.
-    query = select(A.id).where(A.ingested_at <= at).order_by(A.id.desc()).limit(1)
-    return conn.scalar(query) or 0
+    # -- counts and look-ups, for status, metrics and support ------------------------------
 
+    def delivery_counts(self) -> dict[DeliveryStatus, int]:
+        query = select(D.status, func.count()).group_by(D.status)
+        with reading(self.engine) as conn:
+            return {DeliveryStatus(s): n for s, n in conn.execute(query)}
 
-def is_address(email: str) -> ColumnElement[bool]:
-    """The reader with this address, whatever its case: every look-up by address goes here."""
-    return S.email_key == address_key(email)
+    def delivery_counts_by_frequency(self) -> dict[tuple[DeliveryStatus, Frequency], int]:
+        query = (
+            select(D.status, S.frequency, func.count())
+            .join(S, S.id == D.subscriber_id)
+            .group_by(D.status, S.frequency)
+        )
+        with reading(self.engine) as conn:
+            return {(DeliveryStatus(st), Frequency(f)): n for st, f, n in conn.execute(query)}
+
+    def retry_count(self) -> int:
+        query = select(func.count()).where(D.status == DeliveryStatus.PENDING.value, D.attempts > 0)
+        with reading(self.engine) as conn:
+            return conn.scalar(query) or 0
+
+    def deliveries_of(self, email: str) -> list[tuple[str, DeliveryStatus, int, str | None]]:
+        """(period, status, attempts, last error) of one reader, oldest first: for tests and support."""
+        query = (
+            select(D.period_key, D.status, D.attempts, D.last_error)
+            .join(S, S.id == D.subscriber_id)
+            .where(is_address(email))
+            .order_by(D.id)
+        )
+        with reading(self.engine) as conn:
+            return [(p, DeliveryStatus(s), a, e) for p, s, a, e in conn.execute(query)]
+
+    def remove_subscriber(self, email: str) -> str:
+        """Erase the person, found whatever the case: the subscriber row and every delivery of
+        theirs. Returns the address as it was on file."""
+        with writing(self.engine) as conn:
+            row = conn.execute(select(S.id, S.email).where(is_address(email))).one_or_none()
+            if row is None:
+                raise NotFound(f"no subscriber with the address {email}")
+            conn.execute(delete(D).where(D.subscriber_id == row.id))
+            conn.execute(delete(S).where(S.id == row.id))
+        return str(row.email)
 
 
 def _claimable(now: datetime) -> ColumnElement[bool]:
@@ -474,20 +498,3 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
 
 def _message_id(rules: PlanRules) -> str:
     return f"<{uuid.uuid4().hex}@{rules.message_domain}>"
-
-
-def _narrow(query: SelectT, only: Only) -> SelectT:
-    if only.frequency is not None:
-        query = query.where(S.frequency == only.frequency.value)
-    if only.email is not None:
-        query = query.where(is_address(only.email))
-    return query
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Database failures become one clear DatabaseError instead of a driver traceback."""
-    try:
-        yield
-    except OperationalError as exc:
-        raise database_error(exc, "the database failed") from exc

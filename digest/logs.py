@@ -14,22 +14,16 @@ import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TextIO
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from digest.config import Settings
+from digest.config import LogFormat, Settings
 
 HIDDEN = "***"
 TOKEN_PATH = re.compile(r"/(unsubscribe|preferences|confirm)/[^\s\"?]+")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-class LogFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
 
 
 def secrets_of(settings: Settings) -> list[str]:

@@ -13,12 +13,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from digest.domain import Clock
+from digest.ledger import Ledger
 from digest.store import Store
 from digest.text import display_name
 
 
 class _LedgerCollector(Collector):
-    def __init__(self, store: Store, clock: Clock, feeds: Sequence[str]) -> None:
+    def __init__(self, ledger: Ledger, store: Store, clock: Clock, feeds: Sequence[str]) -> None:
+        self._ledger = ledger
         self._store = store
         self._clock = clock
         self._feeds = tuple(feeds)
@@ -30,16 +32,16 @@ class _LedgerCollector(Collector):
             labels=["status", "frequency"],
         )
         for (status, frequency), count in sorted(
-            self._store.delivery_counts_by_frequency().items()
+            self._ledger.delivery_counts_by_frequency().items()
         ):
             deliveries.add_metric([status.value, frequency.value], count)
         yield deliveries
         yield GaugeMetricFamily(
             "digest_due_backlog",
             "Deliveries that are due and not yet claimed",
-            value=self._store.count_claimable(self._clock()),
+            value=self._ledger.count_claimable(self._clock()),
         )
-        runs = self._store.last_runs(1)
+        runs = self._ledger.last_runs(1)
         if runs:
             run = runs[0]
             yield GaugeMetricFamily(
@@ -71,9 +73,9 @@ class _LedgerCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, store: Store, clock: Clock, feeds: Sequence[str]) -> None:
+    def __init__(self, ledger: Ledger, store: Store, clock: Clock, feeds: Sequence[str]) -> None:
         self._registry = CollectorRegistry()
-        self._registry.register(_LedgerCollector(store, clock, feeds))
+        self._registry.register(_LedgerCollector(ledger, store, clock, feeds))
 
     def render(self) -> bytes:
         return generate_latest(self._registry)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from digest.addresses import mask_address
 from digest.domain import (
@@ -22,10 +22,9 @@ from digest.domain import (
     Subscriber,
     SubscriberDraft,
     SubscriberStatus,
-    next_digest,
 )
 from digest.errors import InvalidToken
-from digest.mailer import Outgoing, SmtpSender, SmtpSettings
+from digest.mailer import Outgoing, Sender
 from digest.render import Renderer
 from digest.store import Signup, Store
 from digest.tokens import Purpose, Tokens, address_hash
@@ -40,7 +39,7 @@ class ConfirmationMail:
 
     renderer: Renderer
     tokens: Tokens
-    smtp: SmtpSettings
+    sender: Callable[[], Sender]  # a fresh Sender for each mail, as digests are sent through
     base_url: str
     envelope_sender: str
     message_domain: str
@@ -59,7 +58,7 @@ class ConfirmationMail:
             date=now,
             expires_days=self.expires_days,
         )
-        async with SmtpSender(self.smtp) as sender:
+        async with self.sender() as sender:
             (outcome,) = await sender.send_many(
                 [Outgoing(0, self.envelope_sender, signup.email, message)]
             )
@@ -121,16 +120,8 @@ class Readers:
     def next_digest(self, reader: Subscriber) -> NextDigest | None:
         """When the reader's next digest goes out, as `digest status` and `preview` say it."""
         now = self._clock()
-        return next_digest(
-            reader.status,
-            reader.frequency,
-            ZoneInfo(reader.timezone),
-            reader.anchor,
-            now,
-            self._schedule,
-            self._max_lateness,
-            news=reader.cursor < self._store.newest_seq(now),
-        )
+        news = reader.cursor < self._store.newest_seq(now)
+        return reader.next_digest(now, self._schedule, self._max_lateness, news=news)
 
     def unsubscribe(self, purpose: Purpose, token: str) -> Subscriber:
         """From the unsubscribe link or from the preferences page: either link may stop the mail."""

@@ -18,7 +18,6 @@ from digest.domain import (
     Progress,
     Subscriber,
     SubscriberStatus,
-    next_digest,
 )
 from digest.feeds import failing_too_long
 from digest.store import Outlook
@@ -49,16 +48,7 @@ NO_DIGESTS = {
 def due_line(services: Services, s: Subscriber, now: datetime, *, news: bool) -> str:
     """When this reader's next digest goes out, as domain.next_digest says."""
     settings = services.settings
-    upcoming = next_digest(
-        s.status,
-        s.frequency,
-        ZoneInfo(s.timezone),
-        s.anchor,
-        now,
-        settings.schedule,
-        settings.max_lateness,
-        news=news,
-    )
+    upcoming = s.next_digest(now, settings.schedule, settings.max_lateness, news=news)
     if upcoming is None:
         return f"{s.email} {NO_DIGESTS[s.status]}"
     if upcoming.due_now:
@@ -80,7 +70,7 @@ def _next_digests(groups: list[Outlook]) -> str:
 
 
 def status(services: Services, now: datetime) -> str:
-    store, settings = services.store, services.settings
+    store, ledger, settings = services.store, services.ledger, services.settings
     counts = store.subscriber_counts()
     lines = ["Subscribers", f"  {'':10}" + "".join(f"{st.value:>14}" for st in SubscriberStatus)]
     for frequency in Frequency:
@@ -98,16 +88,16 @@ def status(services: Services, now: datetime) -> str:
         groups = [o for (f, _), o in outlook.items() if f is frequency]
         lines.append(f"  {frequency.value:10}{_next_digests(groups)}")
 
-    deliveries = store.delivery_counts()
+    deliveries = ledger.delivery_counts()
     lines += [
         "",
         "Deliveries",
         "  " + ", ".join(f"{st.value} {deliveries.get(st, 0)}" for st in DeliveryStatus),
-        f"  pending retries: {store.retry_count()}",
+        f"  pending retries: {ledger.retry_count()}",
         "",
         "Last runs",
     ]
-    runs = store.last_runs(RECENT_RUNS)
+    runs = ledger.last_runs(RECENT_RUNS)
     lines += [
         f"  {_when(run.started_at)} ({(run.finished_at - run.started_at).total_seconds():.1f} s): "
         f"{run.summary.line()}{'; ' + run.note if run.note else ''}"

@@ -15,10 +15,8 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from digest.app import Services
-from digest.dispatch import run_once
 from digest.domain import Clock, RunSummary
 from digest.errors import DigestError
-from digest.mailer import SmtpSender
 
 log = logging.getLogger("digest.daemon")
 
@@ -58,16 +56,10 @@ class Dispatcher:
             self.last = LastRun(self._clock(), summary, "")
 
     async def _run(self) -> RunSummary:
-        services, now = self._services, self._clock()
-        async with SmtpSender(services.smtp()) as sender:
-            return await run_once(
-                services.job(now),
-                services.store,
-                services.digest_mail(),
-                sender,
-                self._clock,
-                should_stop=lambda: self._stopping,
-            )
+        sent = await self._services.send(
+            self._clock(), self._clock, should_stop=lambda: self._stopping
+        )
+        return sent.summary
 
     async def stop(self, timeout: float) -> bool:
         """Claim nothing more and wait for the run in flight; False if it outlived timeout."""

@@ -1,31 +1,39 @@
-"""Readers and articles, on top of the delivery ledger. Returns domain values, never ORM rows."""
+"""The catalogue: the `subscribers`, `articles` and `feeds` tables. Returns domain values, never ORM rows.
+
+Readers as they sign up, confirm, choose and leave; articles as they are ingested; each feed's
+last poll. The delivery ledger (ledger.py) reads readers and articles through this module and
+advances a reader's cursor when their digest is sent; nothing here reads deliveries or runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
     and_,
     bindparam,
-    delete,
     false,
     func,
-    insert,
     select,
     update,
 )
 
 from digest.addresses import address_key
+from digest.database import AnyRow, insert_ignoring_conflicts, reading, upsert, writing
 from digest.domain import (
+    EVERYONE,
     Article,
     ArticleDraft,
-    DeliveryStatus,
     Frequency,
-    Run,
-    RunSummary,
+    Only,
     Schedule,
     Slot,
     Subscriber,
@@ -36,10 +44,11 @@ from digest.domain import (
     sendable_slot,
 )
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
-from digest.ledger import ERROR_TEXT_LIMIT, AnyRow, Ledger, is_address, newest_article
-from digest.models import ArticleRow, DeliveryRow, FeedRow, RunRow, SubscriberRow
+from digest.models import ArticleRow, FeedRow, SubscriberRow
 
-A, S, D = ArticleRow, SubscriberRow, DeliveryRow
+A, S = ArticleRow, SubscriberRow
+ERROR_TEXT_LIMIT = 500  # the longest error text kept on a row
+SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 # Readers who are subscribed or on their way: the others need a new sign-up to change anything.
 SIGNED_UP = frozenset({SubscriberStatus.ACTIVE, SubscriberStatus.PENDING})
 ARTICLE_COLUMNS = (A.id, A.url, A.title, A.summary, A.category, A.reading_minutes, A.published_at)
@@ -115,17 +124,33 @@ def _article(row: AnyRow) -> Article:
     )
 
 
-class Store(Ledger):
-    """The whole database port: the catalogue of readers and articles, and the ledger beneath."""
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     def ping(self) -> bool:
         """Whether the database answers, for health checks."""
         try:
-            with self._read() as conn:
+            with reading(self.engine) as conn:
                 conn.execute(select(1))
         except DatabaseError:
             return False
         return True
+
+    def newest_seq(self, at: datetime) -> int:
+        """The newest article that existed at `at`: the upper end of every window taken then."""
+        with reading(self.engine) as conn:
+            return newest_article(conn, at)
+
+    def active_groups(self, only: Only = EVERYONE) -> dict[tuple[Frequency, str], int]:
+        """Active readers counted by (frequency, timezone): each group shares its slots."""
+        query = (
+            select(S.frequency, S.timezone, func.count())
+            .where(S.status == SubscriberStatus.ACTIVE.value)
+            .group_by(S.frequency, S.timezone)
+        )
+        with reading(self.engine) as conn:
+            return {(Frequency(f), tz): n for f, tz, n in conn.execute(narrow(query, only))}
 
     # -- articles -------------------------------------------------------------------------
 
@@ -134,7 +159,7 @@ class Store(Ledger):
         by_url = {draft.url: draft for draft in drafts}
         # Oldest first, so that within one import the ingest sequence follows publication.
         ordered = sorted(by_url.values(), key=lambda draft: draft.published_at)
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             known = set(conn.scalars(select(A.url).where(A.url.in_(by_url))))
             fresh = [
                 _article_values(d, now) | {"ingested_at": now}
@@ -143,7 +168,7 @@ class Store(Ledger):
             ]
             if fresh:
                 # Another daemon polling the same feed may insert the same URL first; it wins.
-                conn.execute(self._insert_ignoring_conflicts(A), fresh)
+                conn.execute(insert_ignoring_conflicts(self.engine, A), fresh)
             changed = [
                 _article_values(d, now) | {"b_url": d.url} for d in ordered if d.url in known
             ]
@@ -159,11 +184,11 @@ class Store(Ledger):
     def articles(self, after: int, upto: int) -> list[Article]:
         """The window (after, upto], newest first."""
         query = select(*ARTICLE_COLUMNS).where(A.id > after, A.id <= upto).order_by(A.id.desc())
-        with self._read() as conn:
+        with reading(self.engine) as conn:
             return [_article(row) for row in conn.execute(query)]
 
     def recent_articles(self, limit: int) -> list[Article]:
-        with self._read() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(select(*ARTICLE_COLUMNS).order_by(A.id.desc()).limit(limit))
             return [_article(row) for row in rows]
 
@@ -175,7 +200,7 @@ class Store(Ledger):
         """Add new readers and leave known ones alone; returns each known address as given and
         as on file. Known means the same address without regard to case, on file or earlier in
         drafts."""
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             keys = [address_key(draft.email) for draft in drafts]
             query = select(S.email_key, S.email).where(S.email_key.in_(keys))
             on_file: dict[str, str] = {key: email for key, email in conn.execute(query)}
@@ -192,7 +217,7 @@ class Store(Ledger):
             if rows:
                 # Another process may add the same person between the look-up and here (on
                 # PostgreSQL; SQLite's write lock serialises them): the unique key keeps one.
-                conn.execute(self._insert_ignoring_conflicts(S), rows)
+                conn.execute(insert_ignoring_conflicts(self.engine, S), rows)
         return known
 
     def add_subscriber(self, draft: SubscriberDraft, *, confirmed: bool, now: datetime) -> None:
@@ -203,7 +228,7 @@ class Store(Ledger):
     def find_subscriber(self, email: str) -> Subscriber:
         """The reader with this address, whatever its case."""
         query = select(*SUBSCRIBER_COLUMNS).where(is_address(email))
-        with self._read() as conn:
+        with reading(self.engine) as conn:
             row = conn.execute(query).one_or_none()
         if row is None:
             raise NotFound(f"no subscriber with the address {email}")
@@ -217,30 +242,19 @@ class Store(Ledger):
             query = select(*SUBSCRIBER_COLUMNS).where(S.id > after).order_by(S.id).limit(batch)
             if status is not None:
                 query = query.where(S.status == status.value)
-            with self._read() as conn:
+            with reading(self.engine) as conn:
                 rows = [_subscriber(row) for row in conn.execute(query)]
             yield from rows
             if len(rows) < batch:
                 return
             after = rows[-1].id
 
-    def remove_subscriber(self, email: str) -> str:
-        """Erase the person, found whatever the case: the subscriber row and every delivery of
-        theirs. Returns the address as it was on file."""
-        with self._write() as conn:
-            row = conn.execute(select(S.id, S.email).where(is_address(email))).one_or_none()
-            if row is None:
-                raise NotFound(f"no subscriber with the address {email}")
-            conn.execute(delete(D).where(D.subscriber_id == row.id))
-            conn.execute(delete(S).where(S.id == row.id))
-        return str(row.email)
-
     # -- the reader's own choices, from the web pages --------------------------------------
     # Each takes the token_version the reader's link carries and changes the row only while it
     # still matches, so a link from before a re-subscription can never act on the new one.
 
     def subscriber(self, subscriber_id: int) -> Subscriber | None:
-        with self._read() as conn:
+        with reading(self.engine) as conn:
             query = select(*SUBSCRIBER_COLUMNS).where(S.id == subscriber_id)
             row = conn.execute(query).one_or_none()
         return None if row is None else _subscriber(row)
@@ -252,9 +266,9 @@ class Store(Ledger):
         one starts over with a new token_version; an active one is left exactly as it is. Known
         means without regard to case, and a known reader keeps the address as first typed.
         """
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             new_id = conn.scalar(
-                self._insert_ignoring_conflicts(S)
+                insert_ignoring_conflicts(self.engine, S)
                 .values(
                     _new_subscriber(draft, SubscriberStatus.PENDING, cursor=0, now=now),
                 )
@@ -282,7 +296,7 @@ class Store(Ledger):
 
     def activate(self, subscriber_id: int, token_version: int, now: datetime) -> bool:
         """Pending → active, from now on and with nothing older than now; False if not pending."""
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             newest = newest_article(conn, now)
             changed = conn.execute(
                 update(S)
@@ -304,7 +318,7 @@ class Store(Ledger):
 
     def unsubscribe(self, subscriber_id: int, token_version: int, now: datetime) -> bool:
         """Stop every digest to this reader, planned ones included; False if nothing changed."""
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             changed = conn.execute(
                 update(S)
                 .where(
@@ -320,7 +334,7 @@ class Store(Ledger):
         self, subscriber_id: int, token_version: int, frequency: Frequency, timezone: str
     ) -> bool:
         """Change frequency and timezone. The cursor stays: no article is lost or sent twice."""
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             changed = conn.execute(
                 update(S)
                 .where(
@@ -334,10 +348,10 @@ class Store(Ledger):
 
     def subscriber_counts(self) -> dict[tuple[Frequency, SubscriberStatus], int]:
         query = select(S.frequency, S.status, func.count()).group_by(S.frequency, S.status)
-        with self._read() as conn:
+        with reading(self.engine) as conn:
             return {(Frequency(f), SubscriberStatus(s)): n for f, s, n in conn.execute(query)}
 
-    # -- runs and status ------------------------------------------------------------------
+    # -- when the next digests go out----------------------------------------------------------------
 
     def outlook(
         self, now: datetime, schedule: Schedule, max_lateness: timedelta | None
@@ -369,7 +383,7 @@ class Store(Ledger):
                 func.count().filter(S.anchor < upcoming.at),
                 func.min(S.anchor).filter(S.anchor >= upcoming.at),
             )
-            with self._read() as conn:
+            with reading(self.engine) as conn:
                 due_now, before_upcoming, later = conn.execute(counts).one()
                 first, at_first = upcoming, before_upcoming - due_now
                 if not at_first and later is not None:
@@ -379,36 +393,6 @@ class Store(Ledger):
                     at_first = conn.scalar(then.where(S.anchor >= later)) or 0
             outlook[frequency, timezone] = Outlook(due_now, first if at_first else None, at_first)
         return outlook
-
-    def record_run(self, run: Run) -> None:
-        with self._write() as conn:
-            conn.execute(
-                insert(RunRow),
-                {
-                    "started_at": run.started_at,
-                    "finished_at": run.finished_at,
-                    "sent": run.summary.sent,
-                    "skipped": run.summary.skipped,
-                    "retrying": run.summary.retrying,
-                    "failed": run.summary.failed,
-                    "note": run.note[:ERROR_TEXT_LIMIT],
-                },
-            )
-
-    def last_runs(self, limit: int) -> list[Run]:
-        with self._read() as conn:
-            rows = conn.execute(
-                select(*RunRow.__table__.c).order_by(RunRow.id.desc()).limit(limit)
-            ).all()
-        return [
-            Run(
-                r.started_at,
-                r.finished_at,
-                RunSummary(r.sent, r.skipped, r.retrying, r.failed),
-                r.note,
-            )
-            for r in rows
-        ]
 
     # -- feeds ----------------------------------------------------------------------------
 
@@ -428,7 +412,7 @@ class Store(Ledger):
         error = None if error is None else error[:ERROR_TEXT_LIMIT]
         failed = int(error is not None)
         first = validators or Validators()
-        insert_row = self._upsert(F).values(
+        insert_row = upsert(self.engine, F).values(
             source=source,
             polled_at=now,
             ok_at=None if failed else now,
@@ -450,45 +434,36 @@ class Store(Ledger):
             }
         else:
             on_conflict |= {"ok_at": now, "failing_since": None, "failures": 0}
-        with self._write() as conn:
+        with writing(self.engine) as conn:
             conn.execute(
                 insert_row.on_conflict_do_update(index_elements=[F.source], set_=on_conflict)
             )
 
     def feed_states(self, sources: Sequence[str]) -> dict[str, FeedState]:
         query = select(*FeedRow.__table__.c).where(FeedRow.source.in_(sources))
-        with self._read() as conn:
+        with reading(self.engine) as conn:
             return {row.source: _feed_state(row) for row in conn.execute(query)}
 
-    def delivery_counts(self) -> dict[DeliveryStatus, int]:
-        query = select(D.status, func.count()).group_by(D.status)
-        with self._read() as conn:
-            return {DeliveryStatus(s): n for s, n in conn.execute(query)}
 
-    def delivery_counts_by_frequency(self) -> dict[tuple[DeliveryStatus, Frequency], int]:
-        query = (
-            select(D.status, S.frequency, func.count())
-            .join(S, S.id == D.subscriber_id)
-            .group_by(D.status, S.frequency)
-        )
-        with self._read() as conn:
-            return {(DeliveryStatus(st), Frequency(f)): n for st, f, n in conn.execute(query)}
+def newest_article(conn: Connection, at: datetime) -> int:
+    """The place in the ingest sequence of the newest article ingested by `at` (0 if none was)."""
+    # Backwards along the primary key to the first article old enough: at the real now that is
+    # one row read, where max(id) under the same filter would read every article.
+    query = select(A.id).where(A.ingested_at <= at).order_by(A.id.desc()).limit(1)
+    return conn.scalar(query) or 0
 
-    def retry_count(self) -> int:
-        query = select(func.count()).where(D.status == DeliveryStatus.PENDING.value, D.attempts > 0)
-        with self._read() as conn:
-            return conn.scalar(query) or 0
 
-    def deliveries_of(self, email: str) -> list[tuple[str, DeliveryStatus, int, str | None]]:
-        """(period, status, attempts, last error) of one reader, oldest first: for tests and support."""
-        query = (
-            select(D.period_key, D.status, D.attempts, D.last_error)
-            .join(S, S.id == D.subscriber_id)
-            .where(is_address(email))
-            .order_by(D.id)
-        )
-        with self._read() as conn:
-            return [(p, DeliveryStatus(s), a, e) for p, s, a, e in conn.execute(query)]
+def is_address(email: str) -> ColumnElement[bool]:
+    """The reader with this address, whatever its case: every look-up by address goes here."""
+    return S.email_key == address_key(email)
+
+
+def narrow(query: SelectT, only: Only) -> SelectT:
+    if only.frequency is not None:
+        query = query.where(S.frequency == only.frequency.value)
+    if only.email is not None:
+        query = query.where(is_address(only.email))
+    return query
 
 
 def _new_subscriber(

@@ -1,8 +1,9 @@
 """The Starlette app: health and metrics for operators, the reader's pages, and what guards them all.
 
-Routes live beside their callers (pages.py for readers); here are the pieces every response shares:
-security headers, and error handlers that turn a bad link, a database outage or a bug into a page
-with no traceback on it.
+The web side builds itself from the Services: the pages, the readers' verbs, the sign-up limits and
+the confirmation mail. Routes live beside their callers (pages.py for readers); here are the pieces
+every response shares: security headers, and error handlers that turn a bad link, a database
+outage or a bug into a page with no traceback on it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -22,10 +24,16 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from digest.app import Services
+from digest.config import sender_address
+from digest.domain import Clock
 from digest.errors import DatabaseError, ExpiredToken, InvalidToken
-from digest.pages import Pages
+from digest.pages import Pages, PageSettings, ReaderPages
+from digest.ratelimit import RateLimiter
+from digest.readers import ConfirmationMail, Readers
 
 log = logging.getLogger("digest.web")
+SIGNUP_WINDOW = timedelta(hours=1)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SECURITY_HEADERS = {
     # Nothing from other hosts, no inline script or style, and no framing by anyone.
@@ -68,12 +76,52 @@ class _SecurityHeaders:
         await self._app(scope, receive, send_with_headers)
 
 
+def _pages(services: Services) -> Pages:
+    s = services.settings
+    return Pages(
+        s.templates_dir,
+        PageSettings(
+            site=services.site(),
+            allowed_origins=s.allowed_origins,
+            default_frequency=s.default_frequency,
+            default_timezone=s.default_timezone,
+            send_time=s.schedule.send_time.strftime("%H:%M"),
+            confirm_days=s.confirm_max_age.days,
+            dispatch_interval=s.dispatch_interval,
+        ),
+    )
+
+
+def _reader_routes(services: Services, clock: Clock, pages: Pages) -> list[BaseRoute]:
+    s = services.settings
+    confirmations = ConfirmationMail(
+        services.renderer(),
+        services.tokens(),
+        services.sender,
+        base_url=s.base_url,
+        envelope_sender=sender_address(s.require_sender()),
+        message_domain=services.sender_domain(),
+        expires_days=s.confirm_max_age.days,
+    )
+    limits = (
+        RateLimiter(s.signup_limit_per_address, SIGNUP_WINDOW, clock),
+        RateLimiter(s.signup_limit_per_client, SIGNUP_WINDOW, clock),
+    )
+    readers = Readers(services.store, services.tokens(), s.schedule, s.max_lateness, clock)
+    return ReaderPages(readers, pages, confirmations, limits).routes()
+
+
 def create_app(
+    services: Services,
     health: Health,
-    pages: Pages,
+    clock: Clock,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
-    routes: Sequence[BaseRoute] = (),
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
+    """The reader's pages and the operator's endpoints, with extra_routes (the demo's) beside them."""
+    pages = _pages(services)
+    routes = [*_reader_routes(services, clock, pages), *extra_routes]
+
     # Plain functions: Starlette runs them in its thread pool, so a slow database cannot stall
     # the event loop that also drives the scheduler and the SMTP connections.
     def healthz(request: Request) -> JSONResponse:

@@ -11,6 +11,7 @@ from pg_cluster import PgCluster
 from sqlalchemy import Engine, MetaData, create_engine, select
 
 from digest import database
+from digest.ledger import Ledger
 from digest.store import Store
 
 
@@ -28,6 +29,11 @@ def store(database_url: str) -> Iterator[Store]:
     database.upgrade(engine)
     yield Store(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def ledger(store: Store) -> Ledger:
+    return Ledger(store)
 
 
 def snapshot(database: str | Engine) -> dict[str, list[tuple[object, ...]]]:

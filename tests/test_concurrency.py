@@ -257,9 +257,13 @@ def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_ha
         mail = services.digest_mail()
         async with SmtpSender(services.smtp()) as relay_a, SmtpSender(services.smtp()) as relay_b:
             a, b = Stalled(relay_a), Stalled(relay_b)
-            run_a = asyncio.create_task(run_once(job_a, store, mail, a, lambda: job_a.now))
+            run_a = asyncio.create_task(
+                run_once(job_a, services.ledger, mail, a, lambda: job_a.now)
+            )
             await reached(a.delivered, run_a)  # the relay has A's copy; A has not recorded it
-            run_b = asyncio.create_task(run_once(job_b, store, mail, b, lambda: job_b.now))
+            run_b = asyncio.create_task(
+                run_once(job_b, services.ledger, mail, b, lambda: job_b.now)
+            )
             await reached(b.delivered, run_b)  # B reclaimed the expired lease and sent again
             if late == "after_the_other_recorded_it":
                 b.resume.set()
@@ -275,7 +279,9 @@ def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_ha
     summary_a, summary_b, (before, after) = asyncio.run(race())
     assert after == before  # A's record changed nothing
     assert (summary_a.sent, summary_b.sent) == (0, 1)
-    assert store.deliveries_of("reader@example.org") == [("2026-W49", DeliveryStatus.SENT, 1, None)]
+    assert services.ledger.deliveries_of("reader@example.org") == [
+        ("2026-W49", DeliveryStatus.SENT, 1, None)
+    ]
     assert sent_rows(database_url) == Counter(["reader@example.org"])
     # The relay got two copies (RELIABILITY rule 7): identical, so the receiver can drop one.
     first, second = smtp_server.messages
@@ -286,7 +292,6 @@ def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_ha
 def test_a_worker_that_stalls_past_its_lease_before_sending_sends_only_what_it_still_holds(
     meanwhile: str, services: Services, database_url: str, smtp_server: SmtpServer
 ) -> None:
-    store = services.store
     monday = datetime.fromisoformat(MONDAY_0900)
     a_now = [monday]
     job_a = services.job(monday)  # the default lease: no renewal comes round during the test
@@ -296,12 +301,16 @@ def test_a_worker_that_stalls_past_its_lease_before_sending_sends_only_what_it_s
     async def race() -> tuple[RunSummary, RunSummary]:
         mail = services.digest_mail()
         async with SmtpSender(services.smtp()) as relay_a:
-            run_a = asyncio.create_task(run_once(job_a, store, mail, relay_a, lambda: a_now[0]))
+            run_a = asyncio.create_task(
+                run_once(job_a, services.ledger, mail, relay_a, lambda: a_now[0])
+            )
             assert await asyncio.to_thread(stalled.reached.wait, PATIENCE), "A never connected"
             summary_b = RunSummary()
             if meanwhile == "another_worker_sent_it":
                 async with SmtpSender(services.smtp()) as relay_b:
-                    summary_b = await run_once(job_b, store, mail, relay_b, lambda: job_b.now)
+                    summary_b = await run_once(
+                        job_b, services.ledger, mail, relay_b, lambda: job_b.now
+                    )
             a_now[0] = job_b.now  # A wakes up past its lease, with its message not yet begun
             stalled.release()
             return await run_a, summary_b
@@ -317,7 +326,6 @@ def test_a_worker_that_stalls_past_its_lease_before_sending_sends_only_what_it_s
 def test_a_worker_whose_renewal_finds_its_claim_taken_does_not_send_it(
     services: Services, database_url: str, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = services.store
     monday = datetime.fromisoformat(MONDAY_0900)
     # A's clock stands still (a skewed worker): by its own clock its lease never runs out, and
     # only its renewal can tell it that B, a minute later, has taken the claim.
@@ -326,7 +334,7 @@ def test_a_worker_whose_renewal_finds_its_claim_taken_does_not_send_it(
     job_b = dataclasses.replace(services.job(monday + timedelta(minutes=1)), lease=lease)
     stalled = smtp_server.hold("connect")  # A's connection waits for its greeting
     lost = threading.Event()
-    extend_lease = store.extend_lease
+    extend_lease = services.ledger.extend_lease
 
     def watched(owner: str, claims: Sequence[Claim], until: datetime) -> set[int]:
         held = extend_lease(owner, claims, until)
@@ -334,14 +342,16 @@ def test_a_worker_whose_renewal_finds_its_claim_taken_does_not_send_it(
             lost.set()
         return held
 
-    monkeypatch.setattr(store, "extend_lease", watched)
+    monkeypatch.setattr(services.ledger, "extend_lease", watched)
 
     async def race() -> tuple[RunSummary, RunSummary]:
         mail = services.digest_mail()
         async with SmtpSender(services.smtp()) as relay_a, SmtpSender(services.smtp()) as relay_b:
-            run_a = asyncio.create_task(run_once(job_a, store, mail, relay_a, lambda: job_a.now))
+            run_a = asyncio.create_task(
+                run_once(job_a, services.ledger, mail, relay_a, lambda: job_a.now)
+            )
             assert await asyncio.to_thread(stalled.reached.wait, PATIENCE), "A never connected"
-            summary_b = await run_once(job_b, store, mail, relay_b, lambda: job_b.now)
+            summary_b = await run_once(job_b, services.ledger, mail, relay_b, lambda: job_b.now)
             assert await asyncio.to_thread(lost.wait, PATIENCE), "A never renewed its lease"
             stalled.release()
             return await run_a, summary_b
@@ -370,7 +380,7 @@ def test_a_batch_still_sending_keeps_its_lease_so_no_other_worker_reclaims_it(
         mail = services.digest_mail()
         async with SmtpSender(services.smtp()) as relay_a, SmtpSender(services.smtp()) as relay_b:
             a = Stalled(relay_a)
-            run_a = asyncio.create_task(run_once(job_a, store, mail, a, lambda: a_now[0]))
+            run_a = asyncio.create_task(run_once(job_a, services.ledger, mail, a, lambda: a_now[0]))
             await reached(a.delivered, run_a)
             # Ten minutes pass on A's clock while its relay is slow; its renewals follow them.
             a_now[0] = monday + timedelta(minutes=10)
@@ -379,7 +389,7 @@ def test_a_batch_still_sending_keeps_its_lease_so_no_other_worker_reclaims_it(
                 assert asyncio.get_running_loop().time() < deadline, "the lease was never renewed"
                 await asyncio.sleep(0.05)
             # B, a minute after A claimed, is past the first lease but not the renewed one.
-            summary_b = await run_once(job_b, store, mail, relay_b, lambda: job_b.now)
+            summary_b = await run_once(job_b, services.ledger, mail, relay_b, lambda: job_b.now)
             a.resume.set()
             return await run_a, summary_b
 

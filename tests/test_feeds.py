@@ -17,6 +17,7 @@ from digest.app import Services
 from digest.config import load
 from digest.domain import Validators
 from digest.feeds import FeedPoller
+from digest.ledger import Ledger
 from digest.metrics import Metrics
 from digest.store import Store
 
@@ -179,7 +180,7 @@ def test_metrics_count_feed_poll_errors_per_feed(store: Store, tmp_path: Path) -
     clock = Clock(NOW)
     for _ in range(2):
         poll(store, [good, missing], clock)
-    text = Metrics(store, clock, [good, missing]).render().decode()
+    text = Metrics(Ledger(store), store, clock, [good, missing]).render().decode()
     assert f'digest_feed_poll_errors_total{{feed="{missing}"}} 2.0' in text
     assert f'digest_feed_poll_errors_total{{feed="{good}"}} 0.0' in text
     assert f'digest_feed_failing{{feed="{missing}"}} 1.0' in text

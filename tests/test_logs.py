@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from digest import logs
-from digest.config import load
-from digest.logs import LogFormat
+from digest.config import LogFormat, load
 
 SIGNING_KEY = "k" * 40
 OLD_KEY = "o" * 40

@@ -381,7 +381,9 @@ def test_the_one_click_post_as_gmail_sends_it_unsubscribes_and_stops_a_planned_d
     reader = _active(web, "oneclick@example.org", Frequency.WEEKLY)
     web.store.upsert_articles([_article(2)], TUESDAY_NOON)
     rules = PlanRules(web.services.settings.schedule, None, 100, "miasfeed.example")
-    web.store.plan(datetime(2026, 11, 30, 9, 0, tzinfo=UTC), rules)  # the digest is planned
+    web.services.ledger.plan(
+        datetime(2026, 11, 30, 9, 0, tzinfo=UTC), rules
+    )  # the digest is planned
     link = web.link(Purpose.UNSUBSCRIBE, reader)
     # Gmail posts from its own servers: no cookies, no Origin of ours, no CSRF token.
     if encoding == "urlencoded":
@@ -394,7 +396,7 @@ def test_the_one_click_post_as_gmail_sends_it_unsubscribes_and_stops_a_planned_d
         answer = web.client.post(link, files={"List-Unsubscribe": (None, "One-Click")})
     assert answer.status_code == 200  # never a redirect
     assert web.reader("oneclick@example.org").status is SubscriberStatus.UNSUBSCRIBED
-    claimed = web.store.claim(
+    claimed = web.services.ledger.claim(
         "test", datetime(2026, 11, 30, 9, 1, tzinfo=UTC), timedelta(minutes=5), 100
     )
     assert [c.email for c in claimed] == []

@@ -15,7 +15,7 @@ from smtp_server import SmtpServer
 from digest import app as composition
 from digest import database, logs
 from digest.app import Services
-from digest.config import load
+from digest.config import LogFormat, load
 from digest.domain import ArticleDraft, Frequency, SubscriberDraft
 from digest.scheduler import Dispatcher, Every, build_scheduler
 
@@ -88,7 +88,7 @@ def test_readers_in_madrid_and_sydney_get_their_daily_digest_at_their_own_0800_a
 @pytest.fixture
 def info_log(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[str]]]:
     """The daemon's logging at INFO, as `digest serve` sets it up; call for the lines since."""
-    logs.configure(logs.LogFormat.TEXT, logging.INFO, [])
+    logs.configure(LogFormat.TEXT, logging.INFO, [])
     capsys.readouterr()
     # The test's SMTP server (aiosmtpd's "mail.log") runs in this process; the daemon's does not.
     yield lambda: [

@@ -22,7 +22,7 @@ from digest.domain import (
     next_digest,
 )
 from digest.errors import DuplicateSubscriber, NotFound
-from digest.ledger import Failure, FinishRules, PlanRules
+from digest.ledger import Failure, FinishRules, Ledger, PlanRules
 from digest.store import Outlook, Store
 
 MONDAY_0900 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -57,70 +57,77 @@ def seed(store: Store, *emails: str, articles: int = 3) -> None:
     store.upsert_articles([article(n) for n in range(articles)], WEEK_BEFORE + timedelta(hours=1))
 
 
-def claim_all(store: Store, owner: str = "w1", now: datetime = MONDAY_0900) -> list[Claim]:
-    return store.claim(owner, now, LEASE, 100)
+def claim_all(ledger: Ledger, owner: str = "w1", now: datetime = MONDAY_0900) -> list[Claim]:
+    return ledger.claim(owner, now, LEASE, 100)
 
 
-def statuses(store: Store, email: str) -> list[DeliveryStatus]:
-    return [status for _, status, _, _ in store.deliveries_of(email)]
+def statuses(ledger: Ledger, email: str) -> list[DeliveryStatus]:
+    return [status for _, status, _, _ in ledger.deliveries_of(email)]
 
 
-def test_planning_twice_creates_one_pending_delivery_per_reader_and_period(store: Store) -> None:
+def test_planning_twice_creates_one_pending_delivery_per_reader_and_period(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org", "b@example.org", "c@example.org")
-    store.plan(MONDAY_0900, RULES)
-    store.plan(MONDAY_0900, RULES)
+    ledger.plan(MONDAY_0900, RULES)
+    ledger.plan(MONDAY_0900, RULES)
     for email in ("a@example.org", "b@example.org", "c@example.org"):
-        assert store.deliveries_of(email) == [("2026-W49", DeliveryStatus.PENDING, 0, None)]
+        assert ledger.deliveries_of(email) == [("2026-W49", DeliveryStatus.PENDING, 0, None)]
 
 
-def test_reader_with_no_new_articles_gets_a_skipped_row_and_no_claim(store: Store) -> None:
+def test_reader_with_no_new_articles_gets_a_skipped_row_and_no_claim(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org", articles=0)
-    assert store.plan(MONDAY_0900, RULES) == RunSummary(skipped=1)
-    assert statuses(store, "a@example.org") == [DeliveryStatus.SKIPPED]
-    assert claim_all(store) == []
+    assert ledger.plan(MONDAY_0900, RULES) == RunSummary(skipped=1)
+    assert statuses(ledger, "a@example.org") == [DeliveryStatus.SKIPPED]
+    assert claim_all(ledger) == []
     # The anchor moved to the slot: planning again later in the week finds nobody due.
-    assert store.plan(MONDAY_0900 + timedelta(days=2), RULES) == RunSummary()
+    assert ledger.plan(MONDAY_0900 + timedelta(days=2), RULES) == RunSummary()
     assert store.find_subscriber("a@example.org").cursor == 0
 
 
-def test_readers_are_not_due_before_their_slot(store: Store) -> None:
+def test_readers_are_not_due_before_their_slot(store: Store, ledger: Ledger) -> None:
     seed(store, "a@example.org")
-    store.plan(MONDAY_0900 - timedelta(hours=2), RULES)  # Monday 07:00, slot at 08:00
-    assert store.deliveries_of("a@example.org") == []
+    ledger.plan(MONDAY_0900 - timedelta(hours=2), RULES)  # Monday 07:00, slot at 08:00
+    assert ledger.deliveries_of("a@example.org") == []
 
 
-def test_claim_snapshot_carries_window_message_id_and_date_fixed_at_planning(store: Store) -> None:
+def test_claim_snapshot_carries_window_message_id_and_date_fixed_at_planning(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org", articles=3)
-    store.plan(MONDAY_0900, RULES)
-    (claim,) = claim_all(store)
+    ledger.plan(MONDAY_0900, RULES)
+    (claim,) = claim_all(ledger)
     assert (claim.cursor_from, claim.cursor_to) == (0, store.newest_seq(MONDAY_0900))
     assert claim.planned_at == MONDAY_0900
     assert claim.message_id.startswith("<") and claim.message_id.endswith("@example.org>")
     # A later article does not change the stored window, so a retry sends the same body.
     store.upsert_articles([article(99)], MONDAY_0900)
-    store.record("w1", MONDAY_0900, [], [Failure(claim, "451 later", permanent=False)], FINISH)
-    (again,) = claim_all(store, now=MONDAY_0900 + timedelta(hours=1))
+    ledger.record("w1", MONDAY_0900, [], [Failure(claim, "451 later", permanent=False)], FINISH)
+    (again,) = claim_all(ledger, now=MONDAY_0900 + timedelta(hours=1))
     assert again.window == claim.window
     assert (again.message_id, again.planned_at) == (claim.message_id, claim.planned_at)
 
 
 def test_a_window_taken_at_an_instant_holds_only_the_articles_ingested_by_then(
     store: Store,
+    ledger: Ledger,
 ) -> None:
     seed(store, "a@example.org", articles=2)
     store.upsert_articles([article(7)], MONDAY_0900 + timedelta(minutes=1))  # after the run
     assert store.newest_seq(WEEK_BEFORE) == 0
-    (would,) = next(store.preview_plan(MONDAY_0900, RULES))  # what --dry-run sends
-    store.plan(MONDAY_0900, RULES)
-    (claim,) = claim_all(store)
+    (would,) = next(ledger.preview_plan(MONDAY_0900, RULES))  # what --dry-run sends
+    ledger.plan(MONDAY_0900, RULES)
+    (claim,) = claim_all(ledger)
     assert would.window == claim.window
     titles = [a.title for a in store.articles(claim.cursor_from, claim.cursor_to)]
     assert titles == ["Article 1", "Article 0"]
     # Nothing is lost: the next digest starts where this one ended.
-    store.record("w1", MONDAY_0900, [claim], [], FINISH)
+    ledger.record("w1", MONDAY_0900, [claim], [], FINISH)
     next_week = MONDAY_0900 + timedelta(days=7)
-    store.plan(next_week, RULES)
-    (later,) = claim_all(store, now=next_week)
+    ledger.plan(next_week, RULES)
+    (later,) = claim_all(ledger, now=next_week)
     assert [a.title for a in store.articles(later.cursor_from, later.cursor_to)] == ["Article 7"]
 
 
@@ -169,36 +176,42 @@ def test_the_outlook_counts_each_group_as_next_digest_says_of_each_reader(store:
     )  # fmt: skip
 
 
-def test_claimed_deliveries_are_not_claimed_twice_until_the_lease_expires(store: Store) -> None:
+def test_claimed_deliveries_are_not_claimed_twice_until_the_lease_expires(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org", "b@example.org")
-    store.plan(MONDAY_0900, RULES)
-    assert len(claim_all(store, "w1")) == 2
-    assert claim_all(store, "w2") == []
+    ledger.plan(MONDAY_0900, RULES)
+    assert len(claim_all(ledger, "w1")) == 2
+    assert claim_all(ledger, "w2") == []
     expired = MONDAY_0900 + LEASE + timedelta(seconds=1)
-    assert len(claim_all(store, "w2", now=expired)) == 2
+    assert len(claim_all(ledger, "w2", now=expired)) == 2
 
 
-def test_sent_advances_cursor_and_anchor_so_the_same_period_is_not_sent_again(store: Store) -> None:
+def test_sent_advances_cursor_and_anchor_so_the_same_period_is_not_sent_again(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org")
-    store.plan(MONDAY_0900, RULES)
-    claims = claim_all(store)
-    assert store.record("w1", MONDAY_0900, claims, [], FINISH) == RunSummary(sent=1)
+    ledger.plan(MONDAY_0900, RULES)
+    claims = claim_all(ledger)
+    assert ledger.record("w1", MONDAY_0900, claims, [], FINISH) == RunSummary(sent=1)
     subscriber = store.find_subscriber("a@example.org")
     assert subscriber.cursor == store.newest_seq(MONDAY_0900)
     assert subscriber.anchor == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
-    store.plan(MONDAY_0900 + timedelta(hours=3), RULES)
-    assert statuses(store, "a@example.org") == [DeliveryStatus.SENT]
+    ledger.plan(MONDAY_0900 + timedelta(hours=3), RULES)
+    assert statuses(ledger, "a@example.org") == [DeliveryStatus.SENT]
 
 
-def test_an_article_added_after_a_digest_comes_in_the_next_one_only(store: Store) -> None:
+def test_an_article_added_after_a_digest_comes_in_the_next_one_only(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org", articles=2)
-    store.plan(MONDAY_0900, RULES)
-    first = claim_all(store)
-    store.record("w1", MONDAY_0900, first, [], FINISH)
+    ledger.plan(MONDAY_0900, RULES)
+    first = claim_all(ledger)
+    ledger.record("w1", MONDAY_0900, first, [], FINISH)
     store.upsert_articles([article(7)], MONDAY_0900 + timedelta(hours=1))
     next_week = MONDAY_0900 + timedelta(days=7)
-    store.plan(next_week, RULES)
-    (second,) = claim_all(store, now=next_week)
+    ledger.plan(next_week, RULES)
+    (second,) = claim_all(ledger, now=next_week)
     new = store.articles(second.cursor_from, second.cursor_to)
     assert [a.url for a in new] == [article(7).url]
     assert article(7).url not in [
@@ -206,34 +219,38 @@ def test_an_article_added_after_a_digest_comes_in_the_next_one_only(store: Store
     ]
 
 
-def test_finish_only_touches_rows_whose_lease_is_still_ours(store: Store) -> None:
+def test_finish_only_touches_rows_whose_lease_is_still_ours(store: Store, ledger: Ledger) -> None:
     seed(store, "a@example.org")
-    store.plan(MONDAY_0900, RULES)
-    stale = claim_all(store, "w1")
+    ledger.plan(MONDAY_0900, RULES)
+    stale = claim_all(ledger, "w1")
     late = MONDAY_0900 + LEASE + timedelta(minutes=1)
-    fresh = claim_all(store, "w2", now=late)
-    assert store.record("w1", late, stale, [], FINISH) == RunSummary()
-    assert statuses(store, "a@example.org") == [DeliveryStatus.SENDING]
-    assert store.record("w2", late, fresh, [], FINISH) == RunSummary(sent=1)
-    assert statuses(store, "a@example.org") == [DeliveryStatus.SENT]
+    fresh = claim_all(ledger, "w2", now=late)
+    assert ledger.record("w1", late, stale, [], FINISH) == RunSummary()
+    assert statuses(ledger, "a@example.org") == [DeliveryStatus.SENDING]
+    assert ledger.record("w2", late, fresh, [], FINISH) == RunSummary(sent=1)
+    assert statuses(ledger, "a@example.org") == [DeliveryStatus.SENT]
 
 
-def test_transient_failure_retries_with_backoff_then_fails_at_the_retry_limit(store: Store) -> None:
+def test_transient_failure_retries_with_backoff_then_fails_at_the_retry_limit(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org")
-    store.plan(MONDAY_0900, RULES)
+    ledger.plan(MONDAY_0900, RULES)
     now = MONDAY_0900
     for attempt in (1, 2):
-        (claim,) = claim_all(store, now=now)
-        summary = store.record("w1", now, [], [Failure(claim, "451 busy", permanent=False)], FINISH)
+        (claim,) = claim_all(ledger, now=now)
+        summary = ledger.record(
+            "w1", now, [], [Failure(claim, "451 busy", permanent=False)], FINISH
+        )
         assert summary == RunSummary(retrying=1)
         delay = timedelta(minutes=2 ** (attempt - 1))
-        assert claim_all(store, now=now + delay - timedelta(seconds=1)) == []
+        assert claim_all(ledger, now=now + delay - timedelta(seconds=1)) == []
         now += delay
-    (claim,) = claim_all(store, now=now)
-    assert store.record(
+    (claim,) = claim_all(ledger, now=now)
+    assert ledger.record(
         "w1", now, [], [Failure(claim, "451 busy", permanent=False)], FINISH
     ) == RunSummary(failed=1)
-    assert store.deliveries_of("a@example.org") == [
+    assert ledger.deliveries_of("a@example.org") == [
         ("2026-W49", DeliveryStatus.FAILED, 3, "451 busy")
     ]
     subscriber = store.find_subscriber("a@example.org")
@@ -246,76 +263,85 @@ def test_transient_failure_retries_with_backoff_then_fails_at_the_retry_limit(st
 
 def test_permanent_failures_in_a_row_mark_the_reader_bounced_and_a_send_resets_the_count(
     store: Store,
+    ledger: Ledger,
 ) -> None:
     seed(store, "a@example.org", "b@example.org")
     now = MONDAY_0900
     for week in range(2):
         store.upsert_articles([article(100 + week)], now - timedelta(hours=2))
-        store.plan(now, RULES)
-        claims = {c.email: c for c in claim_all(store, now=now)}
+        ledger.plan(now, RULES)
+        claims = {c.email: c for c in claim_all(ledger, now=now)}
         bounce = Failure(claims["a@example.org"], "550 no such user", permanent=True)
-        store.record("w1", now, [claims["b@example.org"]], [bounce], FINISH)
+        ledger.record("w1", now, [claims["b@example.org"]], [bounce], FINISH)
         now += timedelta(days=7)
     assert store.find_subscriber("a@example.org").status is SubscriberStatus.BOUNCED
     assert store.find_subscriber("b@example.org").bounces == 0
     store.upsert_articles([article(200)], now - timedelta(hours=2))
-    store.plan(now, RULES)
-    assert [c.email for c in claim_all(store, now=now)] == ["b@example.org"]
+    ledger.plan(now, RULES)
+    assert [c.email for c in claim_all(ledger, now=now)] == ["b@example.org"]
 
 
-def test_a_reader_who_unsubscribes_after_planning_is_not_claimed(store: Store) -> None:
+def test_a_reader_who_unsubscribes_after_planning_is_not_claimed(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org", "b@example.org")
-    store.plan(MONDAY_0900, RULES)
+    ledger.plan(MONDAY_0900, RULES)
     reader = store.find_subscriber("a@example.org")
     store.unsubscribe(reader.id, reader.token_version, MONDAY_0900)
-    assert [c.email for c in claim_all(store)] == ["b@example.org"]
-    assert statuses(store, "a@example.org") == [DeliveryStatus.SKIPPED]
+    assert [c.email for c in claim_all(ledger)] == ["b@example.org"]
+    assert statuses(ledger, "a@example.org") == [DeliveryStatus.SKIPPED]
 
 
-def test_a_reader_with_a_retry_outstanding_is_not_planned_for_the_next_period(store: Store) -> None:
+def test_a_reader_with_a_retry_outstanding_is_not_planned_for_the_next_period(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org")
-    store.plan(MONDAY_0900, RULES)
-    (claim,) = claim_all(store)
-    store.record("w1", MONDAY_0900, [], [Failure(claim, "451", permanent=False)], FINISH)
-    store.plan(MONDAY_0900 + timedelta(days=7), RULES)
-    assert statuses(store, "a@example.org") == [DeliveryStatus.PENDING]
+    ledger.plan(MONDAY_0900, RULES)
+    (claim,) = claim_all(ledger)
+    ledger.record("w1", MONDAY_0900, [], [Failure(claim, "451", permanent=False)], FINISH)
+    ledger.plan(MONDAY_0900 + timedelta(days=7), RULES)
+    assert statuses(ledger, "a@example.org") == [DeliveryStatus.PENDING]
 
 
-def test_release_hands_claims_back_without_counting_an_attempt(store: Store) -> None:
+def test_release_hands_claims_back_without_counting_an_attempt(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org")
-    store.plan(MONDAY_0900, RULES)
-    store.release("w1", claim_all(store))
-    (claim,) = claim_all(store, "w2")
+    ledger.plan(MONDAY_0900, RULES)
+    ledger.release("w1", claim_all(ledger))
+    (claim,) = claim_all(ledger, "w2")
     assert claim.attempts == 0
 
 
-def test_planning_streams_every_due_reader_across_batches(store: Store) -> None:
+def test_planning_streams_every_due_reader_across_batches(store: Store, ledger: Ledger) -> None:
     emails = [f"r{n}@example.org" for n in range(7)]
     seed(store, *emails)  # batch_size is 2: four batches
-    store.plan(MONDAY_0900, RULES)
-    assert sorted(c.email for c in claim_all(store)) == sorted(emails)
+    ledger.plan(MONDAY_0900, RULES)
+    assert sorted(c.email for c in claim_all(ledger)) == sorted(emails)
 
 
-def test_only_narrows_planning_and_claiming_to_one_frequency_or_address(store: Store) -> None:
+def test_only_narrows_planning_and_claiming_to_one_frequency_or_address(
+    store: Store, ledger: Ledger
+) -> None:
     store.add_subscribers(
         [reader("d@example.org", Frequency.DAILY), reader("w@example.org")],
         confirmed=True,
         now=WEEK_BEFORE,
     )
     store.upsert_articles([article(1)], WEEK_BEFORE + timedelta(hours=1))
-    store.plan(MONDAY_0900, RULES, Only(frequency=Frequency.DAILY))
-    assert store.deliveries_of("w@example.org") == []
-    store.plan(MONDAY_0900, RULES, Only(email="w@example.org"))
-    claims = store.claim("w1", MONDAY_0900, LEASE, 10, Only(email="w@example.org"))
+    ledger.plan(MONDAY_0900, RULES, Only(frequency=Frequency.DAILY))
+    assert ledger.deliveries_of("w@example.org") == []
+    ledger.plan(MONDAY_0900, RULES, Only(email="w@example.org"))
+    claims = ledger.claim("w1", MONDAY_0900, LEASE, 10, Only(email="w@example.org"))
     assert [c.email for c in claims] == ["w@example.org"]
 
 
-def test_preview_plan_lists_due_readers_and_writes_nothing(store: Store) -> None:
+def test_preview_plan_lists_due_readers_and_writes_nothing(store: Store, ledger: Ledger) -> None:
     seed(store, "a@example.org", "b@example.org")
-    would = [c for batch in store.preview_plan(MONDAY_0900, RULES) for c in batch]
+    would = [c for batch in ledger.preview_plan(MONDAY_0900, RULES) for c in batch]
     assert sorted(c.email for c in would) == ["a@example.org", "b@example.org"]
-    assert store.deliveries_of("a@example.org") == []
-    assert store.delivery_counts() == {}
+    assert ledger.deliveries_of("a@example.org") == []
+    assert ledger.delivery_counts() == {}
 
 
 def test_reimporting_an_article_updates_it_in_place(store: Store) -> None:
@@ -387,14 +413,15 @@ def test_a_sign_up_in_another_case_is_the_same_reader_by_the_databases_unique_ke
 
 def test_remove_preview_and_a_run_for_one_address_find_the_reader_whatever_the_case(
     store: Store,
+    ledger: Ledger,
 ) -> None:
     seed(store, "Reader@example.org", "other@example.org")
-    store.plan(MONDAY_0900, RULES, Only(email="READER@EXAMPLE.ORG"))
-    assert statuses(store, "reader@example.org") == [DeliveryStatus.PENDING]
-    assert statuses(store, "other@example.org") == []
-    claims = store.claim("w1", MONDAY_0900, LEASE, 10, Only(email="reader@example.org"))
+    ledger.plan(MONDAY_0900, RULES, Only(email="READER@EXAMPLE.ORG"))
+    assert statuses(ledger, "reader@example.org") == [DeliveryStatus.PENDING]
+    assert statuses(ledger, "other@example.org") == []
+    claims = ledger.claim("w1", MONDAY_0900, LEASE, 10, Only(email="reader@example.org"))
     assert [c.email for c in claims] == ["Reader@example.org"]
-    assert store.remove_subscriber("rEaDeR@example.org") == "Reader@example.org"
+    assert ledger.remove_subscriber("rEaDeR@example.org") == "Reader@example.org"
     assert [s.email for s in store.subscribers()] == ["other@example.org"]
 
 
@@ -404,16 +431,16 @@ def test_new_confirmed_reader_starts_after_the_newest_article(store: Store) -> N
     assert store.find_subscriber("a@example.org").cursor == store.newest_seq(WEEK_BEFORE)
 
 
-def test_remove_erases_the_reader_and_their_deliveries(store: Store) -> None:
+def test_remove_erases_the_reader_and_their_deliveries(store: Store, ledger: Ledger) -> None:
     seed(store, "a@example.org", "b@example.org")
-    store.plan(MONDAY_0900, RULES)
-    store.remove_subscriber("a@example.org")
+    ledger.plan(MONDAY_0900, RULES)
+    ledger.remove_subscriber("a@example.org")
     with pytest.raises(NotFound):
         store.find_subscriber("a@example.org")
-    assert store.deliveries_of("a@example.org") == []
-    assert store.delivery_counts() == {DeliveryStatus.PENDING: 1}
+    assert ledger.deliveries_of("a@example.org") == []
+    assert ledger.delivery_counts() == {DeliveryStatus.PENDING: 1}
     with pytest.raises(NotFound):
-        store.remove_subscriber("a@example.org")
+        ledger.remove_subscriber("a@example.org")
 
 
 def test_subscribers_stream_in_keyset_batches_and_filter_by_status(store: Store) -> None:
@@ -424,13 +451,15 @@ def test_subscribers_stream_in_keyset_batches_and_filter_by_status(store: Store)
     assert [s.email for s in pending] == ["p@example.org"]
 
 
-def test_extending_a_lease_keeps_claims_ours_and_never_takes_back_a_lost_one(store: Store) -> None:
+def test_extending_a_lease_keeps_claims_ours_and_never_takes_back_a_lost_one(
+    store: Store, ledger: Ledger
+) -> None:
     seed(store, "a@example.org", "b@example.org")
-    store.plan(MONDAY_0900, RULES)
-    claims = claim_all(store, "w1")
+    ledger.plan(MONDAY_0900, RULES)
+    claims = claim_all(ledger, "w1")
     later = MONDAY_0900 + LEASE - timedelta(minutes=1)
-    assert store.extend_lease("w1", claims, later + LEASE) == {c.delivery_id for c in claims}
-    assert claim_all(store, "w2", now=MONDAY_0900 + LEASE + timedelta(minutes=1)) == []
-    stolen = claim_all(store, "w2", now=later + LEASE + timedelta(seconds=1))
+    assert ledger.extend_lease("w1", claims, later + LEASE) == {c.delivery_id for c in claims}
+    assert claim_all(ledger, "w2", now=MONDAY_0900 + LEASE + timedelta(minutes=1)) == []
+    stolen = claim_all(ledger, "w2", now=later + LEASE + timedelta(seconds=1))
     assert len(stolen) == 2
-    assert store.extend_lease("w1", claims, later + 2 * LEASE) == set()
+    assert ledger.extend_lease("w1", claims, later + 2 * LEASE) == set()
