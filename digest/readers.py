@@ -27,7 +27,7 @@ from digest.errors import InvalidToken
 from digest.mailer import Outgoing, Sender
 from digest.render import Renderer
 from digest.store import Signup, Store
-from digest.tokens import Purpose, Tokens, address_hash
+from digest.tokens import Purpose, Tokens, TokenSubject, address_hash
 
 log = logging.getLogger("digest.readers")
 NOT_VALID = "this link is not valid"
@@ -91,12 +91,7 @@ class Readers:
     def reader(self, purpose: Purpose, token: str, *, expired_ok: bool = False) -> Subscriber:
         """The reader a link belongs to; InvalidToken (ExpiredToken for an old confirm link)."""
         subject = self._tokens.read(purpose, token, self._clock(), expired_ok=expired_ok)
-        reader = self._store.subscriber(subject.subscriber_id)
-        if reader is None or reader.token_version != subject.token_version:
-            raise InvalidToken(NOT_VALID)
-        if purpose is Purpose.CONFIRM and address_hash(reader.email) != subject.address_hash:
-            raise InvalidToken(NOT_VALID)
-        return reader
+        return _named(subject, self._store.subscriber(subject.subscriber_id))
 
     def link(self, purpose: Purpose, reader: Subscriber) -> str:
         """The path of another of this reader's pages, e.g. preferences from the unsubscribe page."""
@@ -110,12 +105,18 @@ class Readers:
     def confirm(self, token: str) -> Subscriber:
         """Activate the reader; confirming twice is harmless. An unsubscribed reader's old confirm
         link does not bring them back: that takes a new sign-up."""
-        reader = self.reader(Purpose.CONFIRM, token)
-        if reader.status is SubscriberStatus.PENDING:
-            self._store.activate(reader.id, reader.token_version, self._clock())
-        elif reader.status is not SubscriberStatus.ACTIVE:
-            raise InvalidToken(NOT_VALID)
-        return self._current(reader)
+        subject = self._tokens.read(Purpose.CONFIRM, token, self._clock())
+
+        def check(reader: Subscriber) -> None:  # before it is committed: raising undoes it
+            if _named(subject, reader).status is not SubscriberStatus.ACTIVE:
+                raise InvalidToken(NOT_VALID)
+
+        return _named(
+            subject,
+            self._store.activate(
+                subject.subscriber_id, subject.token_version, self._clock(), check
+            ),
+        )
 
     def next_digest(self, reader: Subscriber) -> NextDigest | None:
         """When the reader's next digest goes out, as `digest status` and `preview` say it."""
@@ -125,24 +126,26 @@ class Readers:
 
     def unsubscribe(self, purpose: Purpose, token: str) -> Subscriber:
         """From the unsubscribe link or from the preferences page: either link may stop the mail."""
-        reader = self.reader(purpose, token)
-        self._store.unsubscribe(reader.id, reader.token_version, self._clock())
-        return self._current(reader)
-
-    def set_preferences(
-        self, token: str, frequency: Frequency | None, timezone: str | None
-    ) -> Subscriber:
-        reader = self.reader(Purpose.PREFERENCES, token)
-        self._store.set_preferences(
-            reader.id,
-            reader.token_version,
-            frequency or reader.frequency,
-            timezone or reader.timezone,
+        subject = self._tokens.read(purpose, token, self._clock())
+        changed = self._store.unsubscribe(
+            subject.subscriber_id, subject.token_version, self._clock()
         )
-        return self._current(reader)
+        return _named(subject, changed)
 
-    def _current(self, reader: Subscriber) -> Subscriber:
-        now = self._store.subscriber(reader.id)
-        if now is None:  # erased meanwhile by `digest subscribers remove`
-            raise InvalidToken(NOT_VALID)
-        return now
+    def set_preferences(self, token: str, frequency: Frequency, timezone: str) -> Subscriber:
+        """Save the choices of a reader who is signed up; a stopped one comes back unchanged."""
+        subject = self._tokens.read(Purpose.PREFERENCES, token, self._clock())
+        changed = self._store.set_preferences(
+            subject.subscriber_id, subject.token_version, frequency, timezone
+        )
+        return _named(subject, changed)
+
+
+def _named(subject: TokenSubject, reader: Subscriber | None) -> Subscriber:
+    """The reader, if it is the one the link names (its token_version and, for a confirm link, its
+    address); InvalidToken for any other, or for none."""
+    if reader is None or reader.token_version != subject.token_version:
+        raise InvalidToken(NOT_VALID)
+    if subject.address_hash is not None and address_hash(reader.email) != subject.address_hash:
+        raise InvalidToken(NOT_VALID)
+    return reader

@@ -7,24 +7,27 @@ advances a reader's cursor when their digest is sent; nothing here reads deliver
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    Case,
     ColumnElement,
     Connection,
     Engine,
     Select,
     and_,
     bindparam,
+    case,
     false,
     func,
     select,
     update,
 )
+from sqlalchemy.orm import InstrumentedAttribute
 
 from digest.addresses import address_key
 from digest.database import AnyRow, insert_ignoring_conflicts, reading, upsert, writing
@@ -294,57 +297,86 @@ class Store:
             )
         return Signup(row.id, version, row.email, confirm=True)
 
-    def activate(self, subscriber_id: int, token_version: int, now: datetime) -> bool:
-        """Pending → active, from now on and with nothing older than now; False if not pending."""
-        with writing(self.engine) as conn:
-            newest = newest_article(conn, now)
-            changed = conn.execute(
-                update(S)
-                .where(
-                    S.id == subscriber_id,
-                    S.token_version == token_version,
-                    S.status == SubscriberStatus.PENDING.value,
-                )
-                .values(
-                    status=SubscriberStatus.ACTIVE.value,
-                    confirmed_at=now,
-                    unsubscribed_at=None,
-                    cursor=newest,
-                    anchor=now,
-                    bounces=0,
-                )
-            ).rowcount
-        return bool(changed)
+    def activate(
+        self,
+        subscriber_id: int,
+        token_version: int,
+        now: datetime,
+        check: Callable[[Subscriber], None] | None = None,
+    ) -> Subscriber | None:
+        """Pending → active, from now on and with nothing older than now; returns the reader.
 
-    def unsubscribe(self, subscriber_id: int, token_version: int, now: datetime) -> bool:
-        """Stop every digest to this reader, planned ones included; False if nothing changed."""
+        One statement that leaves any other reader as it is, so confirming twice returns the same
+        active reader; None if the link's reader is gone. check sees the reader before the change
+        is committed: whatever it raises undoes the change.
+        """
+        pending = S.status == SubscriberStatus.PENDING.value
+
+        def once_pending(value: object, column: InstrumentedAttribute[Any]) -> Case[Any]:
+            return case((pending, value), else_=column)
+
+        newest = func.coalesce(_newest(now).scalar_subquery(), 0)
         with writing(self.engine) as conn:
-            changed = conn.execute(
-                update(S)
-                .where(
-                    S.id == subscriber_id,
-                    S.token_version == token_version,
-                    S.status != SubscriberStatus.UNSUBSCRIBED.value,
-                )
-                .values(status=SubscriberStatus.UNSUBSCRIBED.value, unsubscribed_at=now)
-            ).rowcount
-        return bool(changed)
+            reader = self._change(
+                conn,
+                subscriber_id,
+                token_version,
+                status=once_pending(SubscriberStatus.ACTIVE.value, S.status),
+                confirmed_at=once_pending(now, S.confirmed_at),
+                unsubscribed_at=once_pending(None, S.unsubscribed_at),
+                cursor=once_pending(newest, S.cursor),
+                anchor=once_pending(now, S.anchor),
+                bounces=once_pending(0, S.bounces),
+            )
+            if reader is not None and check is not None:
+                check(reader)
+        return reader
+
+    def unsubscribe(
+        self, subscriber_id: int, token_version: int, now: datetime
+    ) -> Subscriber | None:
+        """Stop every digest to this reader, planned ones included; returns the reader, or None
+        if the link's reader is gone. Unsubscribing again keeps the first instant."""
+        stopped = S.status == SubscriberStatus.UNSUBSCRIBED.value
+        with writing(self.engine) as conn:
+            return self._change(
+                conn,
+                subscriber_id,
+                token_version,
+                status=SubscriberStatus.UNSUBSCRIBED.value,
+                unsubscribed_at=case((stopped, S.unsubscribed_at), else_=now),
+            )
 
     def set_preferences(
         self, subscriber_id: int, token_version: int, frequency: Frequency, timezone: str
-    ) -> bool:
-        """Change frequency and timezone. The cursor stays: no article is lost or sent twice."""
+    ) -> Subscriber | None:
+        """Change frequency and timezone of a reader who is signed up, and return the reader (a
+        stopped one unchanged); None if gone. The cursor stays: no article is lost or sent twice."""
+        signed_up = S.status.in_([s.value for s in SIGNED_UP])
         with writing(self.engine) as conn:
-            changed = conn.execute(
-                update(S)
-                .where(
-                    S.id == subscriber_id,
-                    S.token_version == token_version,
-                    S.status.in_([s.value for s in SIGNED_UP]),
-                )
-                .values(frequency=frequency.value, timezone=timezone)
-            ).rowcount
-        return bool(changed)
+            return self._change(
+                conn,
+                subscriber_id,
+                token_version,
+                frequency=case((signed_up, frequency.value), else_=S.frequency),
+                timezone=case((signed_up, timezone), else_=S.timezone),
+            )
+
+    @staticmethod
+    def _change(
+        conn: Connection, subscriber_id: int, token_version: int, **values: object
+    ) -> Subscriber | None:
+        """Change the reader a link names and return them, in one UPDATE … RETURNING.
+
+        A link from before a re-subscription carries an older token_version and matches nothing.
+        """
+        row = conn.execute(
+            update(S)
+            .where(S.id == subscriber_id, S.token_version == token_version)
+            .values(**values)
+            .returning(*SUBSCRIBER_COLUMNS)
+        ).one_or_none()
+        return None if row is None else _subscriber(row)
 
     def subscriber_counts(self) -> dict[tuple[Frequency, SubscriberStatus], int]:
         query = select(S.frequency, S.status, func.count()).group_by(S.frequency, S.status)
@@ -447,10 +479,13 @@ class Store:
 
 def newest_article(conn: Connection, at: datetime) -> int:
     """The place in the ingest sequence of the newest article ingested by `at` (0 if none was)."""
+    return conn.scalar(_newest(at)) or 0
+
+
+def _newest(at: datetime) -> Select[int]:
     # Backwards along the primary key to the first article old enough: at the real now that is
     # one row read, where max(id) under the same filter would read every article.
-    query = select(A.id).where(A.ingested_at <= at).order_by(A.id.desc()).limit(1)
-    return conn.scalar(query) or 0
+    return select(A.id).where(A.ingested_at <= at).order_by(A.id.desc()).limit(1)
 
 
 def is_address(email: str) -> ColumnElement[bool]:

@@ -14,18 +14,20 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from db_fixtures import snapshot
 from smtp_server import Received, SmtpServer
-from sqlalchemy import update
+from sqlalchemy import Engine, event, update
 from web_client import in_process_client
 
 from digest import database
@@ -372,6 +374,67 @@ def test_the_unsubscribe_page_shows_the_masked_address_and_changes_nothing_until
     again = web.post(link)
     assert again.status_code == 200
     assert again.text == done.text
+
+
+@contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements the engine runs meanwhile (queries and changes, not BEGIN or COMMIT)."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        statement = " ".join(str(args[2]).split())
+        if statement.split(" ", 1)[0].upper() in ("SELECT", "UPDATE", "INSERT", "DELETE"):
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _one_change_that_returns_the_reader(statements: list[str]) -> None:
+    changes = [s for s in statements if not s.startswith("SELECT")]
+    assert len(changes) == 1, changes
+    assert changes[0].startswith("UPDATE subscribers") and " RETURNING " in changes[0]
+    after = statements[statements.index(changes[0]) + 1 :]
+    assert not [s for s in after if "FROM subscribers" in s], after  # nothing read again
+
+
+def test_a_one_click_unsubscribe_is_one_statement_that_changes_and_returns_the_reader_twice_over(
+    web: Web,
+) -> None:
+    reader = _active(web, "once@example.org")
+    link = web.link(Purpose.UNSUBSCRIBE, reader)
+    for _click in range(2):
+        with _statements(web.store.engine) as statements:
+            answer = web.client.post(link, content=b"List-Unsubscribe=One-Click")
+        assert answer.status_code == 200
+        assert len(statements) == 1, statements
+        _one_change_that_returns_the_reader(statements)
+    assert web.reader("once@example.org").status is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_confirming_and_saving_preferences_each_change_the_reader_in_one_statement(
+    web: Web,
+) -> None:
+    draft = SubscriberDraft("choosy@example.org", Frequency.DAILY, "Europe/Madrid")
+    web.store.add_subscriber(draft, confirmed=False, now=TUESDAY_NOON - timedelta(days=1))
+    pending = web.reader("choosy@example.org")
+    for _click in range(2):  # confirming again changes nothing and answers the same
+        with _statements(web.store.engine) as statements:
+            answer = web.post(web.link(Purpose.CONFIRM, pending))
+        assert answer.status_code == 200
+        _one_change_that_returns_the_reader(statements)
+    assert web.reader("choosy@example.org").status is SubscriberStatus.ACTIVE
+    with _statements(web.store.engine) as statements:
+        saved = web.post(
+            web.link(Purpose.PREFERENCES, pending),
+            {"frequency": "weekly", "timezone": "Europe/Madrid"},
+        )
+    assert saved.status_code == 200
+    _one_change_that_returns_the_reader(statements)
+    assert web.reader("choosy@example.org").frequency is Frequency.WEEKLY
 
 
 @pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
