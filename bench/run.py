@@ -23,8 +23,8 @@ from pathlib import Path
 
 from digest import app as composition
 from digest import database
-from digest.catcher import free_port
 from digest.config import load
+from digest.demo.catcher import free_port
 from digest.domain import ArticleDraft, Frequency, SubscriberDraft
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # a Monday 09:00 UTC: weekly readers are due

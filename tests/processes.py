@@ -38,7 +38,7 @@ from typing import Any
 from smtp_server import SmtpServer
 from sqlalchemy import create_engine, select
 
-from digest.catcher import free_port
+from digest.demo.catcher import free_port
 from digest.domain import DeliveryStatus, RunSummary
 from digest.models import DeliveryRow, SubscriberRow
 

@@ -20,9 +20,10 @@ from starlette.routing import Route
 from test_demo import _mail
 from test_pages import Web, _confirm_path, _web
 
-from digest import database, demo
+from digest import database
+from digest.demo import pages
+from digest.demo.newsroom import Newsroom
 from digest.domain import Frequency, SubscriberStatus
-from digest.newsroom import Newsroom
 from digest.store import Store
 from digest.tokens import Purpose
 
@@ -192,7 +193,7 @@ UNBROKEN_ADDRESS = f"{'x' * 60}@{'y' * 60}.example.org"
 def outbox_page(folder: Path) -> str:
     """The demo's outbox page, rendered by its route without an event loop (Playwright has one)."""
     newsroom = Newsroom(Store(create_engine("sqlite://")), [], lambda: datetime.now(UTC))
-    index = demo.routes(folder, "Mia's Feed", newsroom)[0]
+    index = pages.routes(folder, "Mia's Feed", newsroom)[0]
     assert isinstance(index, Route) and index.path == "/"
     request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
     body: bytes = index.endpoint(request).body

@@ -28,10 +28,11 @@ from processes import PATIENCE, ROOT, wait_for
 from sqlalchemy import create_engine
 from starlette.applications import Starlette
 
-from digest import demo, outbox
-from digest.catcher import Catcher, free_port
+from digest import demo
+from digest.demo import outbox, pages
+from digest.demo.catcher import Catcher, free_port
+from digest.demo.newsroom import Newsroom
 from digest.domain import Frequency
-from digest.newsroom import Newsroom
 from digest.scheduler import Dispatcher
 from digest.store import Store
 
@@ -237,7 +238,7 @@ def test_the_outbox_page_escapes_what_a_mail_says_and_links_mail_without_html_ra
         _mail("x@example.org", "<script>alert(1)</script>", with_html=False).as_bytes()
     )
     newsroom = Newsroom(Store(create_engine("sqlite://")), [], lambda: datetime.now(UTC))
-    app = Starlette(routes=demo.routes(tmp_path, "Mia's Feed <b>", newsroom))
+    app = Starlette(routes=pages.routes(tmp_path, "Mia's Feed <b>", newsroom))
     page = asgi_get(app, "/")
     assert page.status_code == 200
     assert "<script>" not in page.text

@@ -22,7 +22,7 @@ from smtp_server import SmtpServer
 from sqlalchemy import select
 
 from digest import database
-from digest.catcher import free_port
+from digest.demo.catcher import free_port
 from digest.domain import DeliveryStatus, SubscriberStatus
 from digest.models import ArticleRow, DeliveryRow, SubscriberRow
 

@@ -32,9 +32,9 @@ from web_client import in_process_client
 
 from digest import database
 from digest.app import Services
-from digest.catcher import free_port
 from digest.config import PROJECT_TEMPLATES, load
 from digest.daemon import asgi_app
+from digest.demo.catcher import free_port
 from digest.domain import ArticleDraft, Frequency, Subscriber, SubscriberDraft, SubscriberStatus
 from digest.ledger import PlanRules
 from digest.models import SubscriberRow

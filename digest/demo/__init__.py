@@ -3,8 +3,10 @@
 Each start is fresh: a new SQLite database and outbox in the folder, the sample readers and
 articles, a local SMTP catcher on a free port and a new signing key. Then `digest serve`'s daemon
 runs on it, on the demo's calendar (newsroom.py: a new sample article and a new day every minute),
-with the demo's own pages beside its routes: `/` lists the caught mail, and `/outbox/NAME` shows
-one as its reader would see it (`NAME.eml`, or `?raw=1`, the whole message).
+with the demo's own pages (pages.py) beside its routes: `/` lists the caught mail, and
+`/outbox/NAME` shows one as its reader would see it (`NAME.eml`, or `?raw=1`, the whole message).
+The wing: catcher.py (the local SMTP catcher), outbox.py (reads what it caught), newsroom.py
+(the demo's calendar) and pages.py.
 """
 
 from __future__ import annotations
@@ -14,26 +16,22 @@ import logging
 import secrets
 import shutil
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Route
-
 from digest import app as composition
-from digest import daemon, database, ingest, logs, outbox
+from digest import daemon, database, ingest, logs
 from digest.app import Services, real_clock
-from digest.catcher import Catcher
-from digest.config import PROJECT_TEMPLATES, LogFormat, Settings, load
+from digest.config import LogFormat, Settings, load
+from digest.demo.catcher import Catcher
+from digest.demo.newsroom import Newsroom
+from digest.demo.pages import DISPATCH_SECONDS, routes
 from digest.domain import ArticleDraft, Clock, Frequency, SubscriberDraft
 from digest.errors import InvalidInput
-from digest.newsroom import Newsroom
 from digest.scheduler import Every
 
 SAMPLE_READERS = (
@@ -44,13 +42,7 @@ SAMPLE_READERS = (
 )
 SAMPLE_ARTICLES = "articles.json"  # in the database from the start
 MORE_ARTICLES = "more_articles.json"  # published one a minute while the demo runs
-DISPATCH_SECONDS = 10  # short, so whatever becomes due (a new article, a reader) goes out soon
 PUBLISH_SECONDS = 60
-# Caught mail is someone else's HTML: its own inline styles and data: images, nothing fetched.
-MAIL_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 def run(
@@ -124,38 +116,6 @@ def check_port(host: str, port: int) -> None:
                     f"port {port} on {host} is taken; try another, e.g. --port {port + 1}"
                 ) from exc
             raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-
-
-def routes(mail: Path, site_name: str, newsroom: Newsroom) -> Sequence[BaseRoute]:
-    """`/`: the caught mail, newest first; `/outbox/NAME`: one mail's HTML part as its reader sees
-    it; `/outbox/NAME.eml` or `?raw=1`: the whole message. Unknown names are 404."""
-    env = Environment(loader=FileSystemLoader(PROJECT_TEMPLATES / "demo"), autoescape=True)
-    listing = env.get_template("outbox.html.j2")
-
-    # Plain functions, as in web.py: Starlette runs them in its thread pool, off the event loop.
-    def index(request: Request) -> HTMLResponse:
-        page = listing.render(
-            mails=outbox.read(mail),
-            folder=mail.resolve(),
-            site_name=site_name,
-            interval=DISPATCH_SECONDS,
-            today=newsroom.now(),
-            articles_left=newsroom.left,
-        )
-        return HTMLResponse(page, headers=MAIL_HEADERS)
-
-    def one(request: Request) -> Response:
-        name: str = request.path_params["name"]
-        raw = name.endswith(".eml") or request.query_params.get("raw") == "1"
-        caught = outbox.find(mail, name.removesuffix(".eml"))
-        if caught is not None and raw:
-            body = caught.eml.read_bytes()
-            return Response(body, media_type="text/plain; charset=utf-8", headers=MAIL_HEADERS)
-        if caught is None or caught.html is None:
-            return Response("no such mail in the outbox", 404, media_type="text/plain")
-        return HTMLResponse(caught.html.read_bytes(), headers=MAIL_HEADERS)
-
-    return [Route("/", index), Route("/outbox/{name}", one)]
 
 
 def _fresh(folder: Path) -> Path:
