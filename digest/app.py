@@ -23,10 +23,12 @@ from digest.domain import (
     EVERYONE,
     Article,
     Clock,
+    DeliveryStatus,
     Frequency,
     Only,
     Progress,
     RowError,
+    Run,
     RunSummary,
     Site,
     Subscriber,
@@ -38,7 +40,7 @@ from digest.ledger import FinishRules, Ledger, PlanRules
 from digest.mailer import DryRunSender, SmtpSender, SmtpSettings
 from digest.render import Renderer, preview_html, preview_text
 from digest.sources import read_source
-from digest.store import Store, already_subscribed
+from digest.store import FeedState, Outlook, Store, already_subscribed
 from digest.subscriber_csv import parse_subscribers_csv
 from digest.tokens import Tokens
 
@@ -62,6 +64,18 @@ class Preview:
     subscriber: Subscriber
     news: bool  # articles after the reader's cursor exist at the instant previewed
     text: str | None  # the digest as it would go out; None when none would
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What `digest status` shows, as of one instant."""
+
+    readers: dict[tuple[Frequency, SubscriberStatus], int]
+    outlook: dict[tuple[Frequency, str], Outlook]  # by (frequency, timezone) group
+    deliveries: dict[DeliveryStatus, int]
+    retries: int  # deliveries pending a retry
+    runs: list[Run]  # the last ones, newest first
+    feeds: list[tuple[str, FeedState | None]]  # each configured feed; None if not polled yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +219,18 @@ class Services:
         links = mail.links(subscriber.id, subscriber.token_version)
         text = preview_html(body, links) if html else preview_text(body, links)
         return Preview(subscriber, news, text)
+
+    def status(self, now: datetime, runs: int) -> Status:
+        s = self.settings
+        states = self.store.feed_states(s.feeds)
+        return Status(
+            readers=self.store.subscriber_counts(),
+            outlook=self.store.outlook(now, s.schedule, s.max_lateness),
+            deliveries=self.ledger.delivery_counts(),
+            retries=self.ledger.retry_count(),
+            runs=self.ledger.last_runs(runs),
+            feeds=[(source, states.get(source)) for source in s.feeds],
+        )
 
     # -- readers and articles -----------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -20,7 +20,7 @@ from digest.domain import (
     SubscriberStatus,
 )
 from digest.feeds import failing_too_long
-from digest.store import Outlook
+from digest.store import FeedState, Outlook
 from digest.text import display_name
 
 RECENT_RUNS = 5
@@ -70,8 +70,8 @@ def _next_digests(groups: list[Outlook]) -> str:
 
 
 def status(services: Services, now: datetime) -> str:
-    store, ledger, settings = services.store, services.ledger, services.settings
-    counts = store.subscriber_counts()
+    facts = services.status(now, RECENT_RUNS)
+    counts = facts.readers
     lines = ["Subscribers", f"  {'':10}" + "".join(f"{st.value:>14}" for st in SubscriberStatus)]
     for frequency in Frequency:
         row = "".join(f"{counts.get((frequency, st), 0):>14}" for st in SubscriberStatus)
@@ -83,38 +83,35 @@ def status(services: Services, now: datetime) -> str:
         )
 
     lines += ["", "Next digests"]
-    outlook = store.outlook(now, settings.schedule, settings.max_lateness)
     for frequency in Frequency:
-        groups = [o for (f, _), o in outlook.items() if f is frequency]
+        groups = [o for (f, _), o in facts.outlook.items() if f is frequency]
         lines.append(f"  {frequency.value:10}{_next_digests(groups)}")
 
-    deliveries = ledger.delivery_counts()
+    deliveries = facts.deliveries
     lines += [
         "",
         "Deliveries",
         "  " + ", ".join(f"{st.value} {deliveries.get(st, 0)}" for st in DeliveryStatus),
-        f"  pending retries: {ledger.retry_count()}",
+        f"  pending retries: {facts.retries}",
         "",
         "Last runs",
     ]
-    runs = ledger.last_runs(RECENT_RUNS)
     lines += [
         f"  {_when(run.started_at)} ({(run.finished_at - run.started_at).total_seconds():.1f} s): "
         f"{run.summary.line()}{'; ' + run.note if run.note else ''}"
-        for run in runs
+        for run in facts.runs
     ] or ["  none yet"]
-    return "\n".join(lines + _feed_lines(services, now))
+    return "\n".join(lines + _feed_lines(facts.feeds, services.settings.feed_poll_interval, now))
 
 
-def _feed_lines(services: Services, now: datetime) -> list[str]:
-    feeds = services.settings.feeds
+def _feed_lines(
+    feeds: list[tuple[str, FeedState | None]], interval: timedelta, now: datetime
+) -> list[str]:
     if not feeds:
         return ["", "Feeds", "  none configured (DIGEST_FEEDS)"]
-    every = int(services.settings.feed_poll_interval.total_seconds())
-    lines = ["", f"Feeds (polled every {every} s by digest serve)"]
-    states = services.store.feed_states(feeds)
-    for source in feeds:
-        state, name = states.get(source), display_name(source)
+    lines = ["", f"Feeds (polled every {int(interval.total_seconds())} s by digest serve)"]
+    for source, state in feeds:
+        name = display_name(source)
         if state is None:
             lines.append(f"  {name}: not polled yet")
         elif state.failing_since is None:

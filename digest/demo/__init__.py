@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from digest import app as composition
-from digest import daemon, database, ingest, logs
+from digest import daemon, ingest, logs
 from digest.app import Services, real_clock
 from digest.config import LogFormat, Settings, load
 from digest.demo.catcher import Catcher
@@ -145,7 +145,7 @@ def _settings(folder: Path, catcher: Catcher, url: str) -> Settings:
 
 
 def _seed(services: Services, clock: Clock) -> Newsroom:
-    database.upgrade(services.store.engine)
+    services.upgrade_schema()
     now = clock()
     # Readers who confirmed weeks ago, before the articles came in: the daemon's first run, at
     # start, finds every one of them due.
