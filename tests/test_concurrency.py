@@ -199,7 +199,7 @@ class Stalled:
         return None
 
     async def send_many(
-        self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool]
+        self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool] = lambda _key: True
     ) -> list[Outcome]:
         outcomes = await self._relay.send_many(mails, still_ours)
         self.delivered.set()

@@ -52,3 +52,7 @@ def test_demo_installs_only_the_runtime_then_check_adds_the_tools_then_neither_r
         ("-c", "requirements.lock", "-e", "."),
         ("-c", "requirements.lock", "-e", ".[dev]"),
     ]
+
+
+def test_check_types_the_tests_as_strictly_as_the_package() -> None:
+    assert {"--strict", "digest", "tests"} <= set(dict(dev.CHECKS)["mypy"])
