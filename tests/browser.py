@@ -69,7 +69,7 @@ def _launch_failure(message: str) -> str:
     """The line of Playwright's launch error (dozens of lines) that says why Chromium stopped."""
     # Chromium's own last complaint, e.g. "[pid=7][err] [7:7:1124/...:ERROR:zygote...] Running
     # as root without --no-sandbox is not supported.", without its log prefix.
-    said = re.findall(r"\[pid=\d+\]\[err\] (?:\[[^\]]*\] )?(.+)", message)
+    said: list[str] = re.findall(r"\[pid=\d+\]\[err\] (?:\[[^\]]*\] )?(.+)", message)
     if said:
         return said[-1]
     lines = [line.strip() for line in message.splitlines() if line.strip()]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from pg_cluster import PgCluster
 from sqlalchemy import Engine, MetaData, create_engine, select
 
 from digest import database
+from digest.domain import ArticleDraft, Frequency, SubscriberDraft
 from digest.ledger import Ledger
 from digest.store import Store
 
@@ -34,6 +36,42 @@ def store(database_url: str) -> Iterator[Store]:
 @pytest.fixture
 def ledger(store: Store) -> Ledger:
     return Ledger(store)
+
+
+def seed(
+    database_url: str,
+    readers: Mapping[str, Frequency],
+    articles: Iterable[int],
+    *,
+    confirmed_at: datetime,
+    imported_at: datetime,
+) -> None:
+    """What `digest db upgrade`, `digest subscribers import --confirmed --now confirmed_at` of
+    readers (in UTC) and `digest articles import --now imported_at` of the numbered articles
+    leave, done in this process: for tests of something else (a daemon, senders at once), which
+    need not start Python once a step to get there. One function, so that a change to the
+    store's API is one change here.
+    """
+    engine = database.connect(database_url)
+    try:
+        database.upgrade(engine)
+        store = Store(engine)
+        drafts = [SubscriberDraft(email, frequency, "UTC") for email, frequency in readers.items()]
+        store.add_subscribers(drafts, confirmed=True, now=confirmed_at)
+        news = [
+            ArticleDraft(
+                url=f"https://miasfeed.example/articles/{n}",
+                title=f"Study {n}: sleep and the heart",
+                summary=f"Finding number {n}.",
+                category="Medical News & Research",
+                reading_minutes=2,
+                published_at=imported_at,
+            )
+            for n in articles
+        ]
+        store.upsert_articles(news, imported_at)
+    finally:
+        engine.dispose()
 
 
 def snapshot(database: str | Engine) -> dict[str, list[tuple[object, ...]]]:

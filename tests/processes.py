@@ -2,7 +2,6 @@
 
     env = digest_env(database_url, smtp_server)      # DIGEST_* for that database and server
     digest(env, "db", "upgrade")                     # run one command to the end (raises on failure)
-    readers = seed_due_readers(env, tmp_path, 3000)  # CSV import + articles: all due at MONDAY_0900
     senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(3)]  # not waited for
     results = finish_all(senders)                    # exit code, stdout, stderr of each
     run_entry_point("--version")                     # the installed console script, to the end
@@ -12,6 +11,8 @@
 
 Each runs the project's own `python -m digest` in the repository; `command=` and `cwd=` run another
 copy (an installed wheel's bin/digest) from another folder.
+Seed what the process under test only reads with db_fixtures.seed, in this process: a Python
+start per seeding step adds up to seconds a test.
 
 PYTEST_DONT_REWRITE
 """
@@ -144,57 +145,6 @@ def finish_all(
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-
-
-def import_readers(
-    env: Mapping[str, str],
-    folder: Path,
-    emails: list[str],
-    *,
-    frequency: str = "weekly",
-    confirmed_at: str = CONFIRMED,
-) -> None:
-    """Add confirmed readers in one CSV import (fast, even for thousands)."""
-    csv = folder / f"readers-{len(list(folder.glob('readers-*.csv')))}.csv"
-    csv.write_text("email,frequency\n" + "".join(f"{e},{frequency}\n" for e in emails))
-    digest(env, "subscribers", "import", str(csv), "--confirmed", "--now", confirmed_at)
-
-
-def import_articles(env: Mapping[str, str], folder: Path, count: int, *, at: str) -> None:
-    """Import `count` new articles at `at` (a JSON list)."""
-    first = len(list(folder.glob("articles-*.json"))) * 1000
-    items = [
-        {
-            "url": f"https://miasfeed.example/articles/{n}",
-            "title": f"Study {n}: sleep and the heart",
-            "summary": f"Finding number {n}.",
-            "category": "Medical News & Research",
-            "reading_minutes": 2,
-        }
-        for n in range(first, first + count)
-    ]
-    path = folder / f"articles-{first}.json"
-    path.write_text(json.dumps(items))
-    digest(env, "articles", "import", str(path), "--now", at)
-
-
-def seed_due_readers(
-    env: Mapping[str, str],
-    folder: Path,
-    count: int,
-    *,
-    confirmed_at: str = CONFIRMED,
-    articles: int = 3,
-) -> list[str]:
-    """The schema, `count` weekly readers confirmed at `confirmed_at` and articles newer than that.
-
-    With the default, every reader is due at MONDAY_0900. Returns their addresses.
-    """
-    digest(env, "db", "upgrade")
-    emails = [f"reader{n:05d}@example.org" for n in range(count)]
-    import_readers(env, folder, emails, confirmed_at=confirmed_at)
-    import_articles(env, folder, articles, at=confirmed_at)
-    return emails
 
 
 def deliveries(database_url: str) -> list[tuple[str, DeliveryStatus]]:

@@ -191,10 +191,13 @@ class SmtpServer:
             # abort(), not close(): a TLS close waits on the peer, the loop stops first, and the
             # socket is left for the garbage collector to find unclosed in some later test.
             for smtp in list(self._live):
-                if smtp.transport is None:  # never connected: its TLS handshake failed
+                transport = smtp.transport
+                if transport is None:  # never connected: its TLS handshake failed
                     self._live.discard(smtp)
                 else:
-                    smtp.transport.abort()
+                    # aiosmtpd types it as a BaseTransport; a TCP one, TLS or not, can abort().
+                    assert isinstance(transport, asyncio.WriteTransport)
+                    transport.abort()
             async with asyncio.timeout(10):
                 while self._live:  # each connection_lost() takes its session out
                     await asyncio.sleep(0)

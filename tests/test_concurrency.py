@@ -20,21 +20,17 @@ from typing import Self
 
 import pytest
 from cli_fixtures import Cli
-from db_fixtures import snapshot
+from db_fixtures import seed, snapshot
 from pg_cluster import PgCluster
 from processes import (
     CONFIRMED,
     MONDAY_0900,
     PATIENCE,
-    digest,
     digest_env,
     finish_all,
-    import_articles,
-    import_readers,
     last_run_finished,
     logged_runs,
     running_daemon,
-    seed_due_readers,
     sent_rows,
     start,
     stop_cleanly,
@@ -69,17 +65,32 @@ NEWS = ArticleDraft(
 )
 
 
+def seed_due_readers(database_url: str, count: int) -> list[str]:
+    """count weekly readers confirmed at CONFIRMED, and three articles as new: all due at
+    MONDAY_0900. Returns their addresses."""
+    readers = [f"reader{n:05d}@example.org" for n in range(count)]
+    at = datetime.fromisoformat(CONFIRMED)
+    seed(
+        database_url,
+        dict.fromkeys(readers, Frequency.WEEKLY),
+        range(3),
+        confirmed_at=at,
+        imported_at=at,
+    )
+    return readers
+
+
 @pytest.fixture
 def postgres_url(pg_cluster: PgCluster) -> str:
     return pg_cluster.create_database(f"t_{uuid.uuid4().hex[:16]}")
 
 
 def test_three_senders_on_one_postgresql_database_send_3000_readers_one_digest_each(
-    postgres_url: str, smtp_server: SmtpServer, tmp_path: Path
+    postgres_url: str, smtp_server: SmtpServer
 ) -> None:
     # Small batches, so that the three really take turns claiming from the same backlog.
     env = digest_env(postgres_url, smtp_server, DIGEST_BATCH_SIZE="50")
-    readers = seed_due_readers(env, tmp_path, 3000)
+    readers = seed_due_readers(postgres_url, 3000)
     senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(3)]
     results = finish_all(senders, patience=90)
     assert [r.code for r in results] == [0, 0, 0], [r.err for r in results]
@@ -97,7 +108,7 @@ def test_two_senders_on_one_sqlite_file_wait_for_each_other_and_send_each_reader
 ) -> None:
     database_url = f"sqlite:///{tmp_path / 'digest.db'}"
     env = digest_env(database_url, smtp_server, DIGEST_BATCH_SIZE="20")
-    readers = seed_due_readers(env, tmp_path, 600)
+    readers = seed_due_readers(database_url, 600)
     senders = [start(env, "send", "--now", MONDAY_0900) for _ in range(2)]
     results = finish_all(senders, patience=90)
     # The second waits for the first's write lock (busy_timeout) instead of failing.
@@ -139,15 +150,11 @@ def test_two_daemons_on_one_postgresql_database_send_one_digest_per_reader_per_p
     env = digest_env(
         postgres_url, smtp_server, DIGEST_BATCH_SIZE="20", DIGEST_DISPATCH_INTERVAL_SECONDS="1"
     )
-    digest(env, "db", "upgrade")
     # Due now on the real clock, as a daemon sees it: confirmed long ago, with news since.
-    long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()
-    readers: list[str] = []
-    for frequency in ("daily", "weekly", "monthly"):
-        group = [f"{frequency}{n:03d}@example.org" for n in range(150)]
-        import_readers(env, tmp_path, group, frequency=frequency, confirmed_at=long_ago)
-        readers += group
-    import_articles(env, tmp_path, 3, at=long_ago)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    by_reader = {f"{f}{n:03d}@example.org": f for f in Frequency for n in range(150)}
+    seed(postgres_url, by_reader, range(3), confirmed_at=long_ago, imported_at=long_ago)
+    readers = list(by_reader)
     # A relay slower than two daemons' startup is apart, so that both take part.
     smtp_server.slow("data", 0.05)
     logs = [tmp_path / "daemon-a.log", tmp_path / "daemon-b.log"]
@@ -199,7 +206,7 @@ class Stalled:
         return None
 
     async def send_many(
-        self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool]
+        self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool] = lambda _key: True
     ) -> list[Outcome]:
         outcomes = await self._relay.send_many(mails, still_ours)
         self.delivered.set()

@@ -124,7 +124,7 @@ def test_shipped_config_file_lists_every_key_with_its_default_and_env_name() -> 
 
 def readme_settings() -> dict[str, str]:
     """Each row of the README's settings table, by the DIGEST_* names in its first cell."""
-    rows = {}
+    rows: dict[str, str] = {}
     for line in (ROOT / "README.md").read_text().splitlines():
         if line.startswith("| `DIGEST_"):
             rows |= dict.fromkeys(re.findall(r"`(DIGEST_\w+)`", line.split("|")[1]), line)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,3 +55,36 @@ def test_demo_installs_only_the_runtime_then_check_adds_the_tools_then_neither_r
         ("-c", "requirements.lock", "-e", "."),
         ("-c", "requirements.lock", "-e", ".[dev]"),
     ]
+
+
+def test_check_types_the_tests_as_strictly_as_the_package() -> None:
+    assert {"--strict", "digest", "tests"} <= set(dict(dev.CHECKS)["mypy"])
+
+
+def test_check_passes_its_extra_arguments_to_pytest_which_reports_coverage_of_digest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran: list[list[str]] = []
+
+    def run(args: list[str]) -> int:
+        ran.append(args)
+        return 0
+
+    monkeypatch.setattr(dev, "run", run)
+    assert dev.check(["-k", "serve"]) == 0
+    [pytest_args] = [args for args in ran if args[0] == "pytest"]
+    assert pytest_args[-2:] == ["-k", "serve"]
+    assert "--cov=digest" in pytest_args
+    assert not [arg for arg in pytest_args if arg.startswith("--cov-fail-under")]  # not a gate
+
+
+def test_the_checks_pytest_prints_the_lines_of_digest_no_test_reached(tmp_path: Path) -> None:
+    [pytest_args] = [args for name, args in dev.CHECKS if name == "pytest"]
+    selected = ["tests/test_domain.py", "-p", "no:cacheprovider", "-q", "-k", "weekly"]
+    result = subprocess.run(
+        [str(dev.BIN / pytest_args[0]), *pytest_args[1:], *selected],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+        env={**os.environ, "COVERAGE_FILE": str(tmp_path / ".coverage")},  # not the check's own
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^digest/\S+\.py\s+\d+\s+\d+\s+\d+%\s+\d", result.stdout, re.M), result.stdout

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.domain import Frequency, RowError
+from digest.domain import ArticleDraft, Frequency, RowError
 from digest.errors import InvalidInput
 from digest.ingest import (
     MAX_CATEGORY_CHARS,
@@ -20,6 +20,7 @@ from digest.ingest import (
     estimate_reading_minutes,
     parse_articles,
 )
+from digest.rows import Parsed
 from digest.sources import read_source
 from digest.subscriber_csv import parse_subscribers_csv
 
@@ -29,11 +30,11 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 EARLIEST = "0001-01-01T00:00:00+01:00"  # before datetime.min once in UTC
 
 
-def parse_file(name: str) -> Any:
+def parse_file(name: str) -> Parsed[ArticleDraft]:
     return parse_articles((DATA / name).read_bytes(), source=name, now=NOW)
 
 
-def parse_json(entries: list[Any]) -> Any:
+def parse_json(entries: list[Any]) -> Parsed[ArticleDraft]:
     return parse_articles(json.dumps(entries).encode(), source="articles.json", now=NOW)
 
 

@@ -13,34 +13,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from db_fixtures import seed
 from processes import digest, digest_env, healthz, running_daemon, stop_cleanly, wait_for
 from smtp_server import SmtpServer
 
+from digest.domain import Frequency
+
+DAILY, WEEKLY, MONTHLY = Frequency.DAILY, Frequency.WEEKLY, Frequency.MONTHLY
+
 
 @pytest.fixture
-def daemon_env(database_url: str, smtp_server: SmtpServer, tmp_path: Path) -> dict[str, str]:
-    env = digest_env(database_url, smtp_server, DIGEST_DISPATCH_INTERVAL_SECONDS="1")
-    digest(env, "db", "upgrade")
-    long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()
-    for n, frequency in enumerate(("daily", "weekly", "monthly")):
-        digest(
-            env,
-            "subscribers",
-            "add",
-            f"r{n}@example.org",
-            "--frequency",
-            frequency,
-            "--confirmed",
-            "--now",
-            long_ago,
-        )
-    feed = [
-        {"url": "https://miasfeed.example/a", "title": "Sleep and the heart", "summary": "A study."}
-    ]
-    path = tmp_path / "feed.json"
-    path.write_text(json.dumps(feed))
-    digest(env, "articles", "import", str(path))
-    return env
+def daemon_env(database_url: str, smtp_server: SmtpServer) -> dict[str, str]:
+    """A daily, a weekly and a monthly reader, due now on the real clock as the daemon sees it:
+    confirmed long ago, with news since."""
+    now = datetime.now(UTC)
+    readers = {"r0@example.org": DAILY, "r1@example.org": WEEKLY, "r2@example.org": MONTHLY}
+    seed(database_url, readers, [0], confirmed_at=now - timedelta(days=40), imported_at=now)
+    return digest_env(database_url, smtp_server, DIGEST_DISPATCH_INTERVAL_SECONDS="1")
 
 
 @pytest.fixture
@@ -90,27 +79,12 @@ def test_the_daemon_sends_due_digests_at_once_reports_them_and_stops_cleanly_on_
 
 
 def test_sigterm_mid_batch_exits_0_and_a_restart_delivers_the_rest_once_each(
-    daemon_env: dict[str, str], smtp_server: SmtpServer, tmp_path: Path
+    daemon_env: dict[str, str], database_url: str, smtp_server: SmtpServer
 ) -> None:
-    long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()
+    now = datetime.now(UTC)
     readers = [f"batch{n}@example.org" for n in range(12)]
-    for address in readers:
-        add = (
-            "subscribers",
-            "add",
-            address,
-            "--frequency",
-            "weekly",
-            "--confirmed",
-            "--now",
-            long_ago,
-        )
-        digest(daemon_env, *add)
-    news = tmp_path / "news.json"
-    news.write_text(
-        json.dumps([{"url": "https://miasfeed.example/b", "title": "Walk", "summary": "."}])
-    )
-    digest(daemon_env, "articles", "import", str(news))
+    batch = dict.fromkeys(readers, WEEKLY)
+    seed(database_url, batch, [1], confirmed_at=now - timedelta(days=40), imported_at=now)
     env = daemon_env | {"DIGEST_BATCH_SIZE": "4", "DIGEST_SMTP_CONNECTIONS": "1"}
     smtp_server.slow("data", 0.15)
     with running_daemon(env) as (process, _):

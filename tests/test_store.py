@@ -167,11 +167,12 @@ def test_the_outlook_counts_each_group_as_next_digest_says_of_each_reader(store:
         due = sum(u.due_now for u in upcomings)
         assert outlook[group] == Outlook(due, first, slots.count(first))
     # The far-future reader's next digest is the Monday after their anchor, not next Monday.
-    assert outlook[weekly].first is not None and outlook[madrid].first is not None
-    assert (outlook[weekly].due_now, outlook[weekly].first.at, outlook[weekly].at_first) == (
+    weekly_outlook, madrid_outlook = outlook[weekly], outlook[madrid]
+    assert weekly_outlook.first is not None and madrid_outlook.first is not None
+    assert (weekly_outlook.due_now, weekly_outlook.first.at, weekly_outlook.at_first) == (
         1, datetime(2030, 6, 10, 8, 0, tzinfo=UTC), 1
     )  # fmt: skip
-    assert (outlook[madrid].due_now, outlook[madrid].first.at, outlook[madrid].at_first) == (
+    assert (madrid_outlook.due_now, madrid_outlook.first.at, madrid_outlook.at_first) == (
         1, datetime(2026, 12, 3, 7, 0, tzinfo=UTC), 2
     )  # fmt: skip
 

@@ -1,13 +1,14 @@
-"""The command line itself: an operator's typing mistakes, `--version` and `--help`."""
+"""The command line: typing mistakes, `--version`, `--help`, and the README naming every option."""
 
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
 import pytest
 import typer.main
-from processes import run_entry_point
+from processes import ROOT, run_entry_point
 
 from digest.cli import cli, main
 
@@ -86,3 +87,34 @@ def test_help_shows_no_type_after_a_flag_keeps_each_choice_list_whole_and_cuts_n
     assert UNCLOSED_CHOICES.search(text) is None, text
     listed = [line for line in text.splitlines() if not line.startswith("Usage:")]
     assert not [line for line in listed if line.endswith("...")], text
+
+
+# An option line of Click's help and its first long name: `--confirmed`, not its `--no-` twin.
+OPTION_LINE = re.compile(r"^  (?:-\w, )?(--[a-z][\w-]*)", re.MULTILINE)
+
+
+def mentions(text: str, words: str) -> bool:
+    """Whether text names words whole: `--now` is not in `--nowhere`, nor `digest db` in `digest dbx`."""
+    return re.search(rf"(?<![\w-]){re.escape(words)}(?![\w-])", text) is not None
+
+
+def test_the_readme_names_every_command_and_each_long_option_its_help_lists() -> None:
+    readme = (ROOT / "README.md").read_text()
+    paths = command_paths()
+    with ThreadPoolExecutor(max_workers=4) as pool:  # each is a Python start: run them side by side
+        helps = list(pool.map(lambda path: run_entry_point(*path, "--help"), paths))
+    missing = []
+    for path, shown in zip(paths, helps, strict=True):
+        assert (shown.code, shown.err) == (0, ""), shown.err
+        command = " ".join(("digest", *path))
+        rows = "\n".join(line for line in readme.splitlines() if mentions(line, command))
+        if not rows:
+            missing.append(command)
+        # The root's options come before any command, in the prose under the table; a command's
+        # on its own row. `--help` is documented once for all, as `digest COMMAND --help`.
+        options = set(OPTION_LINE.findall(shown.out)) - {"--help"}
+        where = rows if path else readme
+        missing += [
+            f"{command} {option}" for option in sorted(options) if not mentions(where, option)
+        ]
+    assert missing == [], "missing from the README's commands: " + ", ".join(missing)
