@@ -437,6 +437,34 @@ def test_confirming_and_saving_preferences_each_change_the_reader_in_one_stateme
     assert web.reader("choosy@example.org").frequency is Frequency.WEEKLY
 
 
+def test_a_confirm_link_for_another_address_under_the_same_id_is_not_valid_and_changes_nothing(
+    web: Web,
+) -> None:
+    # As when a removed reader's id comes round again: the link names the id and version of the
+    # reader on file now, but the address of the one it was mailed to.
+    draft = SubscriberDraft("new@example.org", Frequency.DAILY, "Europe/Madrid")
+    web.store.add_subscriber(draft, confirmed=False, now=TUESDAY_NOON - timedelta(days=1))
+    pending = web.reader("new@example.org")
+    token = web.services.tokens().confirm_token(
+        pending.id, pending.token_version, "removed@example.org", web.clock()
+    )
+    answer = web.post(f"/confirm/{token}")
+    assert answer.status_code == 400
+    assert "This link is not valid" in answer.text
+    assert web.reader("new@example.org") == pending  # still pending, nothing moved
+
+
+def test_an_unsubscribed_readers_old_confirm_link_does_not_bring_them_back(web: Web) -> None:
+    reader = _active(web, "gone@example.org")
+    confirm = web.link(Purpose.CONFIRM, reader)
+    assert web.post(web.link(Purpose.UNSUBSCRIBE, reader)).status_code == 200
+    gone = web.reader("gone@example.org")
+    answer = web.post(confirm)
+    assert answer.status_code == 400
+    assert "This link is not valid" in answer.text
+    assert web.reader("gone@example.org") == gone
+
+
 @pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
 def test_the_one_click_post_as_gmail_sends_it_unsubscribes_and_stops_a_planned_digest(
     web: Web, encoding: str

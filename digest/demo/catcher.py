@@ -66,10 +66,6 @@ class Catcher:
         self._handler = _SaveToFolder(folder)
         self._controller = Controller(self._handler, hostname=host, port=self.port)
 
-    @property
-    def saved(self) -> list[Path]:
-        return list(self._handler.saved)
-
     def __enter__(self) -> Catcher:
         self._controller.start()
         return self
