@@ -39,7 +39,7 @@ class ConfirmationMail:
 
     renderer: Renderer
     tokens: Tokens
-    sender: Callable[[], Sender]  # a fresh Sender for each mail, as digests are sent through
+    sender: Callable[[], Sender]  # opens the port digests go through, once for each mail
     base_url: str
     envelope_sender: str
     message_domain: str
