@@ -21,7 +21,8 @@ Graph = dict[str, set[str]]  # "store" -> {"database", "domain", ..., "sqlalchem
 
 CORE = {"domain", "errors"}
 ADAPTERS = {
-    "addresses", "config", "database", "ingest", "ledger", "logs", "mailer", "models", "ratelimit",
+    "addresses", "config", "database", "ingest", "ledger", "logs", "mailer", "mime", "models",
+    "ratelimit",
     "render", "rows", "sources", "store", "subscriber_csv", "text", "timezones", "tokens",
 }  # fmt: skip
 PIPELINE = {"dispatch", "feeds", "metrics"}
