@@ -465,17 +465,6 @@ class Ledger:
         with reading(self.engine) as conn:
             return conn.scalar(query) or 0
 
-    def deliveries_of(self, email: str) -> list[tuple[str, DeliveryStatus, int, str | None]]:
-        """(period, status, attempts, last error) of one reader, oldest first: for tests and support."""
-        query = (
-            select(D.period_key, D.status, D.attempts, D.last_error)
-            .join(S, S.id == D.subscriber_id)
-            .where(is_address(email))
-            .order_by(D.id)
-        )
-        with reading(self.engine) as conn:
-            return [(p, DeliveryStatus(s), a, e) for p, s, a, e in conn.execute(query)]
-
     def remove_subscriber(self, email: str) -> str:
         """Erase the person, found whatever the case: the subscriber row and every delivery of
         theirs. Returns the address as it was on file."""

@@ -12,9 +12,10 @@ from pg_cluster import PgCluster
 from sqlalchemy import Engine, MetaData, create_engine, select
 
 from digest import database
-from digest.domain import ArticleDraft, Frequency, SubscriberDraft
+from digest.domain import ArticleDraft, DeliveryStatus, Frequency, SubscriberDraft
 from digest.ledger import Ledger
-from digest.store import Store
+from digest.models import DeliveryRow, SubscriberRow
+from digest.store import Store, is_address
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -36,6 +37,19 @@ def store(database_url: str) -> Iterator[Store]:
 @pytest.fixture
 def ledger(store: Store) -> Ledger:
     return Ledger(store)
+
+
+def deliveries_of(engine: Engine, email: str) -> list[tuple[str, DeliveryStatus, int, str | None]]:
+    """(period, status, attempts, last error) of one reader's deliveries, oldest first."""
+    D, S = DeliveryRow, SubscriberRow
+    query = (
+        select(D.period_key, D.status, D.attempts, D.last_error)
+        .join(S, S.id == D.subscriber_id)
+        .where(is_address(email))
+        .order_by(D.id)
+    )
+    with engine.connect() as conn:
+        return [(p, DeliveryStatus(s), a, e) for p, s, a, e in conn.execute(query)]
 
 
 def seed(

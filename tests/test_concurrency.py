@@ -20,7 +20,7 @@ from typing import Self
 
 import pytest
 from cli_fixtures import Cli
-from db_fixtures import seed, snapshot
+from db_fixtures import deliveries_of, seed, snapshot
 from pg_cluster import PgCluster
 from processes import (
     CONFIRMED,
@@ -286,7 +286,7 @@ def test_a_worker_whose_lease_ran_out_mid_send_records_nothing_and_the_reader_ha
     summary_a, summary_b, (before, after) = asyncio.run(race())
     assert after == before  # A's record changed nothing
     assert (summary_a.sent, summary_b.sent) == (0, 1)
-    assert services.ledger.deliveries_of("reader@example.org") == [
+    assert deliveries_of(services.ledger.engine, "reader@example.org") == [
         ("2026-W49", DeliveryStatus.SENT, 1, None)
     ]
     assert sent_rows(database_url) == Counter(["reader@example.org"])

@@ -12,12 +12,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from cli_fixtures import Cli
+from db_fixtures import deliveries_of
 from sqlalchemy import DateTime, Engine, Integer, String, column, func, insert, select, table, text
 
 from digest import database
 from digest.domain import DeliveryStatus, SubscriberStatus
 from digest.errors import DatabaseError
-from digest.ledger import Ledger
 from digest.models import Base
 from digest.store import Store
 
@@ -175,7 +175,7 @@ def test_migration_0003_merges_case_variants_with_an_unsubscribe_of_any_winning_
     assert (reader.cursor, reader.anchor, reader.bounces) == (7, day(17).replace(tzinfo=UTC), 1)
     assert reader.created_at == day(1).replace(tzinfo=UTC)
     # One delivery per week, the sent one kept; the planned one goes (it is planned again).
-    assert [(p, s) for p, s, _, _ in Ledger(store).deliveries_of("reader@example.org")] == [
+    assert [(p, s) for p, s, _, _ in deliveries_of(store.engine, "reader@example.org")] == [
         ("2026-W45", DeliveryStatus.SENT),
         ("2026-W46", DeliveryStatus.SENT),
     ]

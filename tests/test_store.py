@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from db_fixtures import deliveries_of
 
 from digest.domain import (
     ArticleDraft,
@@ -62,7 +63,7 @@ def claim_all(ledger: Ledger, owner: str = "w1", now: datetime = MONDAY_0900) ->
 
 
 def statuses(ledger: Ledger, email: str) -> list[DeliveryStatus]:
-    return [status for _, status, _, _ in ledger.deliveries_of(email)]
+    return [status for _, status, _, _ in deliveries_of(ledger.engine, email)]
 
 
 def test_planning_twice_creates_one_pending_delivery_per_reader_and_period(
@@ -72,7 +73,9 @@ def test_planning_twice_creates_one_pending_delivery_per_reader_and_period(
     ledger.plan(MONDAY_0900, RULES)
     ledger.plan(MONDAY_0900, RULES)
     for email in ("a@example.org", "b@example.org", "c@example.org"):
-        assert ledger.deliveries_of(email) == [("2026-W49", DeliveryStatus.PENDING, 0, None)]
+        assert deliveries_of(ledger.engine, email) == [
+            ("2026-W49", DeliveryStatus.PENDING, 0, None)
+        ]
 
 
 def test_reader_with_no_new_articles_gets_a_skipped_row_and_no_claim(
@@ -90,7 +93,7 @@ def test_reader_with_no_new_articles_gets_a_skipped_row_and_no_claim(
 def test_readers_are_not_due_before_their_slot(store: Store, ledger: Ledger) -> None:
     seed(store, "a@example.org")
     ledger.plan(MONDAY_0900 - timedelta(hours=2), RULES)  # Monday 07:00, slot at 08:00
-    assert ledger.deliveries_of("a@example.org") == []
+    assert deliveries_of(ledger.engine, "a@example.org") == []
 
 
 def test_claim_snapshot_carries_window_message_id_and_date_fixed_at_planning(
@@ -251,7 +254,7 @@ def test_transient_failure_retries_with_backoff_then_fails_at_the_retry_limit(
     assert ledger.record(
         "w1", now, [], [Failure(claim, "451 busy", permanent=False)], FINISH
     ) == RunSummary(failed=1)
-    assert ledger.deliveries_of("a@example.org") == [
+    assert deliveries_of(ledger.engine, "a@example.org") == [
         ("2026-W49", DeliveryStatus.FAILED, 3, "451 busy")
     ]
     subscriber = store.find_subscriber("a@example.org")
@@ -331,7 +334,7 @@ def test_only_narrows_planning_and_claiming_to_one_frequency_or_address(
     )
     store.upsert_articles([article(1)], WEEK_BEFORE + timedelta(hours=1))
     ledger.plan(MONDAY_0900, RULES, Only(frequency=Frequency.DAILY))
-    assert ledger.deliveries_of("w@example.org") == []
+    assert deliveries_of(ledger.engine, "w@example.org") == []
     ledger.plan(MONDAY_0900, RULES, Only(email="w@example.org"))
     claims = ledger.claim("w1", MONDAY_0900, LEASE, 10, Only(email="w@example.org"))
     assert [c.email for c in claims] == ["w@example.org"]
@@ -341,7 +344,7 @@ def test_preview_plan_lists_due_readers_and_writes_nothing(store: Store, ledger:
     seed(store, "a@example.org", "b@example.org")
     would = [c for batch in ledger.preview_plan(MONDAY_0900, RULES) for c in batch]
     assert sorted(c.email for c in would) == ["a@example.org", "b@example.org"]
-    assert ledger.deliveries_of("a@example.org") == []
+    assert deliveries_of(ledger.engine, "a@example.org") == []
     assert ledger.delivery_counts() == {}
 
 
@@ -438,7 +441,7 @@ def test_remove_erases_the_reader_and_their_deliveries(store: Store, ledger: Led
     ledger.remove_subscriber("a@example.org")
     with pytest.raises(NotFound):
         store.find_subscriber("a@example.org")
-    assert ledger.deliveries_of("a@example.org") == []
+    assert deliveries_of(ledger.engine, "a@example.org") == []
     assert ledger.delivery_counts() == {DeliveryStatus.PENDING: 1}
     with pytest.raises(NotFound):
         ledger.remove_subscriber("a@example.org")
