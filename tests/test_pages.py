@@ -176,6 +176,13 @@ def _active(
     return web.reader(address)
 
 
+def _pending(web: Web, address: str) -> Subscriber:
+    """A daily reader in Madrid who signed up on Monday and has not confirmed."""
+    draft = SubscriberDraft(address, Frequency.DAILY, "Europe/Madrid")
+    web.store.add_subscriber(draft, confirmed=False, now=TUESDAY_NOON - timedelta(days=1))
+    return web.reader(address)
+
+
 def _confirm_path(message: EmailMessage) -> str:
     body = message.get_body(preferencelist=("plain",))
     assert body is not None
@@ -418,9 +425,7 @@ def test_a_one_click_unsubscribe_is_one_statement_that_changes_and_returns_the_r
 def test_confirming_and_saving_preferences_each_change_the_reader_in_one_statement(
     web: Web,
 ) -> None:
-    draft = SubscriberDraft("choosy@example.org", Frequency.DAILY, "Europe/Madrid")
-    web.store.add_subscriber(draft, confirmed=False, now=TUESDAY_NOON - timedelta(days=1))
-    pending = web.reader("choosy@example.org")
+    pending = _pending(web, "choosy@example.org")
     for _click in range(2):  # confirming again changes nothing and answers the same
         with _statements(web.store.engine) as statements:
             answer = web.post(web.link(Purpose.CONFIRM, pending))
@@ -442,9 +447,7 @@ def test_a_confirm_link_for_another_address_under_the_same_id_is_not_valid_and_c
 ) -> None:
     # As when a removed reader's id comes round again: the link names the id and version of the
     # reader on file now, but the address of the one it was mailed to.
-    draft = SubscriberDraft("new@example.org", Frequency.DAILY, "Europe/Madrid")
-    web.store.add_subscriber(draft, confirmed=False, now=TUESDAY_NOON - timedelta(days=1))
-    pending = web.reader("new@example.org")
+    pending = _pending(web, "new@example.org")
     token = web.services.tokens().confirm_token(
         pending.id, pending.token_version, "removed@example.org", web.clock()
     )
