@@ -16,7 +16,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Insert, Row, create_engine, event
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Insert,
+    Row,
+    String,
+    create_engine,
+    event,
+    func,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -91,6 +101,13 @@ def upsert(engine: Engine, table: type[Base]) -> postgresql.Insert | sqlite.Inse
 
 def insert_ignoring_conflicts(engine: Engine, table: type[Base]) -> Insert:
     return upsert(engine, table).on_conflict_do_nothing()
+
+
+def random_hex(engine: Engine) -> ColumnElement[str]:
+    """32 random hex digits made by the database, a different value on every row of a statement."""
+    if engine.dialect.name == "postgresql":
+        return func.md5(func.gen_random_uuid().cast(String))
+    return func.lower(func.hex(func.randomblob(16)))
 
 
 def _alembic_config(engine: Engine) -> Config:

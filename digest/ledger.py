@@ -15,24 +15,29 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Insert,
+    Select,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
     insert,
+    literal,
     or_,
     select,
     tuple_,
     update,
 )
 
-from digest.database import AnyRow, insert_ignoring_conflicts, reading, writing
+from digest.database import AnyRow, insert_ignoring_conflicts, random_hex, reading, writing
 from digest.domain import (
     EVERYONE,
     Claim,
@@ -48,11 +53,14 @@ from digest.domain import (
     sendable_slot,
 )
 from digest.errors import NotFound
-from digest.models import DeliveryRow, RunRow, SubscriberRow
+from digest.models import DeliveryRow, RunRow, SubscriberRow, UtcDateTime
 from digest.store import ERROR_TEXT_LIMIT, Store, is_address, narrow
 
 S, D = SubscriberRow, DeliveryRow
 OUTSTANDING = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+# Readers planned in one statement and transaction: large enough that a million readers take a
+# few hundred statements, small enough that the write lock is held for milliseconds.
+PLAN_CHUNK = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +96,14 @@ class Ledger:
     def plan(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> RunSummary:
         """Insert a pending delivery for every due reader; record readers with nothing new as skipped.
 
-        Returns the skipped count (nothing else is final yet).
+        Returns the skipped count (nothing else is final yet). Set-based: each chunk of a group's
+        due readers is one INSERT … SELECT in the database, so a million readers cost seconds,
+        and each transaction stays short enough for the web pages' writes to go between them.
         """
         snapshot = self._store.newest_seq(now)
         skipped = 0
-        for slot, batch in self._due(now, rules, only):
-            skipped += self._plan_batch(batch, slot, snapshot, now, rules)
+        for slot, due in self._due_groups(now, rules, only):
+            skipped += self._plan_group(slot, due, snapshot, now, rules)
         return RunSummary(skipped=skipped)
 
     def preview_plan(
@@ -101,51 +111,39 @@ class Ledger:
     ) -> Iterator[list[Claim]]:
         """What plan would do, as would-be claims (delivery_id 0), in batches; writes nothing."""
         snapshot = self._store.newest_seq(now)
-        for slot, batch in self._due(now, rules, only):
-            yield [
-                Claim(
-                    delivery_id=0,
-                    subscriber_id=row.id,
-                    email=row.email,
-                    frequency=slot.frequency,
-                    token_version=row.token_version,
-                    period_key=slot.key,
-                    cursor_from=row.cursor,
-                    cursor_to=snapshot,
-                    message_id=_message_id(rules),
-                    planned_at=now,
-                    attempts=0,
-                )
-                for row in batch
-            ]
+        for slot, due in self._due_groups(now, rules, only):
+            for batch in self._batches(due, rules.batch_size):
+                yield [
+                    Claim(
+                        delivery_id=0,
+                        subscriber_id=row.id,
+                        email=row.email,
+                        frequency=slot.frequency,
+                        token_version=row.token_version,
+                        period_key=slot.key,
+                        cursor_from=row.cursor,
+                        cursor_to=snapshot,
+                        message_id=f"<{uuid.uuid4().hex}@{rules.message_domain}>",
+                        planned_at=now,
+                        attempts=0,
+                    )
+                    for row in batch
+                ]
 
-    def _due(
+    def _due_groups(
         self, now: datetime, rules: PlanRules, only: Only
-    ) -> Iterator[tuple[Slot, list[AnyRow]]]:
+    ) -> Iterator[tuple[Slot, Select[*tuple[Any, ...]]]]:
+        """Each (frequency, timezone) group with a sendable slot, and the query of its due readers."""
         for frequency, timezone in self._store.active_groups(only):
             zone = ZoneInfo(timezone)
             slot = sendable_slot(frequency, rules.schedule, zone, now, rules.max_lateness)
-            if slot is None:
-                continue
-            for batch in self._due_batches(frequency, timezone, slot.at, only, rules.batch_size):
-                yield slot, batch
+            if slot is not None:
+                yield slot, _due(frequency, timezone, slot.at, only)
 
-    def _due_batches(
-        self, frequency: Frequency, timezone: str, slot_at: datetime, only: Only, size: int
-    ) -> Iterator[list[AnyRow]]:
+    def _batches(self, due: Select[*tuple[Any, ...]], size: int) -> Iterator[list[AnyRow]]:
         # Keyset on (anchor, id) rides ix_subscribers_due: a run with nobody due costs one index
-        # probe, not a scan of every reader. Readers with a delivery still outstanding wait for it.
-        outstanding = exists().where(
-            D.subscriber_id == S.id, D.status.in_([s.value for s in OUTSTANDING])
-        )
-        base = select(S.id, S.email, S.token_version, S.cursor, S.anchor).where(
-            S.status == SubscriberStatus.ACTIVE.value,
-            S.frequency == frequency.value,
-            S.timezone == timezone,
-            S.anchor < slot_at,
-            ~outstanding,
-        )
-        base = narrow(base, only).order_by(S.anchor, S.id).limit(size)
+        # probe, not a scan of every reader.
+        base = due.order_by(S.anchor, S.id).limit(size)
         last: tuple[datetime, int] | None = None
         while True:
             query = base if last is None else base.where(tuple_(S.anchor, S.id) > tuple_(*last))
@@ -155,6 +153,73 @@ class Ledger:
                 return
             yield rows
             last = (rows[-1].anchor, rows[-1].id)
+
+    def _plan_group(
+        self,
+        slot: Slot,
+        due: Select[*tuple[Any, ...]],
+        snapshot: int,
+        now: datetime,
+        rules: PlanRules,
+    ) -> int:
+        """Plan one group's due readers, PLAN_CHUNK at a time; returns how many were skipped."""
+        key = tuple_(S.anchor, S.id)
+        skipped, after = 0, None
+        while True:
+            chunk = due if after is None else due.where(key > tuple_(*after))
+            with writing(self.engine) as conn:
+                # The chunk ends at its last reader in (anchor, id) order: the keyset moves on
+                # even past a reader whose row conflicted (another planner's) and stays due.
+                last = conn.execute(
+                    chunk.with_only_columns(S.anchor, S.id)
+                    .order_by(S.anchor, S.id)
+                    .offset(PLAN_CHUNK - 1)
+                    .limit(1)
+                ).one_or_none()
+                if last is not None:
+                    chunk = chunk.where(key <= tuple_(last.anchor, last.id))
+                conn.execute(self._deliveries_of(chunk, slot, snapshot, now, rules))
+                # No mail for an empty window, but the slot is done: advance the anchor only.
+                skipped += conn.execute(
+                    update(S)
+                    .where(S.id.in_(chunk.with_only_columns(S.id)), S.cursor >= snapshot)
+                    .values(anchor=slot.at)
+                ).rowcount
+            if last is None:
+                return skipped
+            after = (last.anchor, last.id)
+
+    def _deliveries_of(
+        self,
+        readers: Select[*tuple[Any, ...]],
+        slot: Slot,
+        snapshot: int,
+        now: datetime,
+        rules: PlanRules,
+    ) -> Insert:
+        """INSERT … SELECT: a pending delivery for each reader with news, a skipped one for the rest."""
+        status = case(
+            (S.cursor < snapshot, DeliveryStatus.PENDING.value),
+            else_=DeliveryStatus.SKIPPED.value,
+        )
+        message_id = "<" + random_hex(self.engine) + f"@{rules.message_domain}>"
+        rows = readers.with_only_columns(
+            S.id,
+            literal(slot.key),
+            status,
+            literal(slot.at, UtcDateTime()),
+            S.cursor,
+            literal(snapshot),
+            literal(0),
+            literal(now, UtcDateTime()),
+            message_id,
+            literal(now, UtcDateTime()),
+        )
+        columns = (
+            "subscriber_id", "period_key", "status", "slot_at", "cursor_from", "cursor_to",
+            "attempts", "next_attempt_at", "message_id", "planned_at",
+        )  # fmt: skip
+        return insert_ignoring_conflicts(self.engine, D).from_select(columns, rows)
 
     def count_claimable(self, now: datetime, only: Only = EVERYONE) -> int:
         query = narrow(
@@ -166,46 +231,6 @@ class Ledger:
         )
         with reading(self.engine) as conn:
             return conn.scalar(query) or 0
-
-    def _plan_batch(
-        self,
-        batch: list[AnyRow],
-        slot: Slot,
-        snapshot: int,
-        now: datetime,
-        rules: PlanRules,
-    ) -> int:
-        def row(subscriber_id: int, cursor: int, status: DeliveryStatus) -> dict[str, object]:
-            return {
-                "subscriber_id": subscriber_id,
-                "period_key": slot.key,
-                "status": status.value,
-                "slot_at": slot.at,
-                "cursor_from": cursor,
-                "cursor_to": snapshot,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "message_id": _message_id(rules),
-                "planned_at": now,
-            }
-
-        rows = [
-            row(
-                sid, cursor, DeliveryStatus.PENDING if cursor < snapshot else DeliveryStatus.SKIPPED
-            )
-            for sid, cursor in ((r.id, r.cursor) for r in batch)
-        ]
-        to_skip = [r for r in rows if r["status"] == DeliveryStatus.SKIPPED.value]
-        with writing(self.engine) as conn:
-            conn.execute(insert_ignoring_conflicts(self.engine, D), rows)
-            if to_skip:
-                # No mail for an empty window, but the slot is done: advance the anchor only.
-                conn.execute(
-                    update(S)
-                    .where(S.id.in_([r["subscriber_id"] for r in to_skip]), S.anchor < slot.at)
-                    .values(anchor=slot.at)
-                )
-        return len(to_skip)
 
     # -- claim ----------------------------------------------------------------
 
@@ -485,5 +510,19 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _message_id(rules: PlanRules) -> str:
-    return f"<{uuid.uuid4().hex}@{rules.message_domain}>"
+def _due(
+    frequency: Frequency, timezone: str, slot_at: datetime, only: Only
+) -> Select[*tuple[Any, ...]]:
+    """The group's readers due at the slot: active, anchored before it, and with no delivery
+    still outstanding (they wait for it)."""
+    outstanding = exists().where(
+        D.subscriber_id == S.id, D.status.in_([s.value for s in OUTSTANDING])
+    )
+    due = select(S.id, S.email, S.token_version, S.cursor, S.anchor).where(
+        S.status == SubscriberStatus.ACTIVE.value,
+        S.frequency == frequency.value,
+        S.timezone == timezone,
+        S.anchor < slot_at,
+        ~outstanding,
+    )
+    return narrow(due, only)

@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from db_fixtures import deliveries_of
+from sqlalchemy import insert
 
+from digest import ledger as ledger_module
 from digest.domain import (
     ArticleDraft,
     Claim,
@@ -24,6 +26,7 @@ from digest.domain import (
 )
 from digest.errors import DuplicateSubscriber, NotFound
 from digest.ledger import Failure, FinishRules, Ledger, PlanRules
+from digest.models import DeliveryRow
 from digest.store import Outlook, Store
 
 MONDAY_0900 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -317,11 +320,42 @@ def test_release_hands_claims_back_without_counting_an_attempt(
     assert claim.attempts == 0
 
 
-def test_planning_streams_every_due_reader_across_batches(store: Store, ledger: Ledger) -> None:
+def test_planning_streams_every_due_reader_across_batches(
+    store: Store, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "PLAN_CHUNK", 2)
     emails = [f"r{n}@example.org" for n in range(7)]
-    seed(store, *emails)  # batch_size is 2: four batches
+    seed(store, *emails)  # chunks of 2: four of them
     ledger.plan(MONDAY_0900, RULES)
     assert sorted(c.email for c in claim_all(ledger)) == sorted(emails)
+
+
+def test_planning_moves_past_a_reader_whose_row_is_there_already_and_plans_the_rest(
+    store: Store, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A row for this period that another planner left finished, while the reader still looks
+    # due: the insert conflicts and the reader stays due, so only the keyset moves planning on.
+    monkeypatch.setattr(ledger_module, "PLAN_CHUNK", 2)
+    emails = [f"r{n}@example.org" for n in range(5)]
+    seed(store, *emails)
+    stuck = store.find_subscriber("r0@example.org")
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(DeliveryRow).values(
+                subscriber_id=stuck.id,
+                period_key="2026-W49",
+                status=DeliveryStatus.FAILED.value,
+                slot_at=MONDAY_0900,
+                cursor_from=0,
+                cursor_to=0,
+                attempts=1,
+                next_attempt_at=MONDAY_0900,
+                message_id="<old@example.org>",
+                planned_at=MONDAY_0900,
+            )
+        )
+    assert ledger.plan(MONDAY_0900, RULES) == RunSummary()
+    assert sorted(c.email for c in claim_all(ledger)) == emails[1:]
 
 
 def test_only_narrows_planning_and_claiming_to_one_frequency_or_address(
