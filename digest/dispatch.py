@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -143,73 +142,128 @@ async def _run(
     if progress is not None:
         progress.start(await off_loop(ledger.count_claimable, job.now, job.only))
     note = ""
+    batches = _Batches(job, ledger, mail, clock, off_loop)
+    # Batches overlap: the next one is claimed and rendered in the worker thread while this one
+    # is on the wire, so neither the relay nor the CPU waits for the other. Two batches at most
+    # are held, so memory stays flat however many readers there are.
+    coming: asyncio.Task[_Batch | None] | None = None
     try:
-        while not should_stop():
-            claimed_at = clock()
-            claims = await off_loop(
-                ledger.claim, job.owner, claimed_at, job.lease, job.batch_size, job.only
-            )
-            if not claims:
-                break
-            lease = _Lease(claims, claimed_at + job.lease, clock)
-            async with _lease_kept(job, ledger, clock, lease, off_loop):
-                rendering = map(mail.outgoing, claims)  # lazy: list() renders it in the worker
-                messages: list[Outgoing] = await off_loop(list, rendering)
-                outcomes = await sender.send_many(messages, lease.holds)
-            summary += await off_loop(_record, job, ledger, clock, claims, outcomes)
+        batch = await batches.next(should_stop)
+        while batch is not None:
+            coming = batches.prepare(should_stop)
+            try:
+                outcomes = await sender.send_many(batch.messages, batch.lease.holds)
+                summary += await off_loop(_record, job, ledger, clock, batch.claims, outcomes)
+            finally:
+                await batch.lease.let_go()
             if progress is not None:
-                progress.advance(len(claims))
+                progress.advance(len(batch.claims))
+            if should_stop():
+                break
+            batch, coming = await coming, None
+            if batch is None:  # claimed while that batch was out: what it left may be due now
+                batch = await batches.next(should_stop)
     except SmtpConfigError as exc:
         note = str(exc)
         raise
     finally:
+        if coming is not None:  # prepared, but not to be sent: it goes back untouched
+            await batches.hand_back(coming)
         await off_loop(ledger.record_run, Run(started, clock(), summary, note))
     return summary
 
 
+@dataclass(slots=True)
+class _Batch:
+    claims: list[Claim]
+    lease: _Lease
+    messages: list[Outgoing]
+
+
+class _Batches:
+    """Claims and renders the next batch, holding its lease until it is recorded or handed back."""
+
+    def __init__(
+        self, job: Job, ledger: Ledger, mail: DigestMail, clock: Clock, off_loop: _OffLoop
+    ) -> None:
+        self._job, self._ledger, self._mail = job, ledger, mail
+        self._clock, self._off_loop = clock, off_loop
+
+    def prepare(self, should_stop: Callable[[], bool]) -> asyncio.Task[_Batch | None]:
+        """The next batch, in a task of its own; None when nothing is left or the run stops."""
+        return asyncio.create_task(self.next(should_stop))
+
+    async def next(self, should_stop: Callable[[], bool]) -> _Batch | None:
+        if should_stop():
+            return None
+        job, claimed_at = self._job, self._clock()
+        claims = await self._off_loop(
+            self._ledger.claim, job.owner, claimed_at, job.lease, job.batch_size, job.only
+        )
+        if not claims:
+            return None
+        lease = _Lease(claims, claimed_at + job.lease, self._clock)
+        lease.keep(job, self._ledger, self._off_loop)
+        try:
+            rendering = map(self._mail.outgoing, claims)  # lazy: list() renders it in the worker
+            messages: list[Outgoing] = await self._off_loop(list, rendering)
+        except BaseException:
+            await self._release(lease)
+            raise
+        return _Batch(claims, lease, messages)
+
+    async def hand_back(self, coming: asyncio.Task[_Batch | None]) -> None:
+        """Release a prepared batch that will not be sent (the run stops or failed)."""
+        try:
+            batch = await coming  # a claim half-way in the worker thread is let finish
+        except Exception:  # noqa: BLE001 - the run's own error, if any, is the one to report
+            return
+        if batch is not None:
+            await self._release(batch.lease)
+
+    async def _release(self, lease: _Lease) -> None:
+        await lease.let_go()
+        await self._off_loop(self._ledger.release, self._job.owner, lease.claims)
+
+
 class _Lease:
-    """What this worker may still send of a batch: the claims it holds, until when by its clock."""
+    """What this worker may still send of a batch: the claims it holds, until when by its clock.
+
+    From its claim until it is recorded, a batch's lease is renewed every third of its length:
+    a batch waits behind the one being sent and behind the connection pool, so a slow relay can
+    hold it longer than one lease, and without renewal another worker would reclaim and send it
+    again.
+    """
 
     def __init__(self, claims: Sequence[Claim], until: datetime, clock: Clock) -> None:
         self.claims = claims
         self.held = {claim.delivery_id for claim in claims}
         self.until = until
         self._clock = clock
+        self._renewal: asyncio.Task[None] | None = None
 
     def holds(self, delivery_id: int) -> bool:
         # A worker that stalled (a suspended VM, a stopped process) past `until` may have lost
         # the claim to another: sending it now could duplicate that worker's copy.
         return delivery_id in self.held and self._clock() < self.until
 
-    def renewed(self, still_held: set[int], until: datetime) -> None:
-        self.held &= still_held
-        self.until = until
+    def keep(self, job: Job, ledger: Ledger, off_loop: _OffLoop) -> None:
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(job.lease.total_seconds() / 3)
+                until = self._clock() + job.lease
+                still_held = await off_loop(ledger.extend_lease, job.owner, self.claims, until)
+                self.held &= still_held
+                self.until = until
 
+        self._renewal = asyncio.create_task(renew())
 
-@asynccontextmanager
-async def _lease_kept(
-    job: Job, ledger: Ledger, clock: Clock, lease: _Lease, off_loop: _OffLoop
-) -> AsyncIterator[None]:
-    """Renew the batch's lease while it is being sent.
-
-    A batch waits behind the connection pool, so a slow relay can hold it longer than one lease;
-    without renewal another worker would reclaim and send it again.
-    """
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(job.lease.total_seconds() / 3)
-            until = clock() + job.lease
-            held = await off_loop(ledger.extend_lease, job.owner, lease.claims, until)
-            lease.renewed(held, until)
-
-    task = asyncio.create_task(renew())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async def let_go(self) -> None:
+        """Stop renewing: the batch is recorded, or handed back."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
 
 
 def _record(

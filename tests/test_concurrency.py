@@ -404,3 +404,79 @@ def test_a_batch_still_sending_keeps_its_lease_so_no_other_worker_reclaims_it(
     assert (summary_a.sent, summary_b) == (1, RunSummary())
     assert [m.recipients for m in smtp_server.messages] == [["reader@example.org"]]
     assert sent_rows(database_url) == Counter(["reader@example.org"])
+
+
+class Watched:
+    """A sender that, on its first batch, waits until the worker has the next batch claimed and
+    rendered, and notes how many deliveries were claimed each time a batch went on the wire."""
+
+    def __init__(self, relay: Sender, claimed: Callable[[], int], rendered: Callable[[], int]):
+        self._relay = relay
+        self._claimed = claimed
+        self._rendered = rendered
+        self.claimed_at_each_send: list[int] = []
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def send_many(
+        self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool] = lambda _key: True
+    ) -> list[Outcome]:
+        claimed = await asyncio.to_thread(self._claimed)
+        if not self.claimed_at_each_send:  # the first batch: the second comes meanwhile
+            async with asyncio.timeout(PATIENCE):
+                while claimed < 2 * len(mails) or self._rendered() < 2 * len(mails):
+                    await asyncio.sleep(0.01)
+                    claimed = await asyncio.to_thread(self._claimed)
+        self.claimed_at_each_send.append(claimed)
+        return await self._relay.send_many(mails, still_ours)
+
+
+def test_the_next_batch_is_claimed_and_rendered_while_one_is_on_the_wire_and_no_further_one(
+    database_url: str, smtp_server: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readers = seed_due_readers(database_url, 5)
+    (tmp_path / "empty.toml").write_text("")
+    env = digest_env(
+        database_url, smtp_server, DIGEST_CONFIG=str(tmp_path / "empty.toml"), DIGEST_BATCH_SIZE="2"
+    )
+    services = composition.build(load(None, env))
+    mail = services.digest_mail()
+    rendered: list[Claim] = []
+    outgoing = mail.outgoing
+
+    def rendering(claim: Claim) -> Outgoing:
+        rendered.append(claim)
+        return outgoing(claim)
+
+    monkeypatch.setattr(mail, "outgoing", rendering)
+    query = select(DeliveryRow.id).where(DeliveryRow.status == DeliveryStatus.SENDING.value)
+
+    def claimed() -> int:
+        with services.store.engine.connect() as conn:
+            return len(conn.execute(query).all())
+
+    monday = datetime.fromisoformat(MONDAY_0900)
+
+    async def go() -> tuple[RunSummary, list[int]]:
+        async with services.sender() as relay:
+            watched = Watched(relay, claimed, lambda: len(rendered))
+            summary = await run_once(
+                services.job(monday), services.ledger, mail, watched, lambda: monday
+            )
+            return summary, watched.claimed_at_each_send
+
+    try:
+        summary, claimed_at_each_send = asyncio.run(go())
+    finally:
+        services.close()
+    assert summary.sent == 5
+    assert sorted(m.recipients[0] for m in smtp_server.messages) == readers
+    # Batches of 2, 2 and 1: while the first was on the wire the second was claimed and rendered;
+    # no batch went out with more than those two claimed.
+    assert len(claimed_at_each_send) == 3
+    assert claimed_at_each_send[0] == 4
+    assert max(claimed_at_each_send) == 4
