@@ -480,3 +480,45 @@ def test_the_next_batch_is_claimed_and_rendered_while_one_is_on_the_wire_and_no_
     assert len(claimed_at_each_send) == 3
     assert claimed_at_each_send[0] == 4
     assert max(claimed_at_each_send) == 4
+
+
+def test_a_run_told_to_stop_sends_the_batch_in_flight_and_hands_the_prepared_one_back(
+    database_url: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    seed_due_readers(database_url, 5)
+    (tmp_path / "empty.toml").write_text("")
+    env = digest_env(
+        database_url, smtp_server, DIGEST_CONFIG=str(tmp_path / "empty.toml"), DIGEST_BATCH_SIZE="2"
+    )
+    services = composition.build(load(None, env))
+    monday = datetime.fromisoformat(MONDAY_0900)
+    stop = threading.Event()
+
+    async def go() -> RunSummary:
+        async with services.sender() as relay:
+            stalled = Stalled(relay)
+            stalled.resume.set()
+            job = services.job(monday)
+            run = asyncio.create_task(
+                run_once(
+                    job,
+                    services.ledger,
+                    services.digest_mail(),
+                    stalled,
+                    lambda: monday,
+                    None,
+                    stop.is_set,
+                )
+            )
+            await reached(stalled.delivered, run)  # the first batch is on the wire
+            stop.set()
+            return await run
+
+    try:
+        summary = asyncio.run(go())
+        left = services.ledger.count_claimable(monday)
+    finally:
+        services.close()
+    assert summary.sent == 2
+    assert len(smtp_server.messages) == 2
+    assert left == 3  # the batch prepared meanwhile is claimable again at once, not leased away
