@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +29,7 @@ from digest.domain import (
     RunSummary,
 )
 from digest.errors import SmtpConfigError
-from digest.ledger import Failure, FinishRules, Ledger, PlanRules
+from digest.ledger import Failure, FinishRules, Ledger, Planned, PlanRules
 from digest.mailer import Outcome, Outgoing, Sender
 from digest.render import DigestBody, Links, Renderer
 from digest.store import Store
@@ -137,19 +137,24 @@ async def _run(
     should_stop: Callable[[], bool],
     off_loop: _OffLoop,
 ) -> RunSummary:
-    started = clock()
-    summary = await off_loop(ledger.plan, job.now, job.plan, job.only)
-    if progress is not None:
-        progress.start(await off_loop(ledger.count_claimable, job.now, job.only))
-    note = ""
-    batches = _Batches(job, ledger, mail, clock, off_loop)
-    # Batches overlap: the next one is claimed and rendered in the worker thread while this one
-    # is on the wire, so neither the relay nor the CPU waits for the other. Two batches at most
-    # are held, so memory stays flat however many readers there are.
+    started, summary, note = clock(), RunSummary(), ""
+    planning = ledger.planning(job.now, job.plan, job.only)
+    batches = _Batches(job, ledger, mail, clock, off_loop, planning)
+    # Planning streams: a chunk of readers is planned before each claim, so the first digests go
+    # out while later readers are still being planned. Batches overlap: the next one is claimed
+    # and rendered in the worker thread while this one is on the wire, so neither the relay nor
+    # the CPU waits for the other. Two batches at most are held, so memory stays flat however
+    # many readers there are.
     coming: asyncio.Task[_Batch | None] | None = None
+
+    async def total_once_planned() -> None:
+        if progress is not None and batches.total is None and batches.planned:
+            progress.start(await off_loop(batches.count_total))
+
     try:
         batch = await batches.next(should_stop)
         while batch is not None:
+            await total_once_planned()
             coming = batches.prepare(should_stop)
             try:
                 outcomes = await sender.send_many(batch.messages, batch.lease.holds)
@@ -163,12 +168,14 @@ async def _run(
             batch, coming = await coming, None
             if batch is None:  # claimed while that batch was out: what it left may be due now
                 batch = await batches.next(should_stop)
+        await total_once_planned()
     except SmtpConfigError as exc:
         note = str(exc)
         raise
     finally:
         if coming is not None:  # prepared, but not to be sent: it goes back untouched
             await batches.hand_back(coming)
+        summary += RunSummary(skipped=batches.skipped)
         await off_loop(ledger.record_run, Run(started, clock(), summary, note))
     return summary
 
@@ -181,13 +188,50 @@ class _Batch:
 
 
 class _Batches:
-    """Claims and renders the next batch, holding its lease until it is recorded or handed back."""
+    """Plans a step, then claims and renders the next batch, holding its lease until it is
+    recorded or handed back."""
 
     def __init__(
-        self, job: Job, ledger: Ledger, mail: DigestMail, clock: Clock, off_loop: _OffLoop
+        self,
+        job: Job,
+        ledger: Ledger,
+        mail: DigestMail,
+        clock: Clock,
+        off_loop: _OffLoop,
+        planning: Iterator[Planned],
     ) -> None:
         self._job, self._ledger, self._mail = job, ledger, mail
         self._clock, self._off_loop = clock, off_loop
+        self._planning = planning
+        self.planned = False  # every due reader has a delivery (or was skipped)
+        self.skipped = 0
+        self._ready = 0  # planned by this run and not yet claimed, as far as this run knows
+        self.taken = 0  # deliveries claimed by this run
+        self.total: int | None = None  # what the run sends, once planning has ended
+
+    def count_total(self) -> int:
+        """In the worker thread, so no claim falls between the two counts."""
+        self.total = self.taken + self._ledger.count_claimable(self._job.now, self._job.only)
+        return self.total
+
+    def _claim(self) -> tuple[datetime, list[Claim]]:
+        """In the worker thread: the next claims, planning first until a whole batch is ready
+        or every due reader is planned."""
+        job = self._job
+        while True:
+            while not self.planned and self._ready < job.batch_size:
+                step = next(self._planning, None)
+                self.planned = step is None
+                if step is not None:
+                    self._ready += step.pending
+                    self.skipped += step.skipped
+            claimed_at = self._clock()
+            claims = self._ledger.claim(job.owner, claimed_at, job.lease, job.batch_size, job.only)
+            if claims or self.planned:
+                self._ready = max(self._ready - len(claims), 0)
+                self.taken += len(claims)
+                return claimed_at, claims
+            self._ready = 0  # another worker took what this one planned: plan on
 
     def prepare(self, should_stop: Callable[[], bool]) -> asyncio.Task[_Batch | None]:
         """The next batch, in a task of its own; None when nothing is left or the run stops."""
@@ -196,14 +240,11 @@ class _Batches:
     async def next(self, should_stop: Callable[[], bool]) -> _Batch | None:
         if should_stop():
             return None
-        job, claimed_at = self._job, self._clock()
-        claims = await self._off_loop(
-            self._ledger.claim, job.owner, claimed_at, job.lease, job.batch_size, job.only
-        )
+        claimed_at, claims = await self._off_loop(self._claim)
         if not claims:
             return None
-        lease = _Lease(claims, claimed_at + job.lease, self._clock)
-        lease.keep(job, self._ledger, self._off_loop)
+        lease = _Lease(claims, claimed_at + self._job.lease, self._clock)
+        lease.keep(self._job, self._ledger, self._off_loop)
         try:
             rendering = map(self._mail.outgoing, claims)  # lazy: list() renders it in the worker
             messages: list[Outgoing] = await self._off_loop(list, rendering)

@@ -80,6 +80,14 @@ class FinishRules:
 
 
 @dataclass(frozen=True, slots=True)
+class Planned:
+    """One step of planning: deliveries it made pending, and readers it skipped (nothing new)."""
+
+    pending: int
+    skipped: int
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     claim: Claim
     detail: str
@@ -96,15 +104,20 @@ class Ledger:
     def plan(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> RunSummary:
         """Insert a pending delivery for every due reader; record readers with nothing new as skipped.
 
-        Returns the skipped count (nothing else is final yet). Set-based: each chunk of a group's
-        due readers is one INSERT … SELECT in the database, so a million readers cost seconds,
-        and each transaction stays short enough for the web pages' writes to go between them.
+        Returns the skipped count (nothing else is final yet).
+        """
+        return RunSummary(skipped=sum(step.skipped for step in self.planning(now, rules, only)))
+
+    def planning(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> Iterator[Planned]:
+        """plan, one step at a time, so a run can send the first digests while it plans the rest.
+
+        Each step plans a chunk of up to PLAN_CHUNK due readers of one group in one INSERT … SELECT
+        and its own transaction (short enough for the web pages' writes to go between), and
+        yields how many it planned to send and how many it skipped.
         """
         snapshot = self._store.newest_seq(now)
-        skipped = 0
         for slot, due in self._due_groups(now, rules, only):
-            skipped += self._plan_group(slot, due, snapshot, now, rules)
-        return RunSummary(skipped=skipped)
+            yield from self._plan_group(slot, due, snapshot, now, rules)
 
     def preview_plan(
         self, now: datetime, rules: PlanRules, only: Only = EVERYONE
@@ -161,10 +174,10 @@ class Ledger:
         snapshot: int,
         now: datetime,
         rules: PlanRules,
-    ) -> int:
-        """Plan one group's due readers, PLAN_CHUNK at a time; returns how many were skipped."""
+    ) -> Iterator[Planned]:
+        """Plan one group's due readers, PLAN_CHUNK at a time."""
         key = tuple_(S.anchor, S.id)
-        skipped, after = 0, None
+        after = None
         while True:
             chunk = due if after is None else due.where(key > tuple_(*after))
             with writing(self.engine) as conn:
@@ -178,15 +191,20 @@ class Ledger:
                 ).one_or_none()
                 if last is not None:
                     chunk = chunk.where(key <= tuple_(last.anchor, last.id))
-                conn.execute(self._deliveries_of(chunk, slot, snapshot, now, rules))
+                made = conn.scalars(
+                    self._deliveries_of(chunk, slot, snapshot, now, rules).returning(D.status)
+                ).all()
                 # No mail for an empty window, but the slot is done: advance the anchor only.
-                skipped += conn.execute(
+                conn.execute(
                     update(S)
                     .where(S.id.in_(chunk.with_only_columns(S.id)), S.cursor >= snapshot)
                     .values(anchor=slot.at)
-                ).rowcount
+                )
+            if made:
+                pending = made.count(DeliveryStatus.PENDING.value)
+                yield Planned(pending=pending, skipped=len(made) - pending)
             if last is None:
-                return skipped
+                return
             after = (last.anchor, last.id)
 
     def _deliveries_of(

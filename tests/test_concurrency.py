@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import pytest
 from cli_fixtures import Cli
@@ -41,6 +41,7 @@ from sqlalchemy import Engine, select
 
 from digest import app as composition
 from digest import database
+from digest import ledger as ledger_module
 from digest.app import Services
 from digest.config import load
 from digest.dispatch import run_once
@@ -522,3 +523,60 @@ def test_a_run_told_to_stop_sends_the_batch_in_flight_and_hands_the_prepared_one
     assert summary.sent == 2
     assert len(smtp_server.messages) == 2
     assert left == 3  # the batch prepared meanwhile is claimable again at once, not leased away
+
+
+class Counting:
+    """Progress as the CLI's bar takes it: the total once known, and each batch done."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.done = 0
+
+    def start(self, total: int) -> None:
+        self.total = total
+
+    def advance(self, count: int) -> None:
+        self.done += count
+
+
+def test_the_first_digests_go_out_while_later_readers_are_still_being_planned(
+    database_url: str, smtp_server: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "PLAN_CHUNK", 2)
+    readers = seed_due_readers(database_url, 7)
+    (tmp_path / "empty.toml").write_text("")
+    env = digest_env(
+        database_url, smtp_server, DIGEST_CONFIG=str(tmp_path / "empty.toml"), DIGEST_BATCH_SIZE="2"
+    )
+    services = composition.build(load(None, env))
+    monday = datetime.fromisoformat(MONDAY_0900)
+
+    def planned() -> int:
+        with services.store.engine.connect() as conn:
+            return len(conn.execute(select(DeliveryRow.id)).all())
+
+    planned_at_each_claim: list[int] = []
+    claim = services.ledger.claim
+
+    def noting(*args: Any) -> list[Claim]:  # in the run's worker thread, between its planning steps
+        planned_at_each_claim.append(planned())
+        return claim(*args)
+
+    monkeypatch.setattr(services.ledger, "claim", noting)
+    progress = Counting()
+
+    async def go() -> RunSummary:
+        async with services.sender() as relay:
+            job = services.job(monday)
+            return await run_once(
+                job, services.ledger, services.digest_mail(), relay, lambda: monday, progress
+            )
+
+    try:
+        summary = asyncio.run(go())
+    finally:
+        services.close()
+    assert summary.sent == 7
+    assert sorted(m.recipients[0] for m in smtp_server.messages) == readers
+    assert planned_at_each_claim[0] == 2  # the first batch was claimed after one chunk was planned
+    assert (progress.total, progress.done) == (7, 7)

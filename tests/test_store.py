@@ -25,7 +25,7 @@ from digest.domain import (
     next_digest,
 )
 from digest.errors import DuplicateSubscriber, NotFound
-from digest.ledger import Failure, FinishRules, Ledger, PlanRules
+from digest.ledger import Failure, FinishRules, Ledger, Planned, PlanRules
 from digest.models import DeliveryRow
 from digest.store import Outlook, Store
 
@@ -328,6 +328,18 @@ def test_planning_streams_every_due_reader_across_batches(
     seed(store, *emails)  # chunks of 2: four of them
     ledger.plan(MONDAY_0900, RULES)
     assert sorted(c.email for c in claim_all(ledger)) == sorted(emails)
+
+
+def test_planning_goes_a_chunk_at_a_time_and_says_what_each_chunk_made(
+    store: Store, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "PLAN_CHUNK", 2)
+    seed(store, *(f"r{n}@example.org" for n in range(5)))
+    # Confirmed after the articles came: due on Monday, with nothing new, so skipped.
+    late = WEEK_BEFORE + timedelta(hours=2)
+    store.add_subscribers([reader("late@example.org")], confirmed=True, now=late)
+    steps = list(ledger.planning(MONDAY_0900, RULES))
+    assert steps == [Planned(2, 0), Planned(2, 0), Planned(1, 1)]
 
 
 def test_planning_moves_past_a_reader_whose_row_is_there_already_and_plans_the_rest(
