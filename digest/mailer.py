@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ from typing import Protocol, Self
 import aiosmtplib
 
 from digest.domain import ReplyClass, SmtpStage, classify_reply
+from digest.mime import Prepared
 from digest.ratelimit import Pacer, Rate
 
 SECURITY_MODES = ("none", "starttls", "tls")
@@ -28,6 +30,10 @@ _SETUP_STAGES = (SmtpStage.CONNECT, SmtpStage.HELO, SmtpStage.AUTH)
 # takes a round trip (close_notify), and a loop that ends first leaves the socket unclosed.
 _CLOSE_WAIT = 2.0
 _CLOSE_POLL = 0.005
+# What DATA needs done to a message that is not Prepared (RFC 5321 §4.5.2), as aiosmtplib's data()
+# does to every one: each line end made CRLF, and a dot that starts a line doubled.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +70,9 @@ class Outgoing:
     key: int  # caller's id (the delivery id), echoed back
     sender: str  # envelope MAIL FROM (bare address)
     recipient: str  # envelope RCPT TO (bare address)
-    message: bytes  # complete RFC 5322 message with CRLF line endings
+    # The complete RFC 5322 message. A mime.Prepared one (every message render.py makes) goes out
+    # as it is; any other is made fit for DATA on the way (line ends, leading dots).
+    message: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +255,7 @@ class SmtpSender:
                 stage = SmtpStage.RCPT
                 await client.rcpt(recipient, encoding=encoding)
                 stage = SmtpStage.DATA
-                response = await client.data(mail.message, timeout=s.data_timeout)
+                response = await _data(client, mail.message, s.data_timeout)
         except aiosmtplib.SMTPResponseException as exc:
             self._reached = True  # a reply, even a 421 greeting: the relay is there
             code, text = exc.code, f"{exc.code} {exc.message}"
@@ -294,6 +302,34 @@ async def _greet(client: aiosmtplib.SMTP) -> None:
         if not client.is_connected:  # a 421 closes the session
             raise
         await client.helo()  # a pre-ESMTP server; if HELO fails too, its reply decides
+
+
+async def _data(client: aiosmtplib.SMTP, message: bytes, timeout: float) -> aiosmtplib.SMTPResponse:
+    """What client.data() does, each reply awaited up to `timeout`, without its two regex passes
+    over a message that needs neither (they took 64 % of the CPU a digest cost)."""
+    _expect(await client.execute_command(b"DATA", timeout=timeout), 354)
+    protocol = client.protocol
+    if protocol is None:  # the 354 came, and then the connection went
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    protocol.write(_payload(message))
+    protocol.write(b".\r\n")
+    return _expect(await protocol.read_response(timeout=timeout), 250)
+
+
+def _payload(message: bytes) -> bytes:
+    """The message as DATA carries it, up to the final dot."""
+    if isinstance(message, Prepared):
+        return message
+    message = _LINE_END.sub(b"\r\n", message)
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    return _LEADING_DOT.sub(b"..", message)
+
+
+def _expect(reply: aiosmtplib.SMTPResponse, code: int) -> aiosmtplib.SMTPResponse:
+    if reply.code != code:
+        raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
+    return reply
 
 
 async def _recover(

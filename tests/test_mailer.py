@@ -16,6 +16,7 @@ from smtp_server import REPLY_TEXT, SmtpServer
 
 from digest.domain import ReplyClass
 from digest.mailer import DryRunSender, Outcome, Outgoing, Sender, SmtpSender, SmtpSettings
+from digest.mime import Prepared
 from digest.ratelimit import Rate
 
 pytest_plugins = ["smtp_server"]
@@ -91,6 +92,37 @@ def test_fifty_messages_are_all_accepted_over_at_most_four_reused_connections(
         f"<{key}@digest.test>" for key in range(1, 51)
     )
     assert 1 <= smtp_server.connections <= 4
+
+
+def test_a_message_that_is_not_prepared_gets_crlf_line_ends_and_keeps_its_dots(
+    smtp_server: SmtpServer,
+) -> None:
+    head = f"From: {SENDER}\r\nTo: reader@example.org\r\nSubject: dots\r\n\r\n".encode()
+    body = b".starts with a dot\nbare LF\rlone CR\r\n.\r\n..two\nno line end at the end"
+    outgoing = Outgoing(1, SENDER, "reader@example.org", head + body)
+
+    [outcome] = send(settings(smtp_server), outgoing)
+
+    assert outcome.reply is None
+    [received] = smtp_server.messages
+    assert received.data == head + (
+        b".starts with a dot\r\nbare LF\r\nlone CR\r\n.\r\n..two\r\nno line end at the end\r\n"
+    )
+
+
+def test_a_prepared_message_is_written_as_it_is_without_a_second_scan(
+    smtp_server: SmtpServer,
+) -> None:
+    # mime.py promises that no line of a Prepared message starts with a dot, and the sender takes
+    # its word: one that broke the promise would show it, as the relay reads such a dot as stuffing.
+    message = mail(1).message
+    kept = Outgoing(1, SENDER, "reader@example.org", Prepared(message))
+    broken = Outgoing(2, SENDER, "reader@example.org", Prepared(message + b"..stuffed\r\n"))
+
+    outcomes = send(settings(smtp_server, connections=1), kept, broken)
+
+    assert [o.reply for o in outcomes] == [None, None]
+    assert [m.data for m in smtp_server.messages] == [message, message + b".stuffed\r\n"]
 
 
 def test_concurrent_sends_share_the_pool(smtp_server: SmtpServer) -> None:
