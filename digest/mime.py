@@ -4,6 +4,10 @@ render.py decides what a digest says; this module decides how it goes out. A par
 personal links and encoded once (Part), as quoted-printable or base64, whichever is smaller for
 that body: quoted-printable for mostly-ASCII text, base64 (a flat 4/3) where quoted-printable
 would triple non-ASCII text. Per reader, only the links are encoded and joined to the pieces.
+
+Every message assembled here is Prepared: SMTP DATA can carry its bytes as they are, so the
+sender need not scan 46 KB per reader for line ends and leading dots (64 % of the CPU a digest
+took when aiosmtplib did it).
 """
 
 from __future__ import annotations
@@ -29,6 +33,20 @@ _PART = b"\r\n--=_digest\r\nContent-Type: text/%s; charset=utf-8\r\n"
 _PART += b"Content-Transfer-Encoding: %s\r\n\r\n"
 _CLOSE = b"\r\n--=_digest--\r\n"
 _SOFT_BREAK = b"=\r\n"
+# What quoted-printable writes for a "." that would start a line; base64 has no ".", a header line
+# starts with its name or a folding space, and our part headers and boundaries with a letter or "-".
+_DOT = b"=2E"
+
+
+class Prepared(bytes):
+    """A message that SMTP DATA carries as it is: CRLF line ends only, a CRLF at the end, and no
+    line that starts with "." (RFC 5321 §4.5.2 would have it doubled, and a lone one ends DATA).
+
+    Being still the message itself, it reads the same to anything else; any change to it (a
+    slice, a concatenation) gives plain bytes, which the sender prepares again.
+    """
+
+    __slots__ = ()
 
 
 class _QuotedPrintable:
@@ -40,9 +58,11 @@ class _QuotedPrintable:
         self._pieces = tuple(_qp(piece) for piece in pieces)
 
     def largest(self, link_room: int) -> int:
-        # A link byte takes at most three ("=3D"); the encoder breaks a line before column 73 at
-        # the earliest, _qp may add one break at the end, and two more join the link to its pieces.
-        link = 3 * link_room + len(_SOFT_BREAK) * (3 * link_room // 73 + 4)
+        # A link byte takes at most three ("=3D", "=2E"); the encoder breaks a line before column
+        # 73 at the earliest, _qp may break each line once more for a leading dot and once at the
+        # end, and two more breaks join the link to its pieces.
+        lines = 3 * link_room // 73 + 1
+        link = 3 * link_room + len(_SOFT_BREAK) * (2 * lines + 3)
         return sum(map(len, self._pieces)) + (len(self._pieces) - 1) * link
 
     def join(self, links: Sequence[bytes]) -> bytes:
@@ -208,19 +228,39 @@ def canonical(text: str) -> bytes:
 
 
 def _qp(data: bytes) -> bytes:
-    """Quoted-printable with CRLF line ends, and room left on the last line for a soft break."""
-    encoded = binascii.b2a_qp(data, istext=True)
+    """Quoted-printable with CRLF line ends, no line that starts with ".", and room left on the
+    last line for a soft break.
+
+    Each piece starts a line (after the part's headers or a soft break), so a piece made safe here
+    stays safe wherever it is joined.
+    """
+    encoded = binascii.b2a_qp(data, istext=True)  # it escapes a lone "." only
     if b"\n" not in data:  # with a CRLF in data, b2a_qp ends every line, soft or hard, with CRLF
         encoded = encoded.replace(b"\n", b"\r\n")
     start = encoded.rfind(b"\n") + 1
-    if len(encoded) - start > 75:
-        cut = start + 72
-        if encoded[cut - 1] == ord("="):  # never split an =XX escape
+    head, last = encoded[:start], encoded[start:]
+    if head.startswith(b".") or b"\n." in head:
+        head = b"".join(_fit(line, 76) + b"\r\n" for line in head.split(b"\r\n")[:-1])
+    return head + _fit(last, 75)
+
+
+def _fit(line: bytes, limit: int) -> bytes:
+    """An encoded line as lines of at most `limit` characters joined by soft breaks (each cut one
+    at most 76 with its "=", as quoted-printable allows), none of them starting with "."."""
+    lines = []
+    while True:
+        if line.startswith(b"."):
+            line = _DOT + line[1:]
+        if len(line) <= limit:
+            lines.append(line)
+            return _SOFT_BREAK.join(lines)
+        cut = 75
+        if line[cut - 1] == ord("="):  # never split an =XX escape
             cut -= 1
-        elif encoded[cut - 2] == ord("="):
+        elif line[cut - 2] == ord("="):
             cut -= 2
-        encoded = encoded[:cut] + b"=\r\n" + encoded[cut:]
-    return encoded
+        lines.append(line[:cut])
+        line = line[cut:]
 
 
 def _b64(data: bytes) -> bytes:
@@ -236,6 +276,7 @@ def _b64_size(length: int) -> int:
 
 def assemble(
     headers: list[bytes], text: tuple[bytes, bytes], html_part: tuple[bytes, bytes]
-) -> bytes:
-    # One join: the bodies are the bulk of the message, so they are copied once, not per step.
-    return b"".join((b"\r\n".join(headers), b"\r\n", _OPEN, *text, *html_part, _CLOSE))
+) -> Prepared:
+    # One join: the bodies are the bulk of the message, so they are copied once, not per step
+    # (Prepared(...) copies it once more: a memcpy, some 5 µs for 46 KB, not a scan).
+    return Prepared(b"".join((b"\r\n".join(headers), b"\r\n", _OPEN, *text, *html_part, _CLOSE)))

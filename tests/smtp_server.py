@@ -12,6 +12,9 @@ client with ``asyncio.run`` while the server answers. Load the ``smtp_server`` f
     smtp_server.on_accept = callback                         # called before each 250 after DATA
     smtp_server.stop(); smtp_server.start()                  # down, then back on the same port
 
+The server offers PIPELINING (RFC 2920), as real relays do; ``start_smtp_server(pipelining=False)``
+hides it, and the ``relay`` fixture runs a test against both.
+
 For TLS, ``start_smtp_server(tls_context=context)`` offers STARTTLS and
 ``start_smtp_server(tls_context=context, implicit_tls=True)`` speaks TLS from the first byte;
 each Received records whether its session was encrypted.
@@ -60,6 +63,7 @@ class Received:
     message_id: str | None
     mail_options: list[str]  # e.g. ["SMTPUTF8", "BODY=8BITMIME"]
     tls: bool  # the session was encrypted (STARTTLS or implicit TLS) when DATA ended
+    pipelined: bool  # its MAIL, RCPT and DATA reached the server in one packet (RFC 2920)
 
 
 class Hold:
@@ -106,10 +110,16 @@ class SmtpServer:
         credentials: tuple[str, str] = ("digest", "secret"),
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
+        pipelining: bool = True,
     ):
         assert tls_context is not None or not implicit_tls, "implicit TLS needs a tls_context"
         self.port = 0  # the first start() takes a free one from the OS
         self.smtputf8 = smtputf8  # advertise SMTPUTF8; read for each new connection
+        # Advertise PIPELINING; aiosmtpd reads commands in order either way, so a client may
+        # pipeline to it regardless, but ours only does when it is offered.
+        self.pipelining = pipelining
+        # Answer DATA with 354 even when no recipient was accepted, as RFC 2920 §3.1 forbids.
+        self.data_without_recipients = False
         self.credentials = credentials  # the one login AUTH accepts (AUTH is offered without TLS)
         self.tls_context = tls_context  # offer STARTTLS with it (not required), or:
         self.implicit_tls = implicit_tls  # wrap every connection in TLS from the start instead
@@ -263,6 +273,8 @@ class SmtpServer:
         if reply := await self.misbehave(server, "ehlo"):
             return [reply]
         session.host_name = host  # the 5-argument hook must do this itself
+        if self.pipelining:
+            lines.insert(-1, "250-PIPELINING")  # before the last line, "250 HELP"
         return lines
 
     async def handle_HELO(self, server: SMTP, _: Session, __: Envelope, host: str) -> Any:
@@ -297,7 +309,11 @@ class SmtpServer:
         # After STARTTLS, aiosmtpd's transport is the TLS one; with implicit TLS it always was.
         assert server.transport is not None
         tls = server.transport.get_extra_info("sslcontext") is not None
-        received = Received(env.mail_from or "", list(env.rcpt_tos), data, message_id, options, tls)
+        assert isinstance(server, _ScriptedSMTP)
+        received = Received(
+            env.mail_from or "", list(env.rcpt_tos), data, message_id, options, tls,
+            pipelined=server.envelope_in_one_packet,
+        )  # fmt: skip
         if self.on_accept is not None:
             self.on_accept(received)
         self.messages.append(received)
@@ -328,6 +344,18 @@ class _ScriptedSMTP(SMTP):
             tls_context=None if owner.implicit_tls else owner.tls_context,
         )
         self.owner = owner
+        self.envelope_in_one_packet = False
+
+    def data_received(self, data: bytes) -> None:
+        # A pipelining client writes MAIL, RCPT and DATA at once; on loopback they arrive so.
+        if data.startswith(b"MAIL FROM:"):
+            self.envelope_in_one_packet = data.endswith(b"DATA\r\n") and b"\r\nRCPT TO:" in data
+        super().data_received(data)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if self.owner.data_without_recipients and self.envelope and not self.envelope.rcpt_tos:
+            self.envelope.rcpt_tos.append("nobody@example.org")  # so that aiosmtpd says 354
+        await super().smtp_DATA(arg)
 
     async def _handle_client(self) -> None:
         # aiosmtpd has no hook before its greeting: connect faults go here.
@@ -361,3 +389,12 @@ def start_smtp_server() -> Iterator[Callable[..., SmtpServer]]:
 def smtp_server(start_smtp_server: Callable[..., SmtpServer]) -> SmtpServer:
     """A fresh server per test, stopped afterwards (faults, messages and counts start empty)."""
     return start_smtp_server()
+
+
+@pytest.fixture(params=[True, False], ids=["pipelining", "no pipelining"])
+def relay(
+    request: pytest.FixtureRequest, start_smtp_server: Callable[..., SmtpServer]
+) -> SmtpServer:
+    """A fresh server that offers PIPELINING, then one that does not: a test taking this fixture
+    runs against both, so the pipelined and the plain path must each pass it."""
+    return start_smtp_server(pipelining=request.param)

@@ -51,6 +51,12 @@ class Row:
 
 
 @pytest.fixture
+def smtp_server(relay: SmtpServer) -> SmtpServer:
+    """Each fault, at a relay that offers PIPELINING (RFC 2920) and at one that does not."""
+    return relay
+
+
+@pytest.fixture
 def ledger(database_url: str) -> Iterator[Callable[[str], list[Row]]]:
     """A reader's deliveries, oldest first, read straight from the tables."""
     engine = database.connect(database_url)

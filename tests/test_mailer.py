@@ -16,6 +16,7 @@ from smtp_server import REPLY_TEXT, SmtpServer
 
 from digest.domain import ReplyClass
 from digest.mailer import DryRunSender, Outcome, Outgoing, Sender, SmtpSender, SmtpSettings
+from digest.mime import Prepared
 from digest.ratelimit import Rate
 
 pytest_plugins = ["smtp_server"]
@@ -25,6 +26,12 @@ SENDER = "digest@example.org"
 
 
 StartServer = Callable[..., SmtpServer]
+
+
+@pytest.fixture
+def smtp_server(relay: SmtpServer) -> SmtpServer:
+    """Each test here runs against a relay that offers PIPELINING and one that does not."""
+    return relay
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +98,37 @@ def test_fifty_messages_are_all_accepted_over_at_most_four_reused_connections(
         f"<{key}@digest.test>" for key in range(1, 51)
     )
     assert 1 <= smtp_server.connections <= 4
+
+
+def test_a_message_that_is_not_prepared_gets_crlf_line_ends_and_keeps_its_dots(
+    smtp_server: SmtpServer,
+) -> None:
+    head = f"From: {SENDER}\r\nTo: reader@example.org\r\nSubject: dots\r\n\r\n".encode()
+    body = b".starts with a dot\nbare LF\rlone CR\r\n.\r\n..two\nno line end at the end"
+    outgoing = Outgoing(1, SENDER, "reader@example.org", head + body)
+
+    [outcome] = send(settings(smtp_server), outgoing)
+
+    assert outcome.reply is None
+    [received] = smtp_server.messages
+    assert received.data == head + (
+        b".starts with a dot\r\nbare LF\r\nlone CR\r\n.\r\n..two\r\nno line end at the end\r\n"
+    )
+
+
+def test_a_prepared_message_is_written_as_it_is_without_a_second_scan(
+    smtp_server: SmtpServer,
+) -> None:
+    # mime.py promises that no line of a Prepared message starts with a dot, and the sender takes
+    # its word: one that broke the promise would show it, as the relay reads such a dot as stuffing.
+    message = mail(1).message
+    kept = Outgoing(1, SENDER, "reader@example.org", Prepared(message))
+    broken = Outgoing(2, SENDER, "reader@example.org", Prepared(message + b"..stuffed\r\n"))
+
+    outcomes = send(settings(smtp_server, connections=1), kept, broken)
+
+    assert [o.reply for o in outcomes] == [None, None]
+    assert [m.data for m in smtp_server.messages] == [message, message + b".stuffed\r\n"]
 
 
 def test_concurrent_sends_share_the_pool(smtp_server: SmtpServer) -> None:
@@ -314,6 +352,70 @@ def test_connection_lost_mid_transaction_is_replaced_for_the_next_message(
 
     assert [o.reply for o in outcomes] == [TRANSIENT, None]
     assert smtp_server.connections == 2
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["offered", "not offered"])
+def test_mail_rcpt_and_data_go_in_one_write_exactly_when_the_relay_offers_pipelining(
+    start_smtp_server: StartServer, pipelining: bool
+) -> None:
+    server = start_smtp_server(pipelining=pipelining)
+
+    outcomes = send(settings(server, connections=1), *(mail(key) for key in range(3)))
+
+    assert [o.reply for o in outcomes] == [None] * 3
+    assert [m.pipelined for m in server.messages] == [pipelining] * 3
+
+
+def test_a_recipient_refused_inside_a_pipeline_fails_that_reader_alone_at_rcpt(
+    start_smtp_server: StartServer,
+) -> None:
+    server = start_smtp_server(pipelining=True)
+    server.fail("rcpt", 550, to={"bad@example.org"})
+    mails = [mail(1, "a@example.org"), mail(2, "bad@example.org"), mail(3, "b@example.org")]
+
+    outcomes = send(settings(server, connections=1), *mails)
+
+    # DATA's reply in the same pipeline (503: no valid recipient) is read, and blamed on nobody.
+    assert [(o.reply, o.code) for o in outcomes] == [(None, 250), (PERMANENT, 550), (None, 250)]
+    assert outcomes[1].detail == f"550 {REPLY_TEXT[550]} (rcpt)"
+    assert [m.recipients for m in server.messages] == [["a@example.org"], ["b@example.org"]]
+    assert all(m.pipelined for m in server.messages)
+    assert server.connections == 1  # RSET, then the next pipeline on the same connection
+
+
+def test_a_relay_that_takes_data_after_refusing_the_recipient_is_hung_up_on_at_once(
+    start_smtp_server: StartServer,
+) -> None:
+    server = start_smtp_server(pipelining=True)
+    server.data_without_recipients = True  # it answers the pipelined DATA with 354 regardless
+    server.fail("rcpt", 550, to={"bad@example.org"})
+    started = time.monotonic()
+
+    outcomes = send(
+        settings(server, connections=1, timeout=30.0),
+        mail(1, "bad@example.org"),
+        mail(2, "b@example.org"),
+    )
+
+    assert [(o.reply, o.code) for o in outcomes] == [(PERMANENT, 550), (None, 250)]
+    assert server.recipients == ["b@example.org"]  # no message went to the refused recipient
+    assert server.connections == 2
+    # Not sent RSET, which a relay waiting for a message would take as text and never answer.
+    assert time.monotonic() - started < 10
+
+
+def test_a_connection_dropped_between_pipelined_replies_is_transient_and_replaced(
+    start_smtp_server: StartServer,
+) -> None:
+    server = start_smtp_server(pipelining=True)
+    server.drop("rcpt", times=1)  # MAIL is answered, then the relay hangs up
+
+    outcomes = send(settings(server, connections=1), mail(1), mail(2))
+
+    assert [(o.reply, o.code) for o in outcomes] == [(TRANSIENT, None), (None, 250)]
+    assert outcomes[0].detail.endswith("(rcpt)")
+    assert [m.message_id for m in server.messages] == ["<2@digest.test>"]
+    assert server.connections == 2  # the first one's state was unknown: not reused
 
 
 def test_pooled_connection_closed_while_idle_is_replaced_without_failing_the_message(

@@ -9,6 +9,7 @@ import email.policy
 import html as markup
 import os
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -24,6 +25,7 @@ from digest.config import PROJECT_TEMPLATES
 from digest.domain import Article, Frequency, Site
 from digest.ingest import MAX_SUMMARY_CHARS, MAX_TITLE_CHARS, article_from_fields
 from digest.mailer import Outgoing, SmtpSender, SmtpSettings
+from digest.mime import Prepared
 from digest.render import LINK_ROOM, Links, Renderer, preview_html, preview_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,22 +261,36 @@ def test_message_has_crlf_lines_within_smtp_limits(renderer: Renderer) -> None:
     assert all(len(line) <= 76 for line in body.split(b"\r\n"))
 
 
+# Shared text enough to outweigh the room kept for links, so the parts go as quoted-printable for
+# ASCII and as base64 for CJK, as the tests using inline_link_templates say they do.
+FILLER = 8000
+ENCODING = {"a": "quoted-printable", "中": "base64"}
+
+
 @pytest.fixture(scope="module")
-def inline_link_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def inline_link_templates(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     # Links right after text of any length, so every column a link can start at gets tried.
-    root = tmp_path_factory.mktemp("templates")
-    (root / "email").mkdir()
-    for kind in ("html", "txt"):
-        (root / "email" / f"digest.{kind}.j2").write_text(
-            "{{ site.name }}{{ unsubscribe_url }}{{ site.name }}{{ preferences_url }}\n"
-        )
-    return root
+    def templates(letter: str) -> Path:
+        root = tmp_path_factory.mktemp("templates")
+        (root / "email").mkdir()
+        for kind in ("html", "txt"):
+            (root / "email" / f"digest.{kind}.j2").write_text(
+                letter * FILLER
+                + "\n{{ site.name }}{{ unsubscribe_url }}{{ site.name }}{{ preferences_url }}\n"
+            )
+        return root
+
+    return templates
 
 
-@pytest.mark.parametrize("letter", ["a", "中"], ids=["quoted-printable", "base64"])
+def assert_encoded_as(raw: bytes, encoding: str) -> None:
+    assert [p["Content-Transfer-Encoding"] for p in parse(raw).iter_parts()] == [encoding] * 2
+
+
+@pytest.mark.parametrize("letter", ENCODING)
 @pytest.mark.parametrize("tail", ["", "a", "aa", "aaa", "=a", "a ", "é"])
 def test_body_lines_stay_within_76_wherever_the_personal_links_fall(
-    inline_link_templates: Path, tail: str, letter: str
+    inline_link_templates: Callable[[str], Path], tail: str, letter: str
 ) -> None:
     # Shared pieces are encoded once and joined to the links per reader: by soft line breaks in
     # quoted-printable, where no joined line may pass 76 characters and no =XX escape may be split;
@@ -283,12 +299,78 @@ def test_body_lines_stay_within_76_wherever_the_personal_links_fall(
     for width in range(56, 80):  # the widths that end a piece near column 76
         site = replace(SITE, name=letter * width + "é" + tail)  # an =XX escape at every column
         links = Links("https://x.example/u/" + "é" * width, "https://x.example/p/" + "=" * width)
-        raw = send(Renderer(inline_link_templates, site), ARTICLES[:1], links=links)
+        raw = send(Renderer(inline_link_templates(letter), site), ARTICLES[:1], links=links)
+        assert_encoded_as(raw, ENCODING[letter])
         body = raw.split(b"\r\n\r\n", 1)[1]
         assert max(len(line) for line in body.split(b"\r\n")) <= 76
         expected = f"{site.name}{links.unsubscribe}{site.name}{links.preferences}\n"
-        assert part(raw, "plain") == expected
+        assert part(raw, "plain") == letter * FILLER + "\n" + expected
         assert expected in part(raw, "html")  # inside the <body> css-inline adds
+
+
+def assert_fit_for_data_as_it_is(raw: bytes) -> None:
+    """What SMTP DATA carries unchanged (RFC 5321 §4.5.2): CRLF line ends only, a CRLF at the end,
+    and no line that starts with "." (the relay would drop it, or end the message at a lone one)."""
+    assert isinstance(raw, Prepared)
+    assert raw.endswith(b"\r\n")
+    assert re.search(rb"\r(?!\n)|(?<!\r)\n", raw) is None
+    assert not raw.startswith(b".")
+    assert b"\n." not in raw
+
+
+@pytest.mark.parametrize("letter", ENCODING)
+def test_no_line_starts_with_a_dot_wherever_dots_fall_around_the_personal_links(
+    inline_link_templates: Callable[[str], Path], letter: str
+) -> None:
+    # A dot starts the piece after each link, falls at every column near a soft break, and fills
+    # a link whose own lines then start with one; quoted-printable writes such a dot as "=2E".
+    for width in range(56, 80):
+        site = replace(SITE, name="." + letter * width + ".." + letter)
+        links = Links(
+            "https://x.example/u/" + "." * width, "https://x.example/p/." + letter * width
+        )
+        raw = send(Renderer(inline_link_templates(letter), site), ARTICLES[:1], links=links)
+        assert_encoded_as(raw, ENCODING[letter])
+        assert_fit_for_data_as_it_is(raw)
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        assert max(len(line) for line in body.split(b"\r\n")) <= 76
+        expected = f"{site.name}{links.unsubscribe}{site.name}{links.preferences}\n"
+        assert part(raw, "plain") == letter * FILLER + "\n" + expected
+        assert expected in part(raw, "html")
+
+
+# Long enough in ASCII that both parts go as quoted-printable, the encoding that can start a line
+# with a dot (base64 has none).
+LONG_ARTICLES = [replace(a, summary=a.summary * 10) for a in ARTICLES[1:]]
+# Paragraphs that start with dots, and links full of them (itsdangerous tokens are dotted).
+dotted_text = st.text(alphabet=st.sampled_from(list(".. aé\n")), max_size=300)
+dotted_link = st.text(alphabet=st.sampled_from(list(".aé")), max_size=120)
+
+
+@settings(max_examples=80, deadline=None)
+@given(summary=dotted_text, unsubscribe=dotted_link, preferences=dotted_link)
+def test_any_dots_and_line_breaks_render_to_a_message_data_carries_as_it_is(
+    renderer: Renderer, summary: str, unsubscribe: str, preferences: str
+) -> None:
+    links = Links(f"https://x.example/u/{unsubscribe}", f"https://x.example/p/{preferences}")
+    dotted = replace(ARTICLES[0], summary=markup.escape(summary))
+    body = renderer.digest_body(Frequency.WEEKLY, [dotted, *LONG_ARTICLES])
+    raw = renderer.digest_message(
+        body, RECIPIENT, links, message_id=MESSAGE_ID, date=DATE, one_click=True
+    )
+    assert_encoded_as(raw, "quoted-printable")
+    assert_fit_for_data_as_it_is(raw)
+    assert part(raw, "plain") == preview_text(body, links).replace("\r\n", "\n")
+
+
+def test_the_confirmation_mail_is_fit_for_data_as_it_is(renderer: Renderer) -> None:
+    site = replace(SITE, name=".NET weekly")  # the text part has lines that start with it
+    message = Renderer(TEMPLATES, site).confirmation_message(
+        RECIPIENT, "https://x.example/confirm/" + "." * 200, Frequency.WEEKLY,
+        message_id="<confirm.42@digest.example.org>", date=DATE,
+    )  # fmt: skip
+    assert_fit_for_data_as_it_is(message)
+    assert "\n.NET weekly" in part(message, "plain")
 
 
 def test_subject_says_article_in_the_singular_for_one(renderer: Renderer) -> None:
@@ -520,6 +602,36 @@ def through_smtp(server: SmtpServer, messages: list[bytes]) -> list[bytes]:
 
     asyncio.run(scenario())
     return [received.data for received in server.messages]
+
+
+def test_a_digest_whose_lines_start_with_dots_arrives_byte_for_byte_and_parses_back(
+    renderer: Renderer, smtp_server: SmtpServer
+) -> None:
+    dotted = replace(
+        ARTICLES[0],
+        title=".NET 10 ships",
+        summary="<p>.NET 10 is out.</p><p>.</p><p>..and a line of two dots.</p>",
+    )
+    links = Links(LINKS.unsubscribe + "." * 80, LINKS.preferences + ".." * 40)
+    body = renderer.digest_body(Frequency.WEEKLY, [dotted, *LONG_ARTICLES])
+    sent = renderer.digest_message(
+        body, RECIPIENT, links, message_id=MESSAGE_ID, date=DATE, one_click=True
+    )
+    assert_encoded_as(sent, "quoted-printable")
+
+    [received] = through_smtp(smtp_server, [sent])
+
+    assert received == sent  # the relay un-stuffs nothing, and no line end changed on the way
+    message = parse(received)
+    assert set(message.keys()) == set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"}
+    assert message["Subject"] == "Your weekly digest from Mia's Feed: 6 new articles"
+    assert message["List-Unsubscribe"] == f"<{links.unsubscribe}>"
+    text = part(received, "plain")
+    assert text == preview_text(body, links).replace("\r\n", "\n")
+    assert part(received, "html") == preview_html(body, links).replace("\r\n", "\n")
+    assert {".NET 10 ships", ".NET 10 is out.", ".", "..and a line of two dots."} <= set(
+        text.splitlines()
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
