@@ -312,10 +312,11 @@ def assert_fit_for_data_as_it_is(raw: bytes) -> None:
     """What SMTP DATA carries unchanged (RFC 5321 §4.5.2): CRLF line ends only, a CRLF at the end,
     and no line that starts with "." (the relay would drop it, or end the message at a lone one)."""
     assert isinstance(raw, Prepared)
-    assert raw.endswith(b"\r\n")
-    assert re.search(rb"\r(?!\n)|(?<!\r)\n", raw) is None
-    assert not raw.startswith(b".")
-    assert b"\n." not in raw
+    data = bytes(raw)
+    assert data.endswith(b"\r\n")
+    assert re.search(rb"\r(?!\n)|(?<!\r)\n", data) is None
+    assert not data.startswith(b".")
+    assert b"\n." not in data
 
 
 @pytest.mark.parametrize("letter", ENCODING)
