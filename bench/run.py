@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import postfix
+import servers
 import workloads
 from databases import PostgresCopies, SqliteCopies
 
 from digest.demo.catcher import free_port
 
-BENCH = Path(__file__).resolve().parent
 SPAWN = multiprocessing.get_context("spawn")
 SOURCE, DIGEST, NAIVE, TWO_SQLITE, TWO_POSTGRES = (
     "smtp-source",
@@ -81,17 +79,15 @@ class Bench:
         self.folder = folder
         self.tools = postfix.find(args.postfix)
         sink_port = free_port()
-        if self.tools is not None:
-            sink = self.tools.start_sink(sink_port, pipelining=args.pipelining)
-        else:
-            flags = [] if args.pipelining else ["--no-pipelining"]
-            sink = _script("sink.py", str(sink_port), *flags)
-        stack.callback(_stop, sink)
+        stack.callback(
+            servers.stop, servers.sink(self.tools, sink_port, pipelining=args.pipelining)
+        )
         self.port = sink_port
         if args.latency:
             self.port = free_port()
             stack.callback(
-                _stop, _script("relay.py", str(self.port), str(sink_port), str(args.latency))
+                servers.stop,
+                servers.script("relay.py", str(self.port), str(sink_port), str(args.latency)),
             )
         self.message = folder / "message.eml"
         self.sqlite = SqliteCopies(folder)
@@ -105,11 +101,11 @@ class Bench:
         """Send one digest to a sink that keeps it: smtp-source sends exactly what digest sends."""
         url = f"sqlite:///{self.folder / 'one.db'}"
         port = free_port()
-        sink = _script("sink.py", str(port), "--keep", str(self.message))
+        sink = servers.script("sink.py", str(port), "--keep", str(self.message))
         try:
             workloads.send_one(workloads.environment(url, port, 1), self.args.articles)
         finally:
-            _stop(sink)
+            servers.stop(sink)
         wire = self.message.read_bytes()
         self.message.write_bytes(postfix.plain_message(wire))
         return len(wire)
@@ -117,7 +113,7 @@ class Bench:
     def seed(self, configs: Sequence[str]) -> None:
         readers, articles = self.args.readers, self.args.articles
         started = time.monotonic()
-        _child(workloads.seed, self.env(self.sqlite.template_url), readers, articles)
+        child(workloads.seed, self.env(self.sqlite.template_url), readers, articles)
         self.sqlite.sealed()
         print(
             f"seeded {readers:,} readers, {articles} articles on SQLite in {time.monotonic() - started:.1f} s"
@@ -130,7 +126,7 @@ class Bench:
             print(f"PostgreSQL could not start ({exc}): {TWO_POSTGRES} is skipped")
             return
         started = time.monotonic()
-        _child(workloads.seed, self.env(self.postgres.template_url), readers, articles)
+        child(workloads.seed, self.env(self.postgres.template_url), readers, articles)
         print(f"seeded the same on PostgreSQL in {time.monotonic() - started:.1f} s")
 
     def close(self) -> None:
@@ -171,22 +167,7 @@ class Bench:
 # -- processes -----------------------------------------------------------------------------------
 
 
-def _script(name: str, *args: str) -> subprocess.Popen[bytes]:
-    """Start bench/NAME with args and wait for its `ready`."""
-    process = subprocess.Popen([sys.executable, str(BENCH / name), *args], stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    if process.stdout.readline().strip() != b"ready":
-        process.kill()
-        raise RuntimeError(f"bench/{name} did not start")
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    process.wait()
-
-
-def _child(target: Callable[..., None], *args: Any) -> None:
+def child(target: Callable[..., None], *args: Any) -> None:
     child = SPAWN.Process(target=target, args=args)
     child.start()
     child.join()

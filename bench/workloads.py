@@ -52,12 +52,12 @@ def environment(database_url: str, port: int, connections: int) -> dict[str, str
     }
 
 
-def seed(env: dict[str, str], readers: int, articles: int) -> None:
-    """N confirmed readers over the three frequencies and a few timezones, all due at NOW, and M
+def seed(env: dict[str, str], readers: int, articles: int, now: datetime = NOW) -> None:
+    """N confirmed readers over the three frequencies and a few timezones, all due at now, and M
     articles, through the store's bulk path (5,000 readers a statement)."""
     services = composition.build(load(None, env), check_schema=False)
     database.upgrade(services.store.engine)
-    confirmed = NOW - timedelta(days=40)  # everyone confirmed long ago: every reader is due
+    confirmed = now - timedelta(days=40)  # everyone confirmed long ago: every reader is due
     for start in range(0, readers, SEED_BATCH):
         batch = [
             SubscriberDraft(f"reader{n}@example.org", FREQUENCIES[n % 3], ZONES[n % len(ZONES)])
