@@ -154,7 +154,8 @@ def main() -> None:
             daemon.wait()
             servers.stop(sink)
         runs = [line for line in log.read_text().splitlines() if "run: sent" in line]
-        print(f"the daemon's run ({sent_in:.0f} s): {runs[-1] if runs else 'no run logged'}")
+        run = runs[-1].partition("run: ")[2] if runs else "no run logged"
+        print(f"the daemon's run ({sent_in:.0f} s): {run}")
         print(f"GET /unsubscribe/{{t}}, {args.rate:g} a second, each on a new connection")
         print(f"  while sending: {_summary(sending)}")
         print(f"  idle:          {_summary(idle)}")

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--readers 50000] [--rounds 3] [--postfix DIR]
     .venv/bin/python bench/run.py --latency 20             # through a relay 20 ms away each way
-    .venv/bin/python bench/run.py --readers 1000000        # smtp-source and digest only
+    .venv/bin/python bench/run.py --readers 1000000 --rounds 1 --give-up 900   # smtp-source, digest
 
 One run measures every configuration once per round, interleaved (round 1: A B C D, round 2:
 A B C D, ...), so that the ratios pair figures taken in the same minute on a shared machine:
@@ -30,7 +30,7 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -144,12 +144,12 @@ class Bench:
     def digest(self, connections: int | None = None) -> Figure:
         with self.sqlite.copy(self._name()) as url:
             env = self.env(url, connections)
-            return _measure([(workloads.send, (env, DIGEST))], env, self.args.give_up)
+            return _measure([(workloads.send, (env, DIGEST))], self.args.give_up)
 
     def naive(self) -> Figure:
         env = self.env(self.sqlite.template_url)  # it only reads
         readers = min(self.args.naive_readers, self.args.readers)
-        return _measure([(workloads.naive, (env, readers))], None)
+        return _measure([(workloads.naive, (env, readers))])
 
     def two(self, copies: SqliteCopies | PostgresCopies | None) -> Figure | None:
         if copies is None:
@@ -157,7 +157,7 @@ class Bench:
         with copies.copy(self._name()) as url:
             env = self.env(url)
             runs = [(workloads.send, (env, f"process {n}")) for n in (1, 2)]
-            return _measure(runs, env, self.args.give_up)
+            return _measure(runs, self.args.give_up)
 
     def _name(self) -> str:
         self._runs += 1
@@ -176,15 +176,15 @@ def child(target: Callable[..., None], *args: Any) -> None:
 
 
 def _measure(
-    runs: Sequence[tuple[Callable[..., None], tuple[Any, ...]]],
-    env: dict[str, str] | None,
-    give_up: float | None = None,
+    runs: Sequence[tuple[Callable[..., None], tuple[Any, ...]]], give_up: float | None = None
 ) -> Figure:
-    """Start each process, wait until all are ready, say go, and wait for them all to end (or,
-    after give_up seconds, stop them and count what the ledger recorded as sent)."""
+    """Start each process, wait until all are ready, say go, and wait for them all to end; after
+    give_up seconds, stop them and report what they had done by then."""
     ready, go, results = SPAWN.Semaphore(0), SPAWN.Event(), SPAWN.Queue()
+    marks = [SPAWN.Array("d", 3, lock=False) for _ in runs]
     children = [
-        SPAWN.Process(target=target, args=(*args, ready, go, results)) for target, args in runs
+        SPAWN.Process(target=target, args=(*args, mark, ready, go, results))
+        for (target, args), mark in zip(runs, marks, strict=True)
     ]
     for child in children:
         child.start()
@@ -195,30 +195,48 @@ def _measure(
     deadline = None if give_up is None else started + give_up
     for child in children:
         child.join(None if deadline is None else max(deadline - time.monotonic(), 0))
+
+    def since(mark: int) -> float | None:
+        known = [marked[mark] for marked in marks if marked[mark]]
+        return min(known) - started if known else None
+
     if any(child.is_alive() for child in children):
+        wall = time.monotonic() - started
+        peaks = [_high_water(child.pid) for child in children]
         for child in children:
             child.terminate()
             child.join()
-        assert env is not None
-        wall = time.monotonic() - started
-        return Figure(workloads.sent_so_far(env), wall, 0.0, None, finished=False)
+        return Figure(
+            sent=int(sum(marked[workloads.RECORDED] for marked in marks)),
+            wall=wall,
+            cpu=0.0,
+            peak_rss=max((peak for peak in peaks if peak is not None), default=None),
+            planned=since(workloads.PLANNED),
+            first_batch=since(workloads.FIRST_BATCH),
+            finished=False,
+        )
     failed = [child.exitcode for child in children if child.exitcode != 0]
     if failed:
         raise RuntimeError(f"a measured process failed (exit code {failed[0]})")
     measured: list[workloads.Measured] = [results.get(timeout=10) for _ in children]
-
-    def since(instants: Iterator[float | None]) -> float | None:
-        known = [at for at in instants if at is not None]
-        return min(known) - started if known else None
-
     return Figure(
         sent=sum(m.sent for m in measured),
         wall=max(m.ended for m in measured) - started,
         cpu=sum(m.cpu for m in measured),
         peak_rss=max(m.peak_rss for m in measured),
-        planned=since(m.planned for m in measured),
-        first_batch=since(m.first_batch for m in measured),
+        planned=since(workloads.PLANNED),
+        first_batch=since(workloads.FIRST_BATCH),
     )
+
+
+def _high_water(pid: int | None) -> float | None:
+    """A live process's peak RSS so far, in MiB (Linux's VmHWM), read before it is stopped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kib is None else int(kib) / 1024
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -244,7 +262,9 @@ def _report(figures: dict[str, list[Figure]], readers: int) -> None:
         cpu_text = f"{cpu:13.0f}" if not unfinished else f"{'-':>13}"
         print(f"{name:<16} {rates:<30} {cpu_text} {peak}")
         for run in unfinished:
-            print(f"{'':16} did not finish in {run.wall:.0f} s: {run.sent:,} of {readers:,} sent")
+            print(
+                f"{'':16} did not finish in {run.wall:.0f} s: {run.sent:,} of {readers:,} recorded"
+            )
         planned = [run.planned for run in runs if run.planned is not None]
         first = [run.first_batch for run in runs if run.first_batch is not None]
         if planned and first:

@@ -12,6 +12,7 @@ import itertools
 import resource
 import sys
 import time
+from collections.abc import MutableSequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -24,7 +25,7 @@ import aiosmtplib
 from digest import app as composition
 from digest import database
 from digest.config import load
-from digest.domain import ArticleDraft, DeliveryStatus, Frequency, SubscriberDraft, SubscriberStatus
+from digest.domain import ArticleDraft, Frequency, SubscriberDraft, SubscriberStatus
 from digest.render import preview_html, preview_text
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # a Monday 09:00 UTC: weekly readers are due
@@ -89,56 +90,56 @@ def send_one(env: dict[str, str], articles: int) -> None:
         services.close()
 
 
-def sent_so_far(env: dict[str, str]) -> int:
-    """Digests recorded as sent: what a run that was stopped got done."""
-    services = composition.build(load(None, env))
-    try:
-        return services.ledger.delivery_counts().get(DeliveryStatus.SENT, 0)
-    finally:
-        services.close()
-
-
 @dataclass(frozen=True, slots=True)
 class Measured:
     sent: int
     ended: float  # time.monotonic() when the work ended (the same clock in every process)
     cpu: float  # user + system seconds of the work, every thread
     peak_rss: float  # MiB, the process's high-water mark
-    planned: float | None = None  # time.monotonic() when planning ended (the progress started)
-    first_batch: float | None = None  # time.monotonic() when the first batch was recorded
+
+
+# What a measured process marks as it goes, in memory its parent reads even after stopping it:
+# time.monotonic() when planning ended and when the first batch was recorded (0: not yet), and
+# the deliveries recorded so far.
+PLANNED, FIRST_BATCH, RECORDED = range(3)
+Marks = MutableSequence[float]
 
 
 class Timeline:
-    """A send run's Progress, timed: when planning ended, when the first batch was recorded."""
+    """A send run's Progress, marked: when planning ended, when batches were recorded."""
 
-    def __init__(self, label: str) -> None:
-        self.planned: float | None = None
-        self.first_batch: float | None = None
+    def __init__(self, label: str, marks: Marks) -> None:
         self._label = label
+        self._marks = marks
         self._total = 0
-        self._done = 0
         self._noted = time.monotonic()
 
     def start(self, total: int) -> None:
-        self.planned = time.monotonic()
+        self._marks[PLANNED] = time.monotonic()
         self._total = total
 
     def advance(self, count: int) -> None:
         now = time.monotonic()
-        if self.first_batch is None:
-            self.first_batch = now
-        self._done += count
+        if not self._marks[FIRST_BATCH]:
+            self._marks[FIRST_BATCH] = now
+        self._marks[RECORDED] += count
         if now - self._noted >= PROGRESS_EVERY:  # a long run shows that it is moving
-            print(f"    … {self._label}: {self._done:,} of {self._total:,}", file=sys.stderr)
+            done = int(self._marks[RECORDED])
+            print(f"    … {self._label}: {done:,} of {self._total:,}", file=sys.stderr)
             self._noted = now
 
 
 def send(
-    env: dict[str, str], label: str, ready: Semaphore, go: Event, results: Queue[Measured]
+    env: dict[str, str],
+    label: str,
+    marks: Marks,
+    ready: Semaphore,
+    go: Event,
+    results: Queue[Measured],
 ) -> None:
     """One `digest send` through Services.send: plan, claim, render, send, record."""
     services = composition.build(load(None, env))
-    timeline = Timeline(label)
+    timeline = Timeline(label, marks)
     ready.release()
     go.wait()
     started, cpu = time.monotonic(), _cpu()
@@ -147,21 +148,16 @@ def send(
         return NOW + timedelta(seconds=time.monotonic() - started)
 
     sent = asyncio.run(services.send(NOW, clock, progress=timeline))
-    ended = time.monotonic()
-    results.put(
-        Measured(
-            sent.summary.sent,
-            ended,
-            _cpu() - cpu,
-            _peak_rss(),
-            timeline.planned,
-            timeline.first_batch,
-        )
-    )
+    results.put(Measured(sent.summary.sent, time.monotonic(), _cpu() - cpu, _peak_rss()))
 
 
 def naive(
-    env: dict[str, str], readers: int, ready: Semaphore, go: Event, results: Queue[Measured]
+    env: dict[str, str],
+    readers: int,
+    marks: Marks,
+    ready: Semaphore,
+    go: Event,
+    results: Queue[Measured],
 ) -> None:
     """What a short script would do: per reader, render the templates, build an EmailMessage and
     hand it to aiosmtplib.send, which opens a connection for it."""
@@ -197,6 +193,7 @@ def naive(
                 port=port,
             )
             sent += 1
+            marks[RECORDED] = sent
         return sent
 
     sent = asyncio.run(loop())
