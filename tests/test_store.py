@@ -191,6 +191,34 @@ def test_claimed_deliveries_are_not_claimed_twice_until_the_lease_expires(
     assert len(claim_all(ledger, "w2", now=expired)) == 2
 
 
+def test_the_delivery_due_longest_is_claimed_first_whatever_its_id(
+    store: Store, ledger: Ledger
+) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    ledger.plan(MONDAY_0900, RULES)
+    a, b = claim_all(ledger)
+    # a's failure is recorded after a slow batch, so its retry falls due after b's.
+    ledger.record(
+        "w1", MONDAY_0900 + timedelta(minutes=5), [], [Failure(a, "451", permanent=False)], FINISH
+    )
+    ledger.record("w1", MONDAY_0900, [], [Failure(b, "451", permanent=False)], FINISH)
+    later = MONDAY_0900 + timedelta(minutes=10)
+    assert [c.email for c in ledger.claim("w2", later, LEASE, 1)] == ["b@example.org"]
+    assert [c.email for c in ledger.claim("w2", later, LEASE, 1)] == ["a@example.org"]
+
+
+def test_a_lease_that_ran_out_is_reclaimed_before_deliveries_that_fell_due_after_it(
+    store: Store, ledger: Ledger
+) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    ledger.plan(MONDAY_0900, RULES)
+    a, _ = claim_all(ledger)
+    # a is back to pending with a retry; b's worker died holding it.
+    ledger.record("w1", MONDAY_0900, [], [Failure(a, "451", permanent=False)], FINISH)
+    expired = MONDAY_0900 + LEASE + timedelta(seconds=1)
+    assert [c.email for c in ledger.claim("w2", expired, LEASE, 1)] == ["b@example.org"]
+
+
 def test_sent_advances_cursor_and_anchor_so_the_same_period_is_not_sent_again(
     store: Store, ledger: Ledger
 ) -> None:
