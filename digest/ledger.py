@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Select,
@@ -159,7 +160,8 @@ class Ledger:
             last = (rows[-1].anchor, rows[-1].id)
 
     def count_claimable(self, now: datetime, only: Only = EVERYONE) -> int:
-        # Once a run and a /metrics scrape, not a batch: it counts every claimable row.
+        # Once a run and once a /metrics scrape, not once a batch: it reads every claimable row
+        # (0.1 to 0.2 s at 1M on either database).
         query = _of_readers(select(func.count()).select_from(D).where(_claimable(now)), only)
         with reading(self.engine) as conn:
             return conn.scalar(query) or 0
@@ -225,7 +227,7 @@ class Ledger:
             ids = list(
                 conn.scalars(
                     update(D)
-                    .where(D.id.in_(chosen), _claimable(now))
+                    .where(D.id.in_(_written(chosen)), _claimable(now))
                     .values(
                         status=DeliveryStatus.SENDING.value,
                         lease_owner=owner,
@@ -250,7 +252,7 @@ class Ledger:
                     S.status.label("subscriber_status"),
                 )
                 .join(S, S.id == D.subscriber_id)
-                .where(D.id.in_(ids))
+                .where(D.id.in_(_written(ids)))
                 .order_by(D.id)
             ).all()
             # Checked again here, so an unsubscribe between planning and sending is honoured.
@@ -478,10 +480,11 @@ def _claim_queries(now: datetime, only: Only = EVERYONE) -> tuple[Select[int], .
     died or stalled), oldest first; then pending deliveries, the longest due first, so a due
     delivery is never passed over for ones planned or retried after it.
 
-    Each query walks its own partial index (models.DeliveryRow) in its own order, so a LIMIT
-    stops after that many entries, at any ledger size: one query over both kinds, by id, sorted
-    every claimable row first (0.24 s a claim at 300k pending). Everyone's claim reads no other
-    table; a run narrowed to some readers asks for theirs by id.
+    Each query walks its own partial index (models.DeliveryRow) in its own order, so its LIMIT
+    stops after that many entries: a claim of 500 costs about 8 ms on SQLite at 100k or 1M
+    pending. One query over both kinds, by id, sorted every claimable row first: 0.1 s at 100k,
+    0.8 s at 1M. Everyone's claim reads no other table; a run narrowed to some readers asks for
+    theirs by id, which may sort what those readers have due.
     """
     expired = (
         select(D.id)
@@ -511,6 +514,12 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
         and_(_has(DeliveryStatus.PENDING), D.next_attempt_at <= now),
         and_(_has(DeliveryStatus.SENDING), D.lease_until < now),
     )
+
+
+def _written(ids: list[int]) -> BindParameter[list[int]]:
+    # A batch's ids written into the SQL, not bound one by one: 500 bound parameters cost
+    # psycopg about 3 ms of CPU a claim. They are integers the database gave us.
+    return bindparam("ids", ids, expanding=True, literal_execute=True)
 
 
 def _has(status: DeliveryStatus) -> ColumnElement[bool]:
