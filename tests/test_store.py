@@ -219,6 +219,22 @@ def test_a_lease_that_ran_out_is_reclaimed_before_deliveries_that_fell_due_after
     assert [c.email for c in ledger.claim("w2", expired, LEASE, 1)] == ["b@example.org"]
 
 
+def test_the_claimable_count_is_what_is_due_and_what_ran_out_of_lease_for_the_readers_asked(
+    store: Store, ledger: Ledger
+) -> None:
+    seed(store, "a@example.org", "b@example.org", "c@example.org")
+    ledger.plan(MONDAY_0900, RULES)
+    ledger.claim("w1", MONDAY_0900, LEASE, 1)  # a is leased
+    (b,) = ledger.claim("w1", MONDAY_0900, LEASE, 1)
+    ledger.record("w1", MONDAY_0900, [], [Failure(b, "451", permanent=False)], FINISH)
+    assert ledger.count_claimable(MONDAY_0900) == 1  # c; b retries in a minute
+    assert ledger.count_claimable(MONDAY_0900 + timedelta(minutes=1)) == 2
+    expired = MONDAY_0900 + LEASE + timedelta(seconds=1)
+    assert ledger.count_claimable(expired) == 3
+    assert ledger.count_claimable(expired, Only(email="A@example.org")) == 1
+    assert ledger.count_claimable(expired, Only(frequency=Frequency.DAILY)) == 0
+
+
 def test_sent_advances_cursor_and_anchor_so_the_same_period_is_not_sent_again(
     store: Store, ledger: Ledger
 ) -> None:
