@@ -502,10 +502,18 @@ def _claim_queries(now: datetime, only: Only = EVERYONE) -> tuple[Select[int], .
 
 
 def _of_readers(query: SelectT, only: Only) -> SelectT:
-    """Narrow a query of deliveries to some readers'; everyone's is left free of a join."""
+    """Narrow a query of deliveries to some readers'; everyone's is left free of a join.
+
+    One address: its reader's few deliveries, found by reader. A frequency: a good share of the
+    due rows may be theirs, so the query keeps to its index's order and checks each row's reader
+    (looking them all up by reader made a claim of 500 cost 0.12 s at 100k due on SQLite).
+    """
     if only == EVERYONE:
         return query
-    return query.where(D.subscriber_id.in_(narrow(select(S.id), only)))
+    readers = narrow(select(S.id), only)
+    if only.email is None:
+        return query.where(readers.where(S.id == D.subscriber_id).exists())
+    return query.where(D.subscriber_id.in_(readers))
 
 
 def _claimable(now: datetime) -> ColumnElement[bool]:

@@ -384,6 +384,27 @@ def test_only_narrows_planning_and_claiming_to_one_frequency_or_address(
     assert [c.email for c in claims] == ["w@example.org"]
 
 
+def test_a_claim_narrowed_to_a_frequency_takes_only_its_readers_deliveries(
+    store: Store, ledger: Ledger
+) -> None:
+    daily = ["d1@example.org", "d2@example.org"]
+    store.add_subscribers(
+        [
+            reader(daily[0], Frequency.DAILY),
+            reader("w@example.org"),
+            reader(daily[1], Frequency.DAILY),
+        ],
+        confirmed=True,
+        now=WEEK_BEFORE,
+    )
+    store.upsert_articles([article(1)], WEEK_BEFORE + timedelta(hours=1))
+    ledger.plan(MONDAY_0900, RULES)
+    assert ledger.count_claimable(MONDAY_0900, Only(frequency=Frequency.DAILY)) == 2
+    claims = ledger.claim("w1", MONDAY_0900, LEASE, 10, Only(frequency=Frequency.DAILY))
+    assert sorted(c.email for c in claims) == daily
+    assert [c.email for c in claim_all(ledger)] == ["w@example.org"]
+
+
 def test_preview_plan_lists_due_readers_and_writes_nothing(store: Store, ledger: Ledger) -> None:
     seed(store, "a@example.org", "b@example.org")
     would = [c for batch in ledger.preview_plan(MONDAY_0900, RULES) for c in batch]
