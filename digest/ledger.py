@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Insert,
@@ -54,7 +55,7 @@ from digest.domain import (
 )
 from digest.errors import NotFound
 from digest.models import DeliveryRow, RunRow, SubscriberRow, UtcDateTime
-from digest.store import ERROR_TEXT_LIMIT, Store, is_address, narrow
+from digest.store import ERROR_TEXT_LIMIT, SelectT, Store, is_address, narrow
 
 S, D = SubscriberRow, DeliveryRow
 OUTSTANDING = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
@@ -240,13 +241,9 @@ class Ledger:
         return insert_ignoring_conflicts(self.engine, D).from_select(columns, rows)
 
     def count_claimable(self, now: datetime, only: Only = EVERYONE) -> int:
-        query = narrow(
-            select(func.count())
-            .select_from(D)
-            .join(S, S.id == D.subscriber_id)
-            .where(_claimable(now)),
-            only,
-        )
+        # Once a run and once a /metrics scrape, not once a batch: it reads every claimable row
+        # (0.1 to 0.2 s at 1M on either database).
+        query = _of_readers(select(func.count()).select_from(D).where(_claimable(now)), only)
         with reading(self.engine) as conn:
             return conn.scalar(query) or 0
 
@@ -255,25 +252,23 @@ class Ledger:
     def claim(
         self, owner: str, now: datetime, lease: timedelta, limit: int, only: Only = EVERYONE
     ) -> list[Claim]:
-        """Lease up to `limit` deliveries that are pending and due, or whose lease has expired."""
-        # FOR UPDATE SKIP LOCKED lets several senders claim disjoint rows on PostgreSQL; it
-        # compiles to nothing on SQLite, where BEGIN IMMEDIATE already serialises claimers.
-        chosen = (
-            narrow(select(D.id).join(S, S.id == D.subscriber_id).where(_claimable(now)), only)
-            .order_by(D.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=D)
-        )
+        """Lease up to `limit` deliveries whose lease has expired, or that are pending and due."""
         with writing(self.engine) as conn:
-            chosen_ids = list(conn.scalars(select(chosen.subquery().c.id)))
-            if not chosen_ids:
+            chosen: list[int] = []
+            for query in _claim_queries(now, only):
+                chosen += conn.scalars(query.limit(limit - len(chosen)))
+                if len(chosen) == limit:
+                    break
+            if not chosen:
                 return []
             # Compare-and-set (rule 8): a row another claimer took since the select is left alone,
-            # even where neither row locks nor BEGIN IMMEDIATE are there to prevent it.
+            # even where neither row locks nor BEGIN IMMEDIATE are there to prevent it. The ids go
+            # through Python: PostgreSQL may re-run an UPDATE's `IN (SELECT … LIMIT n)` for each
+            # row it joins, and so take more than n (seen on a small table).
             ids = list(
                 conn.scalars(
                     update(D)
-                    .where(D.id.in_(chosen_ids), _claimable(now))
+                    .where(D.id.in_(_batch(chosen, conn)), _claimable(now))
                     .values(
                         status=DeliveryStatus.SENDING.value,
                         lease_owner=owner,
@@ -298,11 +293,12 @@ class Ledger:
                     S.status.label("subscriber_status"),
                 )
                 .join(S, S.id == D.subscriber_id)
-                .where(D.id.in_(ids))
+                .where(D.id.in_(_batch(ids, conn)))
                 .order_by(D.id)
             ).all()
             # Checked again here, so an unsubscribe between planning and sending is honoured.
-            gone = [r.id for r in rows if r.subscriber_status != SubscriberStatus.ACTIVE.value]
+            active = SubscriberStatus.ACTIVE.value
+            gone = [r.id for r in rows if r.subscriber_status != active]
             if gone:
                 conn.execute(
                     update(D)
@@ -329,7 +325,7 @@ class Ledger:
                 attempts=r.attempts,
             )
             for r in rows
-            if r.subscriber_status == SubscriberStatus.ACTIVE.value
+            if r.subscriber_status == active
         ]
 
     # -- record ---------------------------------------------------------------
@@ -520,11 +516,52 @@ class Ledger:
         return str(row.email)
 
 
+def _claim_queries(now: datetime, only: Only = EVERYONE) -> tuple[Select[int], ...]:
+    """What a claim takes, in turn until it has its batch: leases that ran out (rare: a worker
+    died or stalled), oldest first; then pending deliveries, the longest due first, so a due
+    delivery is never passed over for ones planned or retried after it.
+
+    Each query walks its own partial index (models.DeliveryRow) in its own order, so its LIMIT
+    stops after that many entries: a claim of 500 costs about 8 ms on SQLite at 100k or 1M
+    pending. One query over both kinds, by id, sorted every claimable row first: 0.1 s at 100k,
+    0.8 s at 1M. Everyone's claim reads no other table; a run narrowed to some readers asks for
+    theirs by id, which may sort what those readers have due.
+    """
+    expired = (
+        select(D.id)
+        .where(_has(DeliveryStatus.SENDING), D.lease_until < now)
+        .order_by(D.lease_until)
+    )
+    due = (
+        select(D.id)
+        .where(_has(DeliveryStatus.PENDING), D.next_attempt_at <= now)
+        .order_by(D.next_attempt_at, D.id)
+    )
+    # FOR UPDATE SKIP LOCKED lets several senders claim disjoint rows on PostgreSQL; it
+    # compiles to nothing on SQLite, where BEGIN IMMEDIATE already serialises claimers.
+    return tuple(_of_readers(q, only).with_for_update(skip_locked=True) for q in (expired, due))
+
+
+def _of_readers(query: SelectT, only: Only) -> SelectT:
+    """Narrow a query of deliveries to some readers'; everyone's is left free of a join.
+
+    One address: its reader's few deliveries, found by reader. A frequency: a good share of the
+    due rows may be theirs, so the query keeps to its index's order and checks each row's reader
+    (looking them all up by reader made a claim of 500 cost 0.12 s at 100k due on SQLite).
+    """
+    if only == EVERYONE:
+        return query
+    readers = narrow(select(S.id), only)
+    if only.email is None:
+        return query.where(readers.where(S.id == D.subscriber_id).exists())
+    return query.where(D.subscriber_id.in_(readers))
+
+
 def _claimable(now: datetime) -> ColumnElement[bool]:
     """Pending and due, or claimed by a worker whose lease has run out."""
     return or_(
-        and_(D.status == DeliveryStatus.PENDING.value, D.next_attempt_at <= now),
-        and_(D.status == DeliveryStatus.SENDING.value, D.lease_until < now),
+        and_(_has(DeliveryStatus.PENDING), D.next_attempt_at <= now),
+        and_(_has(DeliveryStatus.SENDING), D.lease_until < now),
     )
 
 
@@ -544,3 +581,16 @@ def _due(
         ~outstanding,
     )
     return narrow(due, only)
+
+
+def _batch(ids: list[int], conn: Connection) -> BindParameter[list[int]]:
+    # PostgreSQL: a batch's ids written into the SQL (integers the database gave us), as 500 bound
+    # parameters cost psycopg about 3 ms of CPU a claim. SQLite: bound, as written ids are no
+    # faster there and each such statement would take a place in its statement cache (11 MiB).
+    return bindparam("ids", ids, expanding=True, literal_execute=conn.dialect.name == "postgresql")
+
+
+def _has(status: DeliveryStatus) -> ColumnElement[bool]:
+    # Written into the SQL, not bound: a partial index (WHERE status = 'pending') serves only a
+    # query whose text implies that, which a PostgreSQL generic plan's `status = $1` does not.
+    return D.status == literal(status.value, literal_execute=True)

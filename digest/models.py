@@ -14,8 +14,14 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from digest.domain import DeliveryStatus
+
+_PENDING = text(f"status = '{DeliveryStatus.PENDING.value}'")
+_SENDING = text(f"status = '{DeliveryStatus.SENDING.value}'")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -86,7 +92,24 @@ class DeliveryRow(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "period_key", name="uq_deliveries_subscriber_period"),
-        Index("ix_deliveries_claimable", "status", "next_attempt_at"),
+        # The claim's two indexes (ledger._claim_queries), each in the order it claims in. Partial,
+        # so each holds the rows of one status only: the work left, not the ledger's history.
+        # Pending rows, the longest due first; the id breaks ties, as planning gives a whole run
+        # one next_attempt_at (and so claims it in the order it was planned).
+        Index(
+            "ix_deliveries_due",
+            "next_attempt_at",
+            "id",
+            sqlite_where=_PENDING,
+            postgresql_where=_PENDING,
+        ),
+        # Leases that ran out: the few rows in flight, and those of a worker that died.
+        Index(
+            "ix_deliveries_leased",
+            "lease_until",
+            sqlite_where=_SENDING,
+            postgresql_where=_SENDING,
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -12,12 +12,25 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from cli_fixtures import Cli
-from db_fixtures import deliveries_of
-from sqlalchemy import DateTime, Engine, Integer, String, column, func, insert, select, table, text
+from db_fixtures import deliveries_of, seed
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    column,
+    func,
+    insert,
+    inspect,
+    select,
+    table,
+    text,
+)
 
 from digest import database
-from digest.domain import DeliveryStatus, SubscriberStatus
+from digest.domain import DeliveryStatus, Frequency, Schedule, SubscriberStatus
 from digest.errors import DatabaseError
+from digest.ledger import Ledger, PlanRules
 from digest.models import Base
 from digest.store import Store
 
@@ -228,3 +241,46 @@ def test_feed_validators_migrate_up_and_down_keeping_each_feeds_record(database_
     with engine.connect() as conn:
         assert conn.execute(text("SELECT source, failures FROM feeds")).one().failures == 2
     engine.dispose()
+
+
+def test_migration_0005_swaps_the_claim_indexes_both_ways_in_place_and_claims_what_0004_left(
+    database_url: str,
+) -> None:
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    readers = {"a@example.org": Frequency.WEEKLY, "b@example.org": Frequency.WEEKLY}
+    seed(database_url, readers, [1], confirmed_at=monday - timedelta(days=7), imported_at=monday)
+    engine = database.connect(database_url)
+    migrate(engine, command.downgrade, "0004")
+    assert set(delivery_indexes(engine)) == {
+        "ix_deliveries_claimable",
+        "ix_deliveries_subscriber_id",
+    }
+    # As revision 0004 leaves it: one digest planned and another claimed by a worker that died.
+    ledger = Ledger(Store(engine))
+    ledger.plan(monday, PlanRules(Schedule(), None, 100, "example.org"))
+    assert len(ledger.claim("gone", monday, timedelta(minutes=15), 1)) == 1
+
+    database.upgrade(engine)
+
+    indexes = delivery_indexes(engine)
+    assert set(indexes) == {
+        "ix_deliveries_due",
+        "ix_deliveries_leased",
+        "ix_deliveries_subscriber_id",
+    }
+    assert "'pending'" in indexes["ix_deliveries_due"]  # partial: rows of one status each
+    assert "'sending'" in indexes["ix_deliveries_leased"]
+    later = monday + timedelta(hours=1)
+    claims = ledger.claim("w1", later, timedelta(minutes=15), 10)
+    assert sorted(c.email for c in claims) == sorted(readers)  # the lease that ran out too
+    engine.dispose()
+
+
+def delivery_indexes(engine: Engine) -> dict[str, str]:
+    """Each index of deliveries (not the unique keys PostgreSQL lists too) and its WHERE, if any."""
+    where = f"{engine.dialect.name}_where"
+    return {
+        str(index["name"]): str(index["dialect_options"].get(where, ""))
+        for index in inspect(engine).get_indexes("deliveries")
+        if str(index["name"]).startswith("ix_")
+    }

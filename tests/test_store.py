@@ -194,6 +194,50 @@ def test_claimed_deliveries_are_not_claimed_twice_until_the_lease_expires(
     assert len(claim_all(ledger, "w2", now=expired)) == 2
 
 
+def test_the_delivery_due_longest_is_claimed_first_whatever_its_id(
+    store: Store, ledger: Ledger
+) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    ledger.plan(MONDAY_0900, RULES)
+    a, b = claim_all(ledger)
+    # a's failure is recorded after a slow batch, so its retry falls due after b's.
+    ledger.record(
+        "w1", MONDAY_0900 + timedelta(minutes=5), [], [Failure(a, "451", permanent=False)], FINISH
+    )
+    ledger.record("w1", MONDAY_0900, [], [Failure(b, "451", permanent=False)], FINISH)
+    later = MONDAY_0900 + timedelta(minutes=10)
+    assert [c.email for c in ledger.claim("w2", later, LEASE, 1)] == ["b@example.org"]
+    assert [c.email for c in ledger.claim("w2", later, LEASE, 1)] == ["a@example.org"]
+
+
+def test_a_lease_that_ran_out_is_reclaimed_before_deliveries_that_fell_due_after_it(
+    store: Store, ledger: Ledger
+) -> None:
+    seed(store, "a@example.org", "b@example.org")
+    ledger.plan(MONDAY_0900, RULES)
+    a, _ = claim_all(ledger)
+    # a is back to pending with a retry; b's worker died holding it.
+    ledger.record("w1", MONDAY_0900, [], [Failure(a, "451", permanent=False)], FINISH)
+    expired = MONDAY_0900 + LEASE + timedelta(seconds=1)
+    assert [c.email for c in ledger.claim("w2", expired, LEASE, 1)] == ["b@example.org"]
+
+
+def test_the_claimable_count_is_what_is_due_and_what_ran_out_of_lease_for_the_readers_asked(
+    store: Store, ledger: Ledger
+) -> None:
+    seed(store, "a@example.org", "b@example.org", "c@example.org")
+    ledger.plan(MONDAY_0900, RULES)
+    ledger.claim("w1", MONDAY_0900, LEASE, 1)  # a is leased
+    (b,) = ledger.claim("w1", MONDAY_0900, LEASE, 1)
+    ledger.record("w1", MONDAY_0900, [], [Failure(b, "451", permanent=False)], FINISH)
+    assert ledger.count_claimable(MONDAY_0900) == 1  # c; b retries in a minute
+    assert ledger.count_claimable(MONDAY_0900 + timedelta(minutes=1)) == 2
+    expired = MONDAY_0900 + LEASE + timedelta(seconds=1)
+    assert ledger.count_claimable(expired) == 3
+    assert ledger.count_claimable(expired, Only(email="A@example.org")) == 1
+    assert ledger.count_claimable(expired, Only(frequency=Frequency.DAILY)) == 0
+
+
 def test_sent_advances_cursor_and_anchor_so_the_same_period_is_not_sent_again(
     store: Store, ledger: Ledger
 ) -> None:
@@ -384,6 +428,27 @@ def test_only_narrows_planning_and_claiming_to_one_frequency_or_address(
     ledger.plan(MONDAY_0900, RULES, Only(email="w@example.org"))
     claims = ledger.claim("w1", MONDAY_0900, LEASE, 10, Only(email="w@example.org"))
     assert [c.email for c in claims] == ["w@example.org"]
+
+
+def test_a_claim_narrowed_to_a_frequency_takes_only_its_readers_deliveries(
+    store: Store, ledger: Ledger
+) -> None:
+    daily = ["d1@example.org", "d2@example.org"]
+    store.add_subscribers(
+        [
+            reader(daily[0], Frequency.DAILY),
+            reader("w@example.org"),
+            reader(daily[1], Frequency.DAILY),
+        ],
+        confirmed=True,
+        now=WEEK_BEFORE,
+    )
+    store.upsert_articles([article(1)], WEEK_BEFORE + timedelta(hours=1))
+    ledger.plan(MONDAY_0900, RULES)
+    assert ledger.count_claimable(MONDAY_0900, Only(frequency=Frequency.DAILY)) == 2
+    claims = ledger.claim("w1", MONDAY_0900, LEASE, 10, Only(frequency=Frequency.DAILY))
+    assert sorted(c.email for c in claims) == daily
+    assert [c.email for c in claim_all(ledger)] == ["w@example.org"]
 
 
 def test_preview_plan_lists_due_readers_and_writes_nothing(store: Store, ledger: Ledger) -> None:
