@@ -519,13 +519,12 @@ class Ledger:
 def _claim_queries(now: datetime, only: Only = EVERYONE) -> tuple[Select[int], ...]:
     """What a claim takes, in turn until it has its batch: leases that ran out (rare: a worker
     died or stalled), oldest first; then pending deliveries, the longest due first, so a due
-    delivery is never passed over for ones planned or retried after it.
+    delivery is never passed over for ones that fell due after it, however many arrive.
 
     Each query walks its own partial index (models.DeliveryRow) in its own order, so its LIMIT
     stops after that many entries: a claim of 500 costs about 8 ms on SQLite at 100k or 1M
     pending. One query over both kinds, by id, sorted every claimable row first: 0.1 s at 100k,
-    0.8 s at 1M. Everyone's claim reads no other table; a run narrowed to some readers asks for
-    theirs by id, which may sort what those readers have due.
+    0.8 s at 1M. Everyone's claim reads no other table (a narrowed one: _of_readers).
     """
     expired = (
         select(D.id)
