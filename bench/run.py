@@ -62,7 +62,7 @@ class Figure:
     wall: float
     cpu: float  # seconds, every sending process
     peak_rss: float | None  # MiB, the largest sending process
-    planned: float | None = None  # seconds from the go to the end of planning
+    counted: float | None = None  # seconds from the go to the run's total counted
     first_batch: float | None = None  # seconds from the go to the first batch recorded
     finished: bool = True
 
@@ -211,7 +211,7 @@ def _measure(
             wall=wall,
             cpu=0.0,
             peak_rss=max((peak for peak in peaks if peak is not None), default=None),
-            planned=since(workloads.PLANNED),
+            counted=since(workloads.COUNTED),
             first_batch=since(workloads.FIRST_BATCH),
             finished=False,
         )
@@ -224,7 +224,7 @@ def _measure(
         wall=max(m.ended for m in measured) - started,
         cpu=sum(m.cpu for m in measured),
         peak_rss=max(m.peak_rss for m in measured),
-        planned=since(workloads.PLANNED),
+        counted=since(workloads.COUNTED),
         first_batch=since(workloads.FIRST_BATCH),
     )
 
@@ -265,13 +265,11 @@ def _report(figures: dict[str, list[Figure]], readers: int) -> None:
             print(
                 f"{'':16} did not finish in {run.wall:.0f} s: {run.sent:,} of {readers:,} recorded"
             )
-        planned = [run.planned for run in runs if run.planned is not None]
+        counted = [run.counted for run in runs if run.counted is not None]
         first = [run.first_batch for run in runs if run.first_batch is not None]
-        if planned and first:
-            per_100k = [p / readers * 100_000 for p in planned]
+        if counted and first:
             print(
-                f"{'':16} planning {_spread(planned, '.2f')} s"
-                f" ({_spread(per_100k, '.2f')} s per 100k readers),"
+                f"{'':16} total counted at {_spread(counted, '.2f')} s,"
                 f" first batch recorded at {_spread(first, '.2f')} s"
             )
 

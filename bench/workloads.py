@@ -99,14 +99,15 @@ class Measured:
 
 
 # What a measured process marks as it goes, in memory its parent reads even after stopping it:
-# time.monotonic() when planning ended and when the first batch was recorded (0: not yet), and
-# the deliveries recorded so far.
-PLANNED, FIRST_BATCH, RECORDED = range(3)
+# time.monotonic() when the run had counted what it will send (its progress total: the run plans
+# as it goes, so this is not the end of planning; bench/planning.py times planning alone) and when
+# the first batch was recorded (0: not yet), and the deliveries recorded so far.
+COUNTED, FIRST_BATCH, RECORDED = range(3)
 Marks = MutableSequence[float]
 
 
 class Timeline:
-    """A send run's Progress, marked: when planning ended, when batches were recorded."""
+    """A send run's Progress, marked: when its total was counted, when batches were recorded."""
 
     def __init__(self, label: str, marks: Marks) -> None:
         self._label = label
@@ -115,7 +116,7 @@ class Timeline:
         self._noted = time.monotonic()
 
     def start(self, total: int) -> None:
-        self._marks[PLANNED] = time.monotonic()
+        self._marks[COUNTED] = time.monotonic()
         self._total = total
 
     def advance(self, count: int) -> None:

@@ -138,6 +138,8 @@ async def _run(
     off_loop: _OffLoop,
 ) -> RunSummary:
     started, summary, note = clock(), RunSummary(), ""
+    if progress is not None:
+        progress.start(await off_loop(ledger.count_due, job.now, job.plan, job.only))
     planning = ledger.planning(job.now, job.plan, job.only)
     batches = _Batches(job, ledger, mail, clock, off_loop, planning)
     # Planning streams: a chunk of readers is planned before each claim, so the first digests go
@@ -146,15 +148,9 @@ async def _run(
     # the CPU waits for the other. Two batches at most are held, so memory stays flat however
     # many readers there are.
     coming: asyncio.Task[_Batch | None] | None = None
-
-    async def total_once_planned() -> None:
-        if progress is not None and batches.total is None and batches.planned:
-            progress.start(await off_loop(batches.count_total))
-
     try:
         batch = await batches.next(should_stop)
         while batch is not None:
-            await total_once_planned()
             coming = batches.prepare(should_stop)
             try:
                 outcomes = await sender.send_many(batch.messages, batch.lease.holds)
@@ -168,7 +164,6 @@ async def _run(
             batch, coming = await coming, None
             if batch is None:  # claimed while that batch was out: what it left may be due now
                 batch = await batches.next(should_stop)
-        await total_once_planned()
     except SmtpConfigError as exc:
         note = str(exc)
         raise
@@ -203,33 +198,25 @@ class _Batches:
         self._job, self._ledger, self._mail = job, ledger, mail
         self._clock, self._off_loop = clock, off_loop
         self._planning = planning
-        self.planned = False  # every due reader has a delivery (or was skipped)
+        self._planned = False  # every due reader has a delivery (or was skipped)
         self.skipped = 0
         self._ready = 0  # planned by this run and not yet claimed, as far as this run knows
-        self.taken = 0  # deliveries claimed by this run
-        self.total: int | None = None  # what the run sends, once planning has ended
-
-    def count_total(self) -> int:
-        """In the worker thread, so no claim falls between the two counts."""
-        self.total = self.taken + self._ledger.count_claimable(self._job.now, self._job.only)
-        return self.total
 
     def _claim(self) -> tuple[datetime, list[Claim]]:
         """In the worker thread: the next claims, planning first until a whole batch is ready
         or every due reader is planned."""
         job = self._job
         while True:
-            while not self.planned and self._ready < job.batch_size:
+            while not self._planned and self._ready < job.batch_size:
                 step = next(self._planning, None)
-                self.planned = step is None
+                self._planned = step is None
                 if step is not None:
                     self._ready += step.pending
                     self.skipped += step.skipped
             claimed_at = self._clock()
             claims = self._ledger.claim(job.owner, claimed_at, job.lease, job.batch_size, job.only)
-            if claims or self.planned:
+            if claims or self._planned:
                 self._ready = max(self._ready - len(claims), 0)
-                self.taken += len(claims)
                 return claimed_at, claims
             self._ready = 0  # another worker took what this one planned: plan on
 

@@ -120,6 +120,17 @@ class Ledger:
         for slot, due in self._due_groups(now, rules, only):
             yield from self._plan_group(slot, due, snapshot, now, rules)
 
+    def count_due(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> int:
+        """What a run at now sends, before it has planned: the deliveries claimable now, and the
+        due readers with news (the ones without are skipped)."""
+        snapshot = self._store.newest_seq(now)
+        waiting = 0
+        for _slot, due in self._due_groups(now, rules, only):
+            with_news = select(func.count()).select_from(due.where(S.cursor < snapshot).subquery())
+            with reading(self.engine) as conn:
+                waiting += conn.scalar(with_news) or 0
+        return waiting + self.count_claimable(now, only)
+
     def preview_plan(
         self, now: datetime, rules: PlanRules, only: Only = EVERYONE
     ) -> Iterator[list[Claim]]:
@@ -192,18 +203,17 @@ class Ledger:
                 ).one_or_none()
                 if last is not None:
                     chunk = chunk.where(key <= tuple_(last.anchor, last.id))
-                made = conn.scalars(
-                    self._deliveries_of(chunk, slot, snapshot, now, rules).returning(D.status)
+                made = conn.execute(
+                    self._deliveries_of(chunk, slot, snapshot, now, rules).returning(
+                        D.subscriber_id, D.status
+                    )
                 ).all()
-                # No mail for an empty window, but the slot is done: advance the anchor only.
-                conn.execute(
-                    update(S)
-                    .where(S.id.in_(chunk.with_only_columns(S.id)), S.cursor >= snapshot)
-                    .values(anchor=slot.at)
-                )
+                skipped = [sid for sid, status in made if status == DeliveryStatus.SKIPPED.value]
+                if skipped:
+                    # No mail for an empty window, but the slot is done: advance the anchor only.
+                    conn.execute(update(S).where(S.id.in_(skipped)).values(anchor=slot.at))
             if made:
-                pending = made.count(DeliveryStatus.PENDING.value)
-                yield Planned(pending=pending, skipped=len(made) - pending)
+                yield Planned(pending=len(made) - len(skipped), skipped=len(skipped))
             if last is None:
                 return
             after = (last.anchor, last.id)
