@@ -188,7 +188,20 @@ def test_two_daemons_on_one_postgresql_database_send_one_digest_per_reader_per_p
     assert sent_rows(postgres_url) == Counter(readers)
 
 
-class Stalled:
+class Around:
+    """A sender around the relay's, for a test to step in as batches go out."""
+
+    def __init__(self, relay: Sender) -> None:
+        self._relay = relay
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class Stalled(Around):
     """A sender whose relay accepts each batch, then stalls before the worker hears back.
 
     `delivered` is set once the relay has the messages; nothing is returned until `resume` is set:
@@ -196,15 +209,9 @@ class Stalled:
     """
 
     def __init__(self, relay: Sender) -> None:
-        self._relay = relay
+        super().__init__(relay)
         self.delivered = asyncio.Event()
         self.resume = asyncio.Event()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
     async def send_many(
         self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool] = lambda _key: True
@@ -407,21 +414,15 @@ def test_a_batch_still_sending_keeps_its_lease_so_no_other_worker_reclaims_it(
     assert sent_rows(database_url) == Counter(["reader@example.org"])
 
 
-class Watched:
+class Watched(Around):
     """A sender that, on its first batch, waits until the worker has the next batch claimed and
     rendered, and notes how many deliveries were claimed each time a batch went on the wire."""
 
     def __init__(self, relay: Sender, claimed: Callable[[], int], rendered: Callable[[], int]):
-        self._relay = relay
+        super().__init__(relay)
         self._claimed = claimed
         self._rendered = rendered
         self.claimed_at_each_send: list[int] = []
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
     async def send_many(
         self, mails: Sequence[Outgoing], still_ours: Callable[[int], bool] = lambda _key: True
