@@ -228,7 +228,9 @@ def serve(
 
     It runs until SIGTERM or SIGINT.
     """
-    daemon.serve(_services(ctx, log_level=logging.INFO), real_clock, host, port)
+    services = _services(ctx, log_level=logging.INFO)
+    options: _RootOptions = ctx.find_root().obj
+    daemon.serve(services, real_clock, host, port, options.log_format)
 
 
 @cli.command("demo")

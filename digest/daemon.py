@@ -13,10 +13,12 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from digest.app import Services
+from digest.config import LogFormat
 from digest.domain import Clock
 from digest.feeds import FeedPoller
 from digest.metrics import Metrics
-from digest.scheduler import Dispatcher, Every, build_scheduler
+from digest.scheduler import Dispatcher, Every, InProcess, Sending, build_scheduler
+from digest.sending_process import SendingProcess
 from digest.stopping import handling, leave_at_once
 from digest.web import create_app
 
@@ -56,8 +58,11 @@ def asgi_app(
     clock: Clock,
     extra_routes: Sequence[BaseRoute] = (),
     extra_jobs: Sequence[Every] = (),
+    sending: Sending | None = None,
 ) -> Starlette:
-    dispatcher = Dispatcher(services, clock)
+    """The daemon's web app, its scheduler started by its lifespan; it sends in this process
+    unless told otherwise (tests drive it so, with a fake clock)."""
+    dispatcher = Dispatcher(sending or InProcess(services), clock)
     health = _Health(services, dispatcher, clock)
     settings = services.settings
 
@@ -110,12 +115,18 @@ def serve(
     clock: Clock,
     host: str,
     port: int,
+    log_format: LogFormat,
     extra_routes: Sequence[BaseRoute] = (),
     extra_jobs: Sequence[Every] = (),
 ) -> None:
-    """Run until SIGTERM or SIGINT; the first finishes in-flight sends, a second exits at once."""
+    """Run until SIGTERM or SIGINT; the first finishes in-flight sends, a second exits at once.
+
+    The sends run in a process of their own, which logs as this one does, so that the pages
+    never wait behind a run for the GIL.
+    """
+    sending = SendingProcess(services.settings, log_format, logging.getLogger().level)
     config = uvicorn.Config(
-        asgi_app(services, clock, extra_routes, extra_jobs),
+        asgi_app(services, clock, extra_routes, extra_jobs, sending),
         host=host,
         port=port,
         lifespan="on",

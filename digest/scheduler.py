@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -28,11 +29,42 @@ class LastRun:
     error: str
 
 
+class Sending(Protocol):
+    """Where a dispatch run's sends happen: in the daemon's process, or in one of their own."""
+
+    async def run(self, now: datetime, clock: Clock) -> RunSummary:
+        """Send what is due at now; a DigestError says why a run failed."""
+
+    def stop(self) -> None:
+        """The run in flight finishes its batch and claims no more; no run follows."""
+
+    async def close(self, finished: bool) -> None:
+        """After the last run: finished says whether it ended before the daemon's patience did."""
+
+
+class InProcess:
+    """Sends in the daemon's own process and on its clock: what tests with a fake clock drive."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._stopping = False
+
+    async def run(self, now: datetime, clock: Clock) -> RunSummary:
+        sent = await self._services.send(now, clock, should_stop=lambda: self._stopping)
+        return sent.summary
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def close(self, finished: bool) -> None:
+        pass
+
+
 class Dispatcher:
     """One dispatch run at a time; stop() lets the batch in flight finish and record."""
 
-    def __init__(self, services: Services, clock: Clock) -> None:
-        self._services = services
+    def __init__(self, sending: Sending, clock: Clock) -> None:
+        self._sending = sending
         self._clock = clock
         self._stopping = False
         self._current: asyncio.Task[object] | None = None
@@ -47,7 +79,7 @@ class Dispatcher:
             return
         self._current = asyncio.current_task()
         try:
-            summary = await self._run()
+            summary = await self._sending.run(self._clock(), self._clock)
         except DigestError as exc:
             log.error("run failed: %s", exc)
             self.last = LastRun(self._clock(), None, str(exc))
@@ -55,19 +87,16 @@ class Dispatcher:
             log.log(logging.DEBUG if summary.idle else logging.INFO, "run: %s", summary.line())
             self.last = LastRun(self._clock(), summary, "")
 
-    async def _run(self) -> RunSummary:
-        sent = await self._services.send(
-            self._clock(), self._clock, should_stop=lambda: self._stopping
-        )
-        return sent.summary
-
     async def stop(self, timeout: float) -> bool:
         """Claim nothing more and wait for the run in flight; False if it outlived timeout."""
         self._stopping = True
-        if not self.running or self._current is None:
-            return True
-        done, _ = await asyncio.wait({self._current}, timeout=timeout)
-        return bool(done)
+        self._sending.stop()
+        finished = True
+        if self.running and self._current is not None:
+            done, _ = await asyncio.wait({self._current}, timeout=timeout)
+            finished = bool(done)
+        await self._sending.close(finished)
+        return finished
 
 
 @dataclass(frozen=True, slots=True)

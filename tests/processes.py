@@ -195,6 +195,30 @@ def running_daemon(
         process.wait()
 
 
+def sending_process(daemon: int) -> int | None:
+    """The child `digest serve` (pid daemon) sends from, found in /proc; None while it has none."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # it ended while we looked
+            continue
+        state, parent = stat.rpartition(")")[2].split()[:2]
+        if int(parent) == daemon and state != "Z" and b"spawn_main" in command:
+            return int(entry.name)
+    return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def healthz(port: int) -> tuple[int, dict[str, Any]]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
         return response.status, json.loads(response.read())

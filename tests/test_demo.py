@@ -33,7 +33,7 @@ from digest.demo import outbox, pages
 from digest.demo.catcher import Catcher, free_port
 from digest.demo.newsroom import Newsroom
 from digest.domain import Frequency
-from digest.scheduler import Dispatcher
+from digest.scheduler import Dispatcher, InProcess
 from digest.store import Store
 
 READERS = ["amara@example.org", "ben@example.org", "chen@example.org", "dana@example.org"]
@@ -268,7 +268,7 @@ def test_each_minute_the_demo_publishes_an_article_and_each_digest_holds_only_wh
     clock = Clock(datetime(2026, 11, 25, 17, 30, tzinfo=UTC))  # a Wednesday
     titles = pool_titles()
     with demo.started(tmp_path, "http://127.0.0.1:8000", clock) as started:
-        dispatcher = Dispatcher(started.services, started.newsroom.now)
+        dispatcher = Dispatcher(InProcess(started.services), started.newsroom.now)
         seen = 0
 
         def minute() -> dict[str, list[str]]:

@@ -26,7 +26,10 @@ ADAPTERS = {
     "render", "rows", "sources", "store", "subscriber_csv", "text", "timezones", "tokens",
 }  # fmt: skip
 PIPELINE = {"dispatch", "feeds", "metrics"}
-EDGES = {"cli", "daemon", "pages", "readers", "reports", "scheduler", "stopping", "web", "demo"}
+EDGES = {
+    "cli", "daemon", "pages", "readers", "reports", "scheduler", "sending_process", "stopping", "web",
+    "demo",
+}  # fmt: skip
 WEB = {"web", "pages", "daemon", "demo.pages"}  # the modules that may import Starlette
 # Each of these libraries is imported by this one module of ours, and no other.
 ONE_MODULE = {

@@ -17,7 +17,7 @@ from digest import database, logs
 from digest.app import Services
 from digest.config import LogFormat, load
 from digest.domain import ArticleDraft, Frequency, SubscriberDraft
-from digest.scheduler import Dispatcher, Every, build_scheduler
+from digest.scheduler import Dispatcher, Every, InProcess, build_scheduler
 
 
 class Clock:
@@ -56,7 +56,7 @@ def test_readers_in_madrid_and_sydney_get_their_daily_digest_at_their_own_0800_a
     ]
     services.store.add_subscribers(readers, confirmed=True, now=at("2026-10-23T12:00"))
     clock = Clock(at("2026-10-23T12:00"))
-    dispatcher = Dispatcher(services, clock)
+    dispatcher = Dispatcher(InProcess(services), clock)
 
     def tick(instant: str) -> list[str]:
         """Publish an article, move the clock, run once; who got mail?"""
@@ -121,7 +121,7 @@ def test_a_scheduled_run_that_sent_logs_one_line_at_info_and_an_idle_one_logs_no
     services.store.upsert_articles(
         [ArticleDraft("https://miasfeed.example/a", "News", "", "General", 2, now)], now
     )
-    dispatcher = Dispatcher(services, Clock(now))
+    dispatcher = Dispatcher(InProcess(services), Clock(now))
     job = Every("dispatch", dispatcher.run, 60)
     asyncio.run(scheduled_once(job))
     assert len(smtp_server.messages) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import signal
 import subprocess
 import urllib.request
@@ -14,10 +15,22 @@ from pathlib import Path
 
 import pytest
 from db_fixtures import seed
-from processes import digest, digest_env, healthz, running_daemon, stop_cleanly, wait_for
+from processes import (
+    alive,
+    deliveries,
+    digest,
+    digest_env,
+    healthz,
+    running_daemon,
+    sending_process,
+    stop_cleanly,
+    wait_for,
+)
 from smtp_server import SmtpServer
+from sqlalchemy import create_engine, select
 
-from digest.domain import Frequency
+from digest.domain import DeliveryStatus, Frequency
+from digest.models import DeliveryRow
 
 DAILY, WEEKLY, MONTHLY = Frequency.DAILY, Frequency.WEEKLY, Frequency.MONTHLY
 
@@ -38,11 +51,28 @@ def daemon(daemon_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], 
         yield started
 
 
+def last_run(port: int) -> object:
+    return healthz(port)[1]["scheduler"]["last_run"]
+
+
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text: str = response.read().decode()
         return text
+
+
+def lease_holders(database_url: str) -> set[int]:
+    """The processes holding the deliveries being sent now (a lease owner is host:pid:nonce)."""
+    engine = create_engine(database_url)
+    sending = select(DeliveryRow.lease_owner).where(
+        DeliveryRow.status == DeliveryStatus.SENDING.value
+    )
+    try:
+        with engine.connect() as conn:
+            return {int(str(owner).split(":")[1]) for owner in conn.scalars(sending)}
+    finally:
+        engine.dispose()
 
 
 def answers(port: int) -> bool:
@@ -141,12 +171,68 @@ def test_a_second_signal_exits_at_once_without_waiting_for_the_batch(
             return isinstance(scheduler, dict) and scheduler["dispatching"] is True
 
         wait_for(dispatching, "a batch in flight")
+        sender = sending_process(process.pid)
+        assert sender is not None
         process.send_signal(signal.SIGTERM)
         wait_for(lambda: "Waiting for application shutdown" in log.read_text(), "a graceful stop")
         assert process.poll() is None  # still waiting for the batch in flight
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 128 + signal.SIGINT
+        wait_for(lambda: not alive(sender), "the sending process to leave with the daemon", 5)
     assert smtp_server.messages == []
+
+
+def test_the_daemon_sends_from_a_process_of_its_own_and_keeps_it_from_run_to_run(
+    daemon_env: dict[str, str], database_url: str, smtp_server: SmtpServer
+) -> None:
+    smtp_server.slow("data", 0.5)
+    with running_daemon(daemon_env) as (process, port):
+        wait_for(lambda: bool(lease_holders(database_url)), "a batch in flight")
+        sender = sending_process(process.pid)
+        assert sender is not None and sender != process.pid
+        assert lease_holders(database_url) == {sender}  # the claims are the child's
+        assert healthz(port)[0] == 200  # while the pages stay with the daemon
+        wait_for(lambda: len(smtp_server.messages) == 3, "three digests")
+        first = last_run(port)
+        wait_for(lambda: last_run(port) != first, "another run")
+        assert sending_process(process.pid) == sender  # one process for every run
+        stop_cleanly(process)
+    assert not alive(sender)
+
+
+def test_a_sending_process_that_dies_mid_run_is_one_logged_line_and_the_next_run_starts_another(
+    daemon_env: dict[str, str], database_url: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    readers = [f"batch{n}@example.org" for n in range(12)]
+    seed(database_url, dict.fromkeys(readers, WEEKLY), [1], imported_at=now,
+         confirmed_at=now - timedelta(days=40))  # fmt: skip
+    env = daemon_env | {"DIGEST_BATCH_SIZE": "2", "DIGEST_SMTP_CONNECTIONS": "1"}
+    smtp_server.slow("data", 0.2)
+    log = tmp_path / "daemon.log"
+    with running_daemon(env, log=log) as (process, port):
+        wait_for(lambda: len(smtp_server.messages) >= 2, "the first digests")
+        killed = sending_process(process.pid)
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: "the sending process ended in the middle of a run" in log.read_text(),
+                 "the run's failure logged")  # fmt: skip
+        wait_for(lambda: sending_process(process.pid) not in (None, killed), "another process")
+        assert healthz(port)[0] == 200
+
+        # What the dead process had claimed waits for its lease; everything else goes out.
+        def only_the_dead_ones_claims_are_left() -> bool:
+            left = {status for _, status in deliveries(database_url)} - {DeliveryStatus.SENT}
+            return left <= {DeliveryStatus.SENDING} and lease_holders(database_url) <= {killed}
+
+        wait_for(only_the_dead_ones_claims_are_left, "the others")
+        stop_cleanly(process)
+    failures = [line for line in log.read_text().splitlines() if "ended in the middle" in line]
+    assert len(failures) == 1 and "Traceback" not in log.read_text()
+    later = (now + timedelta(hours=1)).isoformat()
+    assert digest(env, "send", "--now", later).returncode == 0  # the lease has run out
+    delivered = {r for m in smtp_server.messages for r in m.recipients}
+    assert delivered == {*readers, "r0@example.org", "r1@example.org", "r2@example.org"}
 
 
 def test_the_unsubscribe_link_of_a_sent_digest_opens_a_page_and_one_click_unsubscribes(

@@ -68,6 +68,7 @@ def run(
             newsroom.now,
             host,
             port,
+            log_format,
             routes(demo.mail, settings.site_name, newsroom),
             [Every("publish", newsroom.publish, PUBLISH_SECONDS, at_start=False)],
         )
