@@ -35,6 +35,7 @@ from digest.models import Base
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READ_ONLY = "digest_read_only"  # the execution option reading() sets for the begin event
 PG_CONNECT_TIMEOUT_SECONDS = 10  # an unreachable server is an error, not a hang
 AnyRow = Row[*tuple[Any, ...]]
 
@@ -65,7 +66,10 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a second process waits (busy_timeout) instead
         # of failing half-way with "database is locked" when a read transaction turns into a write.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read takes no lock at all (WAL gives it the last commit), so a reader's page or
+        # /healthz never waits behind a send run's claims and records.
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -79,8 +83,9 @@ def writing(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction: on SQLite it sees the last commit and waits for no writer."""
     with _translated(), engine.connect() as conn:
-        yield conn
+        yield conn.execution_options(**{_READ_ONLY: True})
 
 
 @contextmanager

@@ -25,13 +25,14 @@ from sqlalchemy import (
     select,
     table,
     text,
+    update,
 )
 
 from digest import database
-from digest.domain import DeliveryStatus, Frequency, Schedule, SubscriberStatus
+from digest.domain import ArticleDraft, DeliveryStatus, Frequency, Schedule, SubscriberStatus
 from digest.errors import DatabaseError
 from digest.ledger import Ledger, PlanRules
-from digest.models import Base
+from digest.models import ArticleRow, Base
 from digest.store import Store
 
 # The tables as revision 0002 left them: no email_key yet.
@@ -127,6 +128,27 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == database.SQLITE_BUSY_TIMEOUT_MS
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     engine.dispose()
+
+
+def test_on_sqlite_a_read_sees_the_last_commit_and_does_not_wait_for_a_write_in_flight(
+    tmp_path: Path,
+) -> None:
+    """A reader's page and /healthz read while a send run holds the write lock, as WAL allows."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    store, writer = Store(database.connect(url)), database.connect(url)
+    database.upgrade(writer)
+    now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    store.upsert_articles(
+        [ArticleDraft("https://miasfeed.example/a", "A", "", "News", 2, now)], now
+    )
+    with database.writing(writer) as conn:  # BEGIN IMMEDIATE: SQLite's one write lock is taken
+        conn.execute(update(ArticleRow).values(title="B"))
+        # Before, each read began IMMEDIATE too, and waited here for the 30 s busy timeout.
+        assert store.ping()
+        assert [article.title for article in store.recent_articles(5)] == ["A"]
+    assert [article.title for article in store.recent_articles(5)] == ["B"]
+    store.engine.dispose()
+    writer.dispose()
 
 
 def test_an_unreachable_database_is_one_clear_error() -> None:
