@@ -101,7 +101,14 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+        # A <style> marked data-css-inline="ignore" stays in <head> as written (the templates keep
+        # the font stack there, not on every cell); of the others, only what was not inlined stays.
+        self._inliner = css_inline.CSSInliner(
+            keep_style_tags=True,
+            remove_inlined_selectors=True,
+            keep_at_rules=True,
+            load_remote_stylesheets=False,
+        )
         # Summaries were sanitised at import; again here because this is where they become markup.
         self._summary_html = nh3.Cleaner(
             tags={"p", "br", "a", "em", "strong", "b", "i", "ul", "ol", "li", "blockquote"},

@@ -1,11 +1,15 @@
 """The reader's pages in headless Chromium, on a phone's width and a desktop's, with screenshots.
 
 The app runs over real HTTP as in test_pages (uvicorn in a thread, a real SMTP server, the
-injected clock), on SQLite only: what a browser adds does not depend on the database.
+injected clock), on SQLite only: what a browser adds does not depend on the database. The mails'
+HTML is checked here too, as clients with fewer CSS features than Chromium would show it.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,17 +17,21 @@ from typing import TYPE_CHECKING
 
 import pytest
 from browser import ChromiumUnavailable, _launch_failure, chromium_path, unavailable_action
+from samples import LINKS, SITE
 from smtp_server import SmtpServer
 from sqlalchemy import create_engine
 from starlette.requests import Request
 from starlette.routing import Route
 from test_demo import _mail
 from test_pages import Web, _confirm_path, _web
+from test_render import ARTICLES, DATE, HEAD_FONT_RULE, RECIPIENT
 
 from digest import database
+from digest.config import PROJECT_TEMPLATES
 from digest.demo import pages
 from digest.demo.newsroom import Newsroom
 from digest.domain import Frequency, SubscriberStatus
+from digest.render import Renderer, preview_html
 from digest.store import Store
 from digest.tokens import Purpose
 
@@ -225,6 +233,53 @@ def test_the_demo_outbox_wraps_long_addresses_and_subjects_instead_of_scrolling_
         Steps(page, screenshots, width).shot("demo-outbox")
         for address in (LONG_ADDRESS, UNBROKEN_ADDRESS):
             assert page.get_by_text(address).is_visible()
+    finally:
+        context.close()
+
+
+def mails() -> dict[str, str]:
+    renderer = Renderer(PROJECT_TEMPLATES, SITE)
+    confirmation = renderer.confirmation_message(
+        RECIPIENT, LINKS.unsubscribe, Frequency.WEEKLY, message_id="<c@example.org>", date=DATE
+    )
+    html = email.message_from_bytes(confirmation, policy=email.policy.default).get_body(("html",))
+    assert html is not None
+    return {
+        "digest": preview_html(renderer.digest_body(Frequency.WEEKLY, ARTICLES), LINKS),
+        "confirmation": html.get_content(),
+    }
+
+
+# Outlook for Windows carries no font into a nested table or a heading: Word's own defaults apply
+# there unless a rule names the element itself.
+WORD_DEFAULTS = "<style>table, h1, h2 { font-family: 'Times New Roman', serif; }</style>"
+STYLE_BLOCK = re.compile(r"<style[^>]*>.*?</style>", re.S)
+TEXT_FONTS = """() => [...document.body.querySelectorAll('*')]
+    .filter(e => e.checkVisibility())
+    .filter(e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+    .map(e => e.tagName + ': ' + getComputedStyle(e).fontFamily)"""
+
+
+@pytest.mark.parametrize("mail", ["digest", "confirmation"])
+@pytest.mark.parametrize(
+    "client",
+    ["every style", "no <head> styles (Gmail app, other account)", "no font inheritance (Outlook)"],
+)
+def test_every_text_of_a_mail_is_set_in_the_font_stack_in_any_kind_of_client(
+    chromium: Browser, mail: str, client: str
+) -> None:
+    html = mails()[mail]
+    if client.startswith("no <head>"):
+        html = STYLE_BLOCK.sub("", html)
+    elif client.startswith("no font"):
+        html = html.replace("<head>", f"<head>{WORD_DEFAULTS}", 1)
+    context = chromium.new_context(viewport={"width": 375, "height": 800})
+    page = context.new_page()
+    try:
+        page.set_content(html)
+        fonts = page.evaluate(TEXT_FONTS)
+        assert len(fonts) >= 5  # the texts were found
+        assert [f for f in fonts if not f.endswith(f": {HEAD_FONT_RULE}")] == []
     finally:
         context.close()
 
