@@ -256,6 +256,8 @@ class ArticleDraft:
     category: str
     reading_minutes: int
     published_at: datetime  # UTC
+    image_url: str | None = None  # an https picture on the publisher's site, shown as it is
+    featured: bool = False  # an editor's pick: the lead story and shown first
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +269,8 @@ class Article:
     category: str
     reading_minutes: int
     published_at: datetime  # UTC
+    image_url: str | None = None
+    featured: bool = False
 
 
 @dataclass(frozen=True, slots=True)

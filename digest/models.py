@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -58,6 +60,8 @@ class ArticleRow(Base):
     category: Mapped[str] = mapped_column(String(80))
     reading_minutes: Mapped[int] = mapped_column(Integer)
     published_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    image_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    featured: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     ingested_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

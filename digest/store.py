@@ -54,7 +54,10 @@ ERROR_TEXT_LIMIT = 500  # the longest error text kept on a row
 SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 # Readers who are subscribed or on their way: the others need a new sign-up to change anything.
 SIGNED_UP = frozenset({SubscriberStatus.ACTIVE, SubscriberStatus.PENDING})
-ARTICLE_COLUMNS = (A.id, A.url, A.title, A.summary, A.category, A.reading_minutes, A.published_at)
+ARTICLE_COLUMNS = (
+    A.id, A.url, A.title, A.summary, A.category, A.reading_minutes, A.published_at, A.image_url,
+    A.featured,
+)  # fmt: skip
 SUBSCRIBER_COLUMNS = tuple(S.__table__.c)
 
 
@@ -124,6 +127,8 @@ def _article(row: AnyRow) -> Article:
         category=row.category,
         reading_minutes=row.reading_minutes,
         published_at=row.published_at,
+        image_url=row.image_url,
+        featured=row.featured,
     )
 
 
@@ -532,5 +537,7 @@ def _article_values(draft: ArticleDraft, now: datetime) -> dict[str, object]:
         "category": draft.category,
         "reading_minutes": draft.reading_minutes,
         "published_at": draft.published_at,
+        "image_url": draft.image_url,
+        "featured": draft.featured,
         "updated_at": now,
     }

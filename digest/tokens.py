@@ -21,6 +21,7 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
     CONFIRM = "confirm"
+    DIGEST = "digests"  # the web version of one sent digest: names the delivery, not the reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +51,23 @@ class Tokens:
         self._confirm_max_age = confirm_max_age
 
     def link_token(self, purpose: Purpose, subscriber_id: int, token_version: int) -> str:
-        if purpose is Purpose.CONFIRM:
-            raise ValueError("confirm tokens name an address: use confirm_token")
+        if purpose in (Purpose.CONFIRM, Purpose.DIGEST):
+            raise ValueError(f"{purpose} tokens are made by their own method")
         return self._serializers[purpose].dumps([subscriber_id, token_version])
+
+    def digest_token(self, delivery_id: int, token_version: int) -> str:
+        """The web version's link; token_version is the reader's, so it ends with their others."""
+        return self._serializers[Purpose.DIGEST].dumps([delivery_id, token_version])
+
+    def read_digest(self, token: str) -> tuple[int, int]:
+        """(delivery_id, token_version) of a web version's token; InvalidToken for anything else."""
+        try:
+            payload = self._serializers[Purpose.DIGEST].loads(token)
+        except BadData as exc:
+            raise InvalidToken("this link is not valid") from exc
+        if not _is_ints(payload, 2):
+            raise InvalidToken("this link is not valid")
+        return payload[0], payload[1]
 
     def confirm_token(
         self, subscriber_id: int, token_version: int, email: str, now: datetime

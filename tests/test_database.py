@@ -265,6 +265,26 @@ def test_feed_validators_migrate_up_and_down_keeping_each_feeds_record(database_
     engine.dispose()
 
 
+def test_migration_0006_gives_existing_articles_no_picture_and_no_pick_and_goes_back_in_place(
+    database_url: str,
+) -> None:
+    engine = database.connect(database_url)
+    migrate(engine, command.upgrade, "0005")
+    row = "('https://miasfeed.example/a', 'A', '', 'News', 2, '2026-11-24 06:00:00', "
+    row += "'2026-11-24 06:00:00', '2026-11-24 06:00:00')"
+    columns = "url, title, summary, category, reading_minutes, published_at, ingested_at, updated_at"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO articles ({columns}) VALUES {row}"))
+    migrate(engine, command.upgrade, "0006")
+    store = Store(engine)
+    (kept,) = store.recent_articles(5)
+    assert (kept.title, kept.image_url, kept.featured) == ("A", None, False)
+    migrate(engine, command.downgrade, "0005")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT title FROM articles")).scalar_one() == "A"
+    engine.dispose()
+
+
 def test_migration_0005_swaps_the_claim_indexes_both_ways_in_place_and_claims_what_0004_left(
     database_url: str,
 ) -> None:

@@ -471,6 +471,18 @@ def test_reimporting_an_article_updates_it_in_place(store: Store) -> None:
     assert after[article(1).url].title == "Corrected title"
 
 
+def test_an_articles_picture_and_pick_are_kept_and_read_back(store: Store) -> None:
+    picked = dataclasses.replace(
+        article(1), image_url="https://miasfeed.example/a.jpg", featured=True
+    )
+    store.upsert_articles([picked, article(2)], WEEK_BEFORE)
+    kept = {a.url: (a.image_url, a.featured) for a in store.articles(0, 10)}
+    assert kept == {
+        article(1).url: ("https://miasfeed.example/a.jpg", True),
+        article(2).url: (None, False),
+    }
+
+
 def test_adding_a_known_address_is_reported_and_changes_nothing(store: Store) -> None:
     store.add_subscriber(reader("a@example.org"), confirmed=True, now=WEEK_BEFORE)
     with pytest.raises(DuplicateSubscriber, match=r"a@example\.org"):

@@ -40,6 +40,19 @@ def test_a_token_of_one_purpose_is_invalid_for_another(made_for: Purpose, read_a
         t.read(read_as, t.link_token(made_for, 1, 1), NOW)
 
 
+def test_a_web_version_token_reads_back_as_its_delivery_and_opens_nothing_else() -> None:
+    t = tokens(NEW_KEY)
+    token = t.digest_token(7, 2)
+    assert t.read_digest(token) == (7, 2)
+    for purpose in (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.CONFIRM):
+        with pytest.raises(InvalidToken):
+            t.read(purpose, token, NOW)
+    with pytest.raises(InvalidToken):  # nor does an unsubscribe token open a web version
+        t.read_digest(t.link_token(Purpose.UNSUBSCRIBE, 7, 2))
+    with pytest.raises(InvalidToken):
+        t.read_digest(token[:-1])
+
+
 def test_a_confirm_token_cannot_unsubscribe() -> None:
     t = tokens(NEW_KEY)
     with pytest.raises(InvalidToken):
