@@ -272,7 +272,9 @@ def test_migration_0006_gives_existing_articles_no_picture_and_no_pick_and_goes_
     migrate(engine, command.upgrade, "0005")
     row = "('https://miasfeed.example/a', 'A', '', 'News', 2, '2026-11-24 06:00:00', "
     row += "'2026-11-24 06:00:00', '2026-11-24 06:00:00')"
-    columns = "url, title, summary, category, reading_minutes, published_at, ingested_at, updated_at"
+    columns = (
+        "url, title, summary, category, reading_minutes, published_at, ingested_at, updated_at"
+    )
     with engine.begin() as conn:
         conn.execute(text(f"INSERT INTO articles ({columns}) VALUES {row}"))
     migrate(engine, command.upgrade, "0006")
