@@ -17,7 +17,7 @@ from pathlib import Path
 
 from digest import database, ingest, logs
 from digest.addresses import check_timezone, normalise_address
-from digest.config import LogFormat, Settings, sender_address
+from digest.config import LogFormat, Settings, origin_of, sender_address
 from digest.dispatch import DigestMail, Job, dry_run, run_once
 from digest.domain import (
     EVERYONE,
@@ -121,6 +121,10 @@ class Services:
             sender=s.require_sender(),
             list_id=f"{s.site_name} digest <digest.{self.sender_domain()}>",
         )
+
+    def import_rules(self) -> ingest.ImportRules:
+        s = self.settings
+        return ingest.ImportRules(featured_tags=s.featured_tags, own_origin=origin_of(s.site_url))
 
     def sender_domain(self) -> str:
         """Names our List-Id and Message-IDs."""
@@ -274,11 +278,11 @@ class Services:
 
     def add_article(self, fields: Mapping[str, object], now: datetime) -> tuple[str, bool]:
         """Add one article, or update the one with its URL: (its URL, whether it was new)."""
-        draft = ingest.article_from_fields(dict(fields), now)
+        draft = ingest.article_from_fields(dict(fields), now, rules=self.import_rules())
         return draft.url, bool(self.store.upsert_articles([draft], now).added)
 
     def import_articles(self, source: str, now: datetime) -> Imported:
-        return import_articles(self.store, source, now)
+        return import_articles(self.store, source, now, self.import_rules())
 
     def recent_articles(self, limit: int) -> list[Article]:
         return self.store.recent_articles(limit)

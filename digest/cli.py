@@ -331,6 +331,12 @@ def articles_add(
         int | None, typer.Option(help="Default: estimated from the summary.")
     ] = None,
     published_at: Annotated[str | None, typer.Option(help="ISO 8601 (default: now).")] = None,
+    featured: Annotated[
+        bool,
+        typer.Option(
+            "--featured", help="An editor's pick: it leads the digest and is shown first."
+        ),
+    ] = False,
     now: NowOption = None,
 ) -> None:
     """Add one article, or update the one with the same URL."""
@@ -341,6 +347,7 @@ def articles_add(
         "category": category,
         "reading_minutes": reading_minutes,
         "published_at": published_at,
+        "featured": featured,
     }
     added_url, added = _services(ctx).add_article(fields, _instant(now))
     typer.echo(f"{'added' if added else 'updated'} {added_url}")

@@ -23,7 +23,7 @@ from digest.addresses import check_timezone, normalise_address, parse_frequency
 from digest.domain import WEEKDAYS, Frequency, Schedule
 from digest.errors import ConfigError, InvalidInput
 from digest.ratelimit import Rate
-from digest.text import display_name, is_web_url
+from digest.text import display_name, is_web_url, tag_key
 
 DEFAULT_PATH = Path("config/digest.toml")
 PROJECT_TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -99,6 +99,7 @@ KEYS: tuple[Key, ...] = (
     Key("dispatch_interval_seconds", 60, "how often the daemon plans and sends what is due", bounds=(1, 86400)),
     Key("shutdown_timeout_seconds", 30, "on SIGTERM, how long in-flight sends may take to finish and record", bounds=(1, 3600)),
     Key("feeds", "", "comma-separated feed URLs or file paths (RSS, Atom, JSON Feed or a JSON list) that the daemon imports articles from"),
+    Key("featured_tags", "", "comma-separated categories or tags (in any case) that make an imported article an editor's pick, e.g. \"Editor's pick, Breaking\""),
     Key("feed_poll_seconds", 900, "how often the daemon polls the feeds; an unchanged feed costs a 304, a failed one is tried again next time", bounds=(10, 86400)),
     Key("allowed_origins", "", "comma-separated origins (https://miasfeed.example) whose pages may post the sign-up form; base_url's own origin always may"),
     Key("signup_limit_per_address", 3, "sign-ups (so confirmation mails) per address per hour; more get 429", bounds=(1, 1000)),
@@ -139,6 +140,7 @@ class Settings:
     dispatch_interval: timedelta
     shutdown_timeout: timedelta
     feeds: tuple[str, ...]
+    featured_tags: frozenset[str]  # as text.tag_key gives them
     feed_poll_interval: timedelta
     allowed_origins: frozenset[str]
     signup_limit_per_address: int
@@ -245,6 +247,7 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         dispatch_interval=timedelta(seconds=whole("dispatch_interval_seconds")),
         shutdown_timeout=timedelta(seconds=whole("shutdown_timeout_seconds")),
         feeds=get("feeds", _feeds),
+        featured_tags=frozenset(map(tag_key, get("featured_tags", _comma_list))),
         feed_poll_interval=timedelta(seconds=whole("feed_poll_seconds")),
         allowed_origins=frozenset({origin_of(base_url), *get("allowed_origins", _origins)}),
         signup_limit_per_address=whole("signup_limit_per_address"),

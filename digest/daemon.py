@@ -73,7 +73,7 @@ def asgi_app(
             *extra_jobs,
         ]
         if settings.feeds:
-            poller = FeedPoller(services.store, settings.feeds, clock)
+            poller = FeedPoller(services.store, settings.feeds, clock, services.import_rules())
             jobs.append(
                 Every("poll_feeds", poller.poll, settings.feed_poll_interval.total_seconds())
             )

@@ -29,17 +29,21 @@ class Imported:
     validators: Validators  # of the answer imported, for the next poll to send back
 
 
-def import_articles(store: Store, source: str, now: datetime) -> Imported:
+def import_articles(
+    store: Store, source: str, now: datetime, rules: ingest.ImportRules = ingest.NO_RULES
+) -> Imported:
     """Read, parse and upsert one feed. A feed that cannot be read or parsed raises InvalidInput.
 
     It reads the whole feed: an import by hand sends no validators, so it never gets a 304.
     """
-    return _import(store, source, fetch(source), now)
+    return _import(store, source, fetch(source), now, rules)
 
 
-def _import(store: Store, source: str, fetched: Fetched, now: datetime) -> Imported:
+def _import(
+    store: Store, source: str, fetched: Fetched, now: datetime, rules: ingest.ImportRules
+) -> Imported:
     parsed = ingest.parse_articles(
-        fetched.data, source=display_name(source), now=now, base=fetched.base
+        fetched.data, source=display_name(source), now=now, base=fetched.base, rules=rules
     )
     result = store.upsert_articles(parsed.items, now)
     return Imported(result.added, result.updated, parsed.errors, fetched.validators)
@@ -52,10 +56,17 @@ def failing_too_long(state: FeedState, now: datetime) -> bool:
 class FeedPoller:
     """Polls every configured feed; one that fails is logged and recorded, and the others go on."""
 
-    def __init__(self, store: Store, sources: Sequence[str], clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sources: Sequence[str],
+        clock: Clock,
+        rules: ingest.ImportRules = ingest.NO_RULES,
+    ) -> None:
         self._store = store
         self._sources = tuple(sources)
         self._clock = clock
+        self._rules = rules
 
     async def poll(self) -> None:
         # Each feed in a thread: reading a slow feed and writing articles must not stall the loop.
@@ -90,7 +101,7 @@ class FeedPoller:
         """None when the server answers 304: unchanged since the answer imported last."""
         state = self._store.feed_states([source]).get(source)
         fetched = fetch(source, since=state.validators if state else Validators())
-        return None if fetched is None else _import(self._store, source, fetched, now)
+        return None if fetched is None else _import(self._store, source, fetched, now, self._rules)
 
     def _record(
         self, source: str, now: datetime, error: str | None, validators: Validators | None = None

@@ -14,16 +14,19 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    Boolean,
     Case,
     ColumnElement,
     Connection,
     Engine,
     Select,
+    String,
     and_,
     bindparam,
     case,
     false,
     func,
+    or_,
     select,
     update,
 )
@@ -163,7 +166,11 @@ class Store:
     # -- articles -------------------------------------------------------------------------
 
     def upsert_articles(self, drafts: Sequence[ArticleDraft], now: datetime) -> Upserted:
-        """Insert new URLs and update known ones in place, keeping their place in the sequence."""
+        """Insert new URLs and update known ones in place, keeping their place in the sequence.
+
+        A known article keeps its pick and its picture when a draft brings none: a feed poll
+        never un-features what an editor marked (`articles add --featured`), nor drops a picture.
+        """
         by_url = {draft.url: draft for draft in drafts}
         # Oldest first, so that within one import the ingest sequence follows publication.
         ordered = sorted(by_url.values(), key=lambda draft: draft.published_at)
@@ -177,13 +184,17 @@ class Store:
             if fresh:
                 # Another daemon polling the same feed may insert the same URL first; it wins.
                 conn.execute(insert_ignoring_conflicts(self.engine, A), fresh)
-            changed = [
-                _article_values(d, now) | {"b_url": d.url} for d in ordered if d.url in known
-            ]
+            changed = [_known_article_values(d, now) for d in ordered if d.url in known]
             if changed:
                 conn.execute(
                     update(A)
                     .where(A.url == bindparam("b_url"))
+                    .values(
+                        featured=or_(A.featured, bindparam("b_featured", type_=Boolean)),
+                        image_url=func.coalesce(
+                            bindparam("b_image_url", type_=String), A.image_url
+                        ),
+                    )
                     .execution_options(synchronize_session=False),
                     changed,
                 )
@@ -541,3 +552,10 @@ def _article_values(draft: ArticleDraft, now: datetime) -> dict[str, object]:
         "featured": draft.featured,
         "updated_at": now,
     }
+
+
+def _known_article_values(draft: ArticleDraft, now: datetime) -> dict[str, object]:
+    """The parameters of upsert_articles' UPDATE, whose SET merges the pick and the picture."""
+    values = _article_values(draft, now)
+    featured, image_url = values.pop("featured"), values.pop("image_url")
+    return values | {"b_url": draft.url, "b_featured": featured, "b_image_url": image_url}

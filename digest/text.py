@@ -40,3 +40,8 @@ def is_web_url(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def tag_key(tag: str) -> str:
+    """A category or tag as DIGEST_FEATURED_TAGS matches it: without regard to case or spacing."""
+    return one_line(tag).casefold()

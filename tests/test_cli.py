@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import subprocess
 import sys
 from email.message import EmailMessage
@@ -13,11 +14,13 @@ from pathlib import Path
 import pytest
 from cli_fixtures import CONFIRMED, MONDAY_0900, NEXT_DAY, ROOT, SECRET, Cli, five_articles
 from db_fixtures import snapshot
+from processes import run_entry_point
 from samples import DIGEST_HEADERS
 from smtp_server import SmtpServer
 from sqlalchemy import create_engine, update
 
 from digest.models import SubscriberRow
+from digest.store import Store
 
 
 def parsed(data: bytes) -> EmailMessage:
@@ -431,6 +434,38 @@ def test_articles_add_then_the_same_url_again_updates_instead_of_duplicating(upg
     listed = upgraded("articles", "list").out.strip().splitlines()
     assert len(listed) == 1
     assert "\tFitness\t3 min\tWalk more, daily\t" in listed[0]
+
+
+def test_an_editors_pick_from_articles_add_featured_stays_one_when_a_feed_brings_it_again(
+    tmp_path: Path,
+) -> None:
+    database = f"sqlite:///{tmp_path / 'digest.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")} | {
+        "DIGEST_DATABASE_URL": database,
+        "DIGEST_FEATURED_TAGS": "Editor's pick, Breaking",
+    }
+    picked, tagged, plain = (f"https://miasfeed.example/articles/{n}" for n in "abc")
+    assert run_entry_point("db", "upgrade", env=env).code == 0
+    added = run_entry_point(
+        *("articles", "add", "--url", picked, "--title", "A pick", "--summary", "Read this."),
+        *("--featured", "--now", CONFIRMED),
+        env=env,
+    )
+    assert added.code == 0, added.err
+    feed = tmp_path / "feed.json"
+    feed.write_text(
+        json.dumps(
+            [
+                {"url": picked, "title": "A pick", "category": "Nutrition"},
+                {"url": tagged, "title": "Tagged", "category": "  breaking "},
+                {"url": plain, "title": "Plain", "category": "Nutrition"},
+            ]
+        )
+    )
+    imported = run_entry_point("articles", "import", str(feed), "--now", MONDAY_0900, env=env)
+    assert imported.out.strip() == "added 2, updated 1, skipped 0", imported.err
+    featured = {a.url: a.featured for a in Store(create_engine(database)).recent_articles(10)}
+    assert featured == {picked: True, tagged: True, plain: False}
 
 
 def test_articles_add_refuses_a_non_web_url_with_one_line(upgraded: Cli) -> None:

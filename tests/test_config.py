@@ -170,6 +170,14 @@ def test_a_setting_with_choices_takes_each_of_them_and_no_other_word(key: Key) -
         load(None, {key.env: "other"})
 
 
+def test_featured_tags_are_a_comma_separated_list_matched_without_regard_to_case_or_spaces() -> (
+    None
+):
+    assert load(None, {}).featured_tags == frozenset()
+    settings = load(None, {"DIGEST_FEATURED_TAGS": " Editor's  Pick ,BREAKING,, "})
+    assert settings.featured_tags == {"editor's pick", "breaking"}
+
+
 def test_feeds_are_a_comma_separated_list_of_urls_and_paths() -> None:
     settings = load(None, {"DIGEST_FEEDS": " https://miasfeed.example/rss , feeds/local.json,"})
     assert settings.feeds == ("https://miasfeed.example/rss", "feeds/local.json")

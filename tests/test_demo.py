@@ -116,6 +116,8 @@ def test_the_demo_serves_the_sample_digests_it_sent_and_stops_on_ctrl_c_with_exi
     assert message["List-Unsubscribe"].startswith(f"<{base}/unsubscribe/")
     assert message["Message-ID"]
     assert fetch(f"{base}{link}?raw=1")[2] == raw
+    status, headers, picture = fetch(f"{base}/pictures/sleep.png")  # a sample article's picture
+    assert (status, headers["Content-Type"], picture[:4]) == (200, "image/png", b"\x89PNG")
 
     for outside in (
         "/outbox/..%2fdigest.db",
@@ -311,6 +313,36 @@ def test_each_minute_the_demo_publishes_an_article_and_each_digest_holds_only_wh
         }
         assert started.newsroom.now().date().isoformat() == "2026-12-01"
         assert started.newsroom.left == len(titles) - 6
+
+
+def test_the_demo_serves_its_sample_articles_pictures_itself_and_features_a_few(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(datetime(2026, 11, 25, 17, 30, tzinfo=UTC))
+    url = "http://127.0.0.1:8000"
+    with demo.started(tmp_path, url, clock) as started:
+        newsroom = started.newsroom
+        for _ in range(newsroom.left):
+            asyncio.run(newsroom.publish())
+        articles = started.services.store.recent_articles(100)
+        app = Starlette(routes=pages.routes(started.mail, "Mia's Feed", newsroom))
+    assert len(articles) == 12 + len(pool_titles())
+    pictures = {article.image_url for article in articles if article.image_url}
+    # Most have a picture on the demo's own address; a few have none, and a few are picks.
+    assert 5 < len([a for a in articles if a.image_url]) < len(articles)
+    assert all(picture.startswith(f"{url}/pictures/") for picture in pictures)
+    assert 2 < len([a for a in articles if a.featured]) < len(articles) / 4
+    sizes = []
+    for picture in pictures:
+        answer = asgi_get(app, picture.removeprefix(url))
+        assert answer.status_code == 200, picture
+        assert answer.headers["content-type"] == "image/png"
+        assert answer.content[12:24] == b"IHDR" + (600).to_bytes(4) + (338).to_bytes(4)
+        sizes.append(len(answer.content))
+    assert sum(sizes) < 200_000
+    assert asgi_get(app, "/pictures/%2e%2e/articles.json").status_code == 404
+    # The caught mail may show them: its pages let images load from the demo itself.
+    assert "img-src 'self' data:" in pages.MAIL_HEADERS["Content-Security-Policy"]
 
 
 def test_when_the_sample_articles_run_out_the_demo_publishes_no_more_and_its_calendar_stops(

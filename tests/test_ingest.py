@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import json
 import socket
 from datetime import UTC, datetime
@@ -17,6 +18,9 @@ from digest.ingest import (
     MAX_CATEGORY_CHARS,
     MAX_SUMMARY_CHARS,
     MAX_TITLE_CHARS,
+    MAX_URL_CHARS,
+    NO_RULES,
+    ImportRules,
     estimate_reading_minutes,
     parse_articles,
 )
@@ -538,6 +542,211 @@ def test_sample_articles_parse_cleanly() -> None:
     assert len({item.category for item in parsed.items}) == 5
     assert all(2 <= item.reading_minutes <= 6 for item in parsed.items)
     assert all(item.url.startswith("https://miasfeed.example/articles/") for item in parsed.items)
+
+
+# --- pictures and picks -------------------------------------------------------------------------
+
+PICTURE = "https://miasfeed.example/pictures/a.jpg"
+
+
+def rss_with(item: str, channel: str = "") -> bytes:
+    return f"""<?xml version="1.0"?>
+<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/"><channel><title>t</title>
+{channel}<item><title>A</title><link>https://miasfeed.example/a</link>{item}</item>
+</channel></rss>""".encode()
+
+
+def picture_of(data: bytes, base: str | None = None, rules: ImportRules = NO_RULES) -> str | None:
+    (item,) = parse_articles(data, source="pictures", now=NOW, base=base, rules=rules).items
+    return item.image_url
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ('<media:content url="big.jpg" medium="image"/><media:thumbnail url="t.jpg"/>', "big.jpg"),
+        ('<media:content url="v.mp4" medium="video"/><media:thumbnail url="t.jpg"/>', "t.jpg"),
+        ('<media:content url="c.png" type="image/png"/>', "c.png"),
+        (
+            '<enclosure url="pod.mp3" type="audio/mpeg"/><enclosure url="e.jpg" type="image/jpeg"/>',
+            "e.jpg",
+        ),
+        ('<media:group><media:content url="g.jpg" medium="image"/></media:group>', "g.jpg"),
+        (
+            "<description>&lt;p&gt;Hi &lt;img src='in-text.jpg'&gt;&lt;/p&gt;</description>",
+            "in-text.jpg",
+        ),
+        (
+            '<enclosure url="e.jpg" type="image/jpeg"/><description>&lt;img src="x.jpg"&gt;</description>',
+            "e.jpg",
+        ),
+    ],
+)
+def test_an_rss_items_picture_is_its_media_or_image_enclosure_else_the_first_img(
+    item: str, expected: str
+) -> None:
+    feed = rss_with(item, channel="<link>https://miasfeed.example/</link>")
+    assert picture_of(feed, base=BASE) == f"https://miasfeed.example/news/{expected}"
+
+
+def test_rss_pictures_resolve_against_xml_base_before_the_feed_url() -> None:
+    feed = rss_with('<media:thumbnail url="t.jpg"/>').replace(
+        b"<channel>", b'<channel xml:base="https://cdn.example/img/">'
+    )
+    assert picture_of(feed, base=BASE) == "https://cdn.example/img/t.jpg"
+
+
+def test_an_atom_entrys_picture_is_its_image_enclosure_link_else_the_first_img() -> None:
+    feed = b"""<?xml version="1.0"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:base="https://cdn.example/blog/"><title>t</title>
+<entry><title>A</title><id>1</id><link href="a"/><link rel="enclosure" type="audio/mpeg" href="a.mp3"/>
+<link rel="enclosure" type="image/webp" href="a.webp"/><content type="html">&lt;img src="c.jpg"&gt;</content></entry>
+<entry><title>B</title><id>2</id><link href="b"/><content type="html">&lt;img src="c.jpg"&gt;</content></entry>
+</feed>"""
+    parsed = parse_articles(feed, source="atom.xml", now=NOW, base=BASE)
+    assert [item.image_url for item in parsed.items] == [
+        "https://cdn.example/blog/a.webp",
+        "https://cdn.example/blog/c.jpg",
+    ]
+
+
+def test_a_json_feed_items_picture_is_its_image_else_its_banner_else_the_first_img() -> None:
+    def item(n: int, **fields: str) -> dict[str, str]:
+        return {"id": str(n), "url": f"https://miasfeed.example/{n}", "title": "T", **fields}
+
+    document = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [
+            item(1, image="i.jpg", banner_image="b.jpg"),
+            item(2, image="http://tracker.example/i.jpg", banner_image="b.jpg"),
+            item(3, content_html='<p><img src="c.png"></p>'),
+            item(4, content_text="<img src='c.png'>"),  # plain text, not a picture
+        ],
+    }
+    parsed = parse_articles(json.dumps(document).encode(), source="f.json", now=NOW, base=BASE)
+    assert [item.image_url for item in parsed.items] == [
+        "https://miasfeed.example/news/i.jpg",
+        "https://miasfeed.example/news/b.jpg",
+        "https://miasfeed.example/news/c.png",
+        None,
+    ]
+
+
+def test_a_json_list_entry_may_give_its_picture_else_its_summarys_first_img() -> None:
+    parsed = parse_json(
+        [
+            {"url": "https://miasfeed.example/a", "title": "A", "image": PICTURE},
+            {
+                "url": "https://miasfeed.example/b",
+                "title": "B",
+                "summary": f'<img src="{PICTURE}">',
+            },
+            {"url": "https://miasfeed.example/c", "title": "C", "image": 7},
+        ]
+    )
+    assert [item.image_url for item in parsed.items] == [PICTURE, PICTURE, None]
+    assert parsed.errors == []
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        "http://miasfeed.example/a.jpg",
+        "javascript:alert(1)",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "https://user:secret@miasfeed.example/a.jpg",
+        "https://user@miasfeed.example/a.jpg",
+        "https://miasfeed.example/a picture.jpg",
+        "https://miasfeed.example/a\u2028.jpg",
+        "https://miasfeed.example/" + "a" * MAX_URL_CHARS,
+        "/pictures/a.jpg",  # relative, in a file: nothing to resolve it against
+        "//cdn.example/a.jpg",
+        "ftp://miasfeed.example/a.jpg",
+        "https:///a.jpg",
+    ],
+)
+def test_a_picture_that_is_not_a_plain_https_link_is_dropped_and_the_article_imports(
+    picture: str,
+) -> None:
+    bad = {"url": "https://miasfeed.example/a", "title": "A", "image": picture}
+    good = {"url": "https://miasfeed.example/b", "title": "B", "image": PICTURE}
+    parsed = parse_json([bad, good])
+    assert parsed.errors == []
+    assert [(item.url, item.image_url) for item in parsed.items] == [
+        (bad["url"], None),
+        (good["url"], PICTURE),
+    ]
+    thumbnails = (
+        f'<media:thumbnail url="{html.escape(picture)}"/><media:thumbnail url="{PICTURE}"/>'
+    )
+    assert picture_of(rss_with(thumbnails)) == PICTURE
+
+
+def test_a_bad_picture_gives_way_to_the_next_one_and_tracking_pixels_are_no_pictures() -> None:
+    content = (
+        "<![!x[ a marked section that is none ]]>"  # Python's HTMLParser raises on it
+        '<img src="https://feeds.example/pixel.gif" width="1" height="1">'
+        '<img src="data:image/gif;base64,R0lGOD">'
+        f'<img src="{PICTURE}" width="600">'
+    )
+    item = f'<media:thumbnail url="http://miasfeed.example/t.jpg"/><description>{html.escape(content)}</description>'
+    assert picture_of(rss_with(item)) == PICTURE
+
+
+def test_the_sites_own_origin_may_serve_pictures_over_http_and_no_other_may() -> None:
+    rules = ImportRules(own_origin="http://127.0.0.1:8000")
+    own, other = "http://127.0.0.1:8000/pictures/a.png", "http://127.0.0.1:8001/pictures/a.png"
+    assert picture_of(rss_with(f'<media:thumbnail url="{own}"/>'), rules=rules) == own
+    assert picture_of(rss_with(f'<media:thumbnail url="{other}"/>'), rules=rules) is None
+    assert picture_of(rss_with(f'<media:thumbnail url="{own}"/>')) is None
+
+
+def test_a_picture_url_is_kept_exactly_as_given() -> None:
+    url = "https://cdn.example/a.jpg?w=600&crop=16:9#top"
+    assert picture_of(rss_with(f'<media:thumbnail url="{html.escape(url)}"/>')) == url
+
+
+FEATURED = ImportRules(featured_tags=frozenset({"editor's pick", "breaking"}))
+
+
+def test_a_feed_entry_with_a_category_or_tag_the_settings_name_is_featured() -> None:
+    rss = rss_with("<category>Nutrition</category><category>  EDITOR'S   Pick </category>")
+    (rss_item,) = parse_articles(rss, source="rss", now=NOW, rules=FEATURED).items
+    assert (rss_item.category, rss_item.featured) == ("Nutrition", True)
+    (plain,) = parse_articles(rss, source="rss", now=NOW).items
+    assert not plain.featured
+    document = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "items": [
+            {
+                "id": "1",
+                "url": "https://miasfeed.example/1",
+                "title": "T",
+                "tags": ["x", "Breaking"],
+            },
+            {
+                "id": "2",
+                "url": "https://miasfeed.example/2",
+                "title": "T",
+                "tags": ["Breaking news"],
+            },
+        ],
+    }
+    parsed = parse_articles(json.dumps(document).encode(), source="f", now=NOW, rules=FEATURED)
+    assert [item.featured for item in parsed.items] == [True, False]
+
+
+def test_a_json_list_entry_is_featured_by_its_field_or_its_category() -> None:
+    entries = [
+        {"url": "https://miasfeed.example/a", "title": "A", "featured": True},
+        {"url": "https://miasfeed.example/b", "title": "B", "category": "breaking"},
+        {"url": "https://miasfeed.example/c", "title": "C", "featured": False},
+        {"url": "https://miasfeed.example/d", "title": "D", "featured": "yes"},
+    ]
+    data = json.dumps(entries).encode()
+    parsed = parse_articles(data, source="a.json", now=NOW, rules=FEATURED)
+    assert [item.featured for item in parsed.items] == [True, True, False]
+    assert parsed.errors == [RowError("entry 4", "featured must be true or false")]
 
 
 # --- reading sources ----------------------------------------------------------------------------

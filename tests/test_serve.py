@@ -31,6 +31,7 @@ from sqlalchemy import create_engine, select
 
 from digest.domain import DeliveryStatus, Frequency
 from digest.models import DeliveryRow
+from digest.store import Store
 
 DAILY, WEEKLY, MONTHLY = Frequency.DAILY, Frequency.WEEKLY, Frequency.MONTHLY
 
@@ -133,11 +134,16 @@ def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets(
     daemon_env: dict[str, str], smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     feed = tmp_path / "site-feed.json"
-    feed.write_text(
-        json.dumps([{"url": "https://miasfeed.example/new", "title": "Fresh", "summary": "."}])
-    )
+    # A pick by its category, with a picture on the site's own origin, kept though it is http.
+    picture = "http://miasfeed.example/new.jpg"
+    fresh = {"url": "https://miasfeed.example/new", "title": "Fresh", "summary": "."}
+    feed.write_text(json.dumps([fresh | {"category": "Breaking", "image": picture}]))
     missing = tmp_path / "gone.xml"
-    env = daemon_env | {"DIGEST_FEEDS": f"{feed},{missing}"}
+    env = daemon_env | {
+        "DIGEST_FEEDS": f"{feed},{missing}",
+        "DIGEST_FEATURED_TAGS": "breaking",
+        "DIGEST_SITE_URL": "http://miasfeed.example",
+    }
     log = tmp_path / "daemon.log"
     with running_daemon(env, "--log-format", "json", log=log) as (process, port):
         wait_for(lambda: "Fresh" in digest(env, "articles", "list").stdout, "the feed's article")
@@ -156,6 +162,10 @@ def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets(
     assert any(m.startswith(f"feed {missing} failed, trying again next poll") for m in messages)
     assert daemon_env["DIGEST_SECRET_KEY"] not in log.read_text()
     assert "feeds" in digest(env, "status").stdout.lower()
+    store = Store(create_engine(env["DIGEST_DATABASE_URL"]))
+    polled = {a.url: (a.image_url, a.featured) for a in store.recent_articles(10)}
+    assert polled[fresh["url"]] == (picture, True)
+    store.engine.dispose()
 
 
 def test_a_second_signal_exits_at_once_without_waiting_for_the_batch(

@@ -25,6 +25,7 @@ from digest.domain import (
     next_digest,
 )
 from digest.errors import DuplicateSubscriber, NotFound
+from digest.ingest import MAX_URL_CHARS
 from digest.ledger import Failure, FinishRules, Ledger, Planned, PlanRules
 from digest.models import DeliveryRow
 from digest.store import Outlook, Store
@@ -481,6 +482,34 @@ def test_an_articles_picture_and_pick_are_kept_and_read_back(store: Store) -> No
         article(1).url: ("https://miasfeed.example/a.jpg", True),
         article(2).url: (None, False),
     }
+
+
+def test_a_reimport_never_unfeatures_an_article_nor_drops_its_picture_but_may_add_either(
+    store: Store,
+) -> None:
+    url, picture = article(1).url, "https://miasfeed.example/a.jpg"
+    marked = dataclasses.replace(article(1), featured=True)  # `articles add --featured`
+    store.upsert_articles([marked, article(2)], WEEK_BEFORE)
+    # A feed poll brings both again: 1 untagged and without a picture, 2 tagged and with one.
+    polled = dataclasses.replace(article(2), featured=True, image_url=picture)
+    store.upsert_articles([dataclasses.replace(article(1), title="New title"), polled], MONDAY_0900)
+    kept = {a.url: (a.title, a.image_url, a.featured) for a in store.articles(0, 10)}
+    assert kept == {url: ("New title", None, True), article(2).url: ("Article 2", picture, True)}
+    # Once more without a picture or a tag: each keeps what it had; a new picture replaces one.
+    moved = dataclasses.replace(article(1), image_url="https://miasfeed.example/b.jpg")
+    store.upsert_articles([moved, article(2)], MONDAY_0900)
+    again = {a.url: (a.image_url, a.featured) for a in store.articles(0, 10)}
+    assert again == {url: ("https://miasfeed.example/b.jpg", True), article(2).url: (picture, True)}
+
+
+def test_article_and_picture_urls_at_the_import_cap_fit_their_columns(store: Store) -> None:
+    base = "https://miasfeed.example/"
+    longest = base + "a" * (MAX_URL_CHARS - len(base))
+    store.upsert_articles(
+        [dataclasses.replace(article(1), url=longest, image_url=longest)], WEEK_BEFORE
+    )
+    (stored,) = store.articles(0, 10)
+    assert (stored.url, stored.image_url) == (longest, longest)
 
 
 def test_adding_a_known_address_is_reported_and_changes_nothing(store: Store) -> None:

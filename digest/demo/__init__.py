@@ -139,7 +139,8 @@ def _settings(folder: Path, catcher: Catcher, url: str) -> Settings:
             "DIGEST_SECRET_KEY": secrets.token_urlsafe(32),
             "DIGEST_BASE_URL": url,
             "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
-            "DIGEST_SITE_URL": "https://miasfeed.example",
+            # The demo is the site: the sample articles' pictures are its own, served over http.
+            "DIGEST_SITE_URL": url,
             "DIGEST_DISPATCH_INTERVAL_SECONDS": str(DISPATCH_SECONDS),
         },
     )
@@ -151,10 +152,14 @@ def _seed(services: Services, clock: Clock) -> Newsroom:
     # Readers who confirmed weeks ago, before the articles came in: the daemon's first run, at
     # start, finds every one of them due.
     services.store.add_subscribers(SAMPLE_READERS, confirmed=True, now=now - timedelta(days=40))
-    services.store.upsert_articles(_samples(SAMPLE_ARTICLES, now), now)
-    return Newsroom(services.store, _samples(MORE_ARTICLES, now), clock)
+    services.store.upsert_articles(_samples(services, SAMPLE_ARTICLES, now), now)
+    return Newsroom(services.store, _samples(services, MORE_ARTICLES, now), clock)
 
 
-def _samples(name: str, now: datetime) -> list[ArticleDraft]:
+def _samples(services: Services, name: str, now: datetime) -> list[ArticleDraft]:
+    """The sample articles, their pictures (`/pictures/NAME.png`) on the demo's own address."""
     data = resources.files("digest.samples").joinpath(name).read_bytes()
-    return ingest.parse_articles(data, source=name, now=now).items
+    site = services.settings.site_url
+    return ingest.parse_articles(
+        data, source=name, now=now, base=f"{site}/", rules=services.import_rules()
+    ).items

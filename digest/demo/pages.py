@@ -8,23 +8,29 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from digest.config import PROJECT_TEMPLATES
 from digest.demo import outbox
 from digest.demo.newsroom import Newsroom
 
 DISPATCH_SECONDS = 10  # short, so whatever becomes due (a new article, a reader) goes out soon
-# Caught mail is someone else's HTML: its own inline styles and data: images, nothing fetched.
+SAMPLE_PICTURES = Path(__file__).resolve().parent.parent / "samples" / "pictures"
+# Caught mail is someone else's HTML: its own inline styles and data: images, and nothing
+# fetched but the sample articles' pictures, which the demo serves itself.
 MAIL_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:"
+    ),
     "X-Content-Type-Options": "nosniff",
 }
 
 
 def routes(mail: Path, site_name: str, newsroom: Newsroom) -> Sequence[BaseRoute]:
     """`/`: the caught mail, newest first; `/outbox/NAME`: one mail's HTML part as its reader sees
-    it; `/outbox/NAME.eml` or `?raw=1`: the whole message. Unknown names are 404."""
+    it; `/outbox/NAME.eml` or `?raw=1`: the whole message; `/pictures/NAME.png`: the sample
+    articles' pictures. Unknown names are 404."""
     env = Environment(loader=FileSystemLoader(PROJECT_TEMPLATES / "demo"), autoescape=True)
     listing = env.get_template("outbox.html.j2")
 
@@ -51,4 +57,8 @@ def routes(mail: Path, site_name: str, newsroom: Newsroom) -> Sequence[BaseRoute
             return Response("no such mail in the outbox", 404, media_type="text/plain")
         return HTMLResponse(caught.html.read_bytes(), headers=MAIL_HEADERS)
 
-    return [Route("/", index), Route("/outbox/{name}", one)]
+    return [
+        Route("/", index),
+        Route("/outbox/{name}", one),
+        Mount("/pictures", StaticFiles(directory=SAMPLE_PICTURES), name="pictures"),
+    ]
