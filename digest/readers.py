@@ -1,8 +1,10 @@
-"""What readers do on the web pages: sign up, confirm, unsubscribe, and change their preferences.
+"""What readers do on the web pages: sign up, confirm, unsubscribe, change their preferences, and
+read again the digests they were sent.
 
 Every link is checked here against the reader it names (its purpose's signature, the reader's
-current token_version and, for a confirm link, the address), and every failure is the same
-InvalidToken, so that a page can never tell a stranger which readers exist.
+current token_version and, for a confirm link, the address; for a digest's web version, that the
+digest went out), and every failure is the same InvalidToken, so that a page can never tell a
+stranger which readers exist.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from digest.domain import (
     Frequency,
     NextDigest,
     Schedule,
+    SentDigest,
     Subscriber,
     SubscriberDraft,
     SubscriberStatus,
 )
 from digest.errors import InvalidToken
+from digest.ledger import Ledger
 from digest.mailer import Outgoing, Sender
 from digest.render import Renderer
 from digest.store import Signup, Store
@@ -31,6 +35,7 @@ from digest.tokens import Purpose, Tokens, TokenSubject, address_hash
 
 log = logging.getLogger("digest.readers")
 NOT_VALID = "this link is not valid"
+HISTORY = 10  # the last digests the preferences page lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +79,21 @@ class Readers:
     def __init__(
         self,
         store: Store,
+        ledger: Ledger,
         tokens: Tokens,
         schedule: Schedule,
         max_lateness: timedelta | None,
         clock: Clock,
+        web_version: Callable[[SentDigest], str],
     ) -> None:
+        """web_version renders a digest that went out (Services.web_version)."""
         self._store = store
+        self._ledger = ledger
         self._tokens = tokens
         self._schedule = schedule
         self._max_lateness = max_lateness
         self._clock = clock
+        self._web_version = web_version
 
     def now(self) -> datetime:
         return self._clock()
@@ -123,6 +133,21 @@ class Readers:
         now = self._clock()
         news = reader.cursor < self._store.newest_seq(now)
         return reader.next_digest(now, self._schedule, self._max_lateness, news=news)
+
+    def web_version(self, token: str) -> str:
+        """The HTML of the sent digest a link names, while its reader's links are valid."""
+        delivery_id, token_version = self._tokens.read_digest(token)
+        sent = self._ledger.sent_digest(delivery_id)
+        if sent is None or sent.token_version != token_version:
+            raise InvalidToken(NOT_VALID)
+        return self._web_version(sent)
+
+    def history(self, reader: Subscriber) -> list[tuple[SentDigest, str]]:
+        """The reader's last digests sent, newest first, each with the path of its web version."""
+        return [(sent, self._path(sent)) for sent in self._ledger.history(reader.id, HISTORY)]
+
+    def _path(self, sent: SentDigest) -> str:
+        return f"/{Purpose.DIGEST.value}/{self._tokens.digest_token(sent.delivery_id, sent.token_version)}"
 
     def unsubscribe(self, purpose: Purpose, token: str) -> Subscriber:
         """From the unsubscribe link or from the preferences page: either link may stop the mail."""

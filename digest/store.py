@@ -18,6 +18,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    ScalarSelect,
     Select,
     and_,
     bindparam,
@@ -491,6 +492,15 @@ def _newest(at: datetime) -> Select[int]:
     # Backwards along the primary key to the first article old enough: at the real now that is
     # one row read, where max(id) under the same filter would read every article.
     return select(A.id).where(A.ingested_at <= at).order_by(A.id.desc()).limit(1)
+
+
+def articles_between(
+    after: InstrumentedAttribute[int], upto: InstrumentedAttribute[int]
+) -> ScalarSelect[int]:
+    """How many articles the window (after, upto] holds, as a subquery: the ledger counts each
+    digest's window in the query that lists them. Counted, not upto - after: on PostgreSQL an
+    insert that is rolled back or loses a conflict still takes an id."""
+    return select(func.count()).where(A.id > after, A.id <= upto).scalar_subquery()
 
 
 def is_address(email: str) -> ColumnElement[bool]:

@@ -107,7 +107,15 @@ def _reader_routes(services: Services, clock: Clock, pages: Pages) -> list[BaseR
         RateLimiter(s.signup_limit_per_address, SIGNUP_WINDOW, clock),
         RateLimiter(s.signup_limit_per_client, SIGNUP_WINDOW, clock),
     )
-    readers = Readers(services.store, services.tokens(), s.schedule, s.max_lateness, clock)
+    readers = Readers(
+        services.store,
+        services.ledger,
+        services.tokens(),
+        s.schedule,
+        s.max_lateness,
+        clock,
+        services.web_version,
+    )
     return ReaderPages(readers, pages, confirmations, limits).routes()
 
 
