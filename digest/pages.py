@@ -43,7 +43,7 @@ from digest.domain import (
 )
 from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.ratelimit import RateLimiter
-from digest.readers import ConfirmationMail, Readers
+from digest.readers import ConfirmationMail, Readers, WelcomeMail
 from digest.store import SIGNED_UP
 from digest.timezones import COMMON, LABELS, label
 from digest.tokens import Purpose
@@ -167,12 +167,15 @@ class ReaderPages:
         pages: Pages,
         confirmations: ConfirmationMail,
         limits: tuple[RateLimiter, RateLimiter],
+        welcome: WelcomeMail | None,
     ) -> None:
+        """welcome is None when the welcome mail is turned off (DIGEST_WELCOME)."""
         self._readers = readers
         self._pages = pages
         self._settings = pages.settings
         self._confirmations = confirmations
         self._per_address, self._per_client = limits
+        self._welcome = welcome
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -296,9 +299,8 @@ class ReaderPages:
         form = await _form(request)
         if _field(form, "action") == "resend":
             return await self._resend(_token(request))
-        return await self._confirmed(
-            await run_in_threadpool(self._readers.confirm, _token(request))
-        )
+        activation = await run_in_threadpool(self._readers.confirm, _token(request))
+        return await self._confirmed(activation.reader, welcome=activation.first)
 
     async def _resend(self, token: str) -> Response:
         reader = await run_in_threadpool(
@@ -311,12 +313,20 @@ class ReaderPages:
             return self._too_many(wait)
         return await self._sign_up(SubscriberDraft(reader.email, reader.frequency, reader.timezone))
 
-    async def _confirmed(self, reader: Subscriber) -> Response:
+    async def _confirmed(self, reader: Subscriber, *, welcome: bool = False) -> Response:
+        """welcome: this click made the reader active, so the welcome mail follows (once)."""
+        first_digest = await self._arrival(reader)
+        task = (
+            BackgroundTask(self._welcome.send, reader, first_digest, self._readers.now())
+            if welcome and self._welcome is not None
+            else None
+        )
         return self._pages.render(
             "confirmed",
             "You're subscribed",
+            background=task,
             frequency=reader.frequency.value,
-            first_digest=await self._arrival(reader),
+            first_digest=first_digest,
             preferences_path=self._readers.link(Purpose.PREFERENCES, reader),
         )
 

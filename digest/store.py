@@ -83,6 +83,12 @@ class Signup:
 
 
 @dataclass(frozen=True, slots=True)
+class Activation:
+    reader: Subscriber
+    first: bool  # this confirmation made the reader active: the one a welcome mail follows
+
+
+@dataclass(frozen=True, slots=True)
 class Outlook:
     """When one (frequency, timezone) group's active readers get their next digest."""
 
@@ -309,10 +315,11 @@ class Store:
         token_version: int,
         now: datetime,
         check: Callable[[Subscriber], None] | None = None,
-    ) -> Subscriber | None:
-        """Pending → active, from now on and with nothing older than now; returns the reader.
+    ) -> Activation | None:
+        """Pending → active, from now on and with nothing older than now; returns the reader, and
+        whether this call activated them.
 
-        One statement that leaves any other reader as it is, so confirming twice returns the same
+        One change that leaves any other reader as it is, so confirming twice returns the same
         active reader; None if the link's reader is gone. check sees the reader before the change
         is committed: whatever it raises undoes the change.
         """
@@ -323,6 +330,13 @@ class Store:
 
         newest = func.coalesce(_newest(now).scalar_subquery(), 0)
         with writing(self.engine) as conn:
+            # Read under a row lock on PostgreSQL (on SQLite, BEGIN IMMEDIATE holds the whole
+            # database): of two confirmations at once, only the first finds the reader pending.
+            before = conn.scalar(
+                select(S.status)
+                .where(S.id == subscriber_id, S.token_version == token_version)
+                .with_for_update()
+            )
             reader = self._change(
                 conn,
                 subscriber_id,
@@ -334,9 +348,11 @@ class Store:
                 anchor=once_pending(now, S.anchor),
                 bounces=once_pending(0, S.bounces),
             )
-            if reader is not None and check is not None:
+            if reader is None:
+                return None
+            if check is not None:
                 check(reader)
-        return reader
+        return Activation(reader, first=before == SubscriberStatus.PENDING.value)
 
     def unsubscribe(
         self, subscriber_id: int, token_version: int, now: datetime
