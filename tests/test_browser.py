@@ -286,11 +286,28 @@ def mails() -> dict[str, str]:
     confirmation = renderer.confirmation_message(
         RECIPIENT, LINKS.unsubscribe, Frequency.WEEKLY, message_id="<c@example.org>", date=DATE
     )
-    html = email.message_from_bytes(confirmation, policy=email.policy.default).get_body(("html",))
-    assert html is not None
+    welcome = renderer.welcome_message(
+        RECIPIENT,
+        Frequency.WEEKLY,
+        "every Monday at 08:00, Madrid (Spain) time",
+        "arrives Monday 30 November at 08:00",
+        unsubscribe_url=LINKS.unsubscribe,
+        preferences_url=LINKS.preferences,
+        message_id="<w@example.org>",
+        date=DATE,
+        one_click=True,
+    )
+
+    def html_of(message: bytes) -> str:
+        html = email.message_from_bytes(message, policy=email.policy.default).get_body(("html",))
+        assert html is not None
+        content: str = html.get_content()
+        return content
+
     return {
         "digest": preview_html(renderer.digest_body(Frequency.WEEKLY, ARTICLES), LINKS),
-        "confirmation": html.get_content(),
+        "confirmation": html_of(confirmation),
+        "welcome": html_of(welcome),
     }
 
 
@@ -304,7 +321,7 @@ TEXT_FONTS = """() => [...document.body.querySelectorAll('*')]
     .map(e => e.tagName + ': ' + getComputedStyle(e).fontFamily)"""
 
 
-@pytest.mark.parametrize("mail", ["digest", "confirmation"])
+@pytest.mark.parametrize("mail", ["digest", "confirmation", "welcome"])
 @pytest.mark.parametrize(
     "client",
     ["every style", "no <head> styles (Gmail app, other account)", "no font inheritance (Outlook)"],
