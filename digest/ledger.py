@@ -531,7 +531,7 @@ class Ledger:
         return None if row is None else SentDigest(**row._mapping)
 
     def history(self, subscriber_id: int, limit: int) -> list[SentDigest]:
-        """The reader's last digests sent, newest first, in one query (by ix_deliveries_subscriber_id)."""
+        """The reader's last digests sent, newest first: one query, on their deliveries' index."""
         query = (
             _sent_digests()
             .where(D.subscriber_id == subscriber_id)
