@@ -30,6 +30,7 @@ from digest.domain import (
     RowError,
     Run,
     RunSummary,
+    SentDigest,
     Site,
     Subscriber,
     SubscriberDraft,
@@ -223,6 +224,14 @@ class Services:
         links = mail.links(subscriber.id, subscriber.token_version)
         text = preview_html(body, links) if html else preview_text(body, links)
         return Preview(subscriber, news, text)
+
+    def web_version(self, sent: SentDigest) -> str:
+        """The HTML of a digest as it was mailed: its window's body again, from the articles as
+        they are now, with its reader's own links. Changes nothing."""
+        mail = self.digest_mail()  # one a page: its bodies are not kept beyond it
+        return preview_html(
+            mail.body(*sent.window), mail.links(sent.subscriber_id, sent.token_version)
+        )
 
     def status(self, now: datetime, runs: int) -> Status:
         s = self.settings

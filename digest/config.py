@@ -34,6 +34,7 @@ MIN_SECRET_LENGTH = 32
 MAX_BASE_URL_BYTES = 280
 MAX_RATE = 100_000
 RATE_UNITS = {"s": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
+SWITCH = ("on", "off")
 
 Raw = str | int | float | bool | None
 
@@ -96,6 +97,7 @@ KEYS: tuple[Key, ...] = (
     Key("batch_size", 500, "deliveries claimed, sent and recorded together", bounds=(1, 10000)),
     Key("lease_seconds", 900, "how long a claimed delivery is ours; longer than a whole SMTP transaction", bounds=(60, 86400)),
     Key("confirm_max_age_days", 7, "days a confirmation link stays valid", bounds=(1, 365)),
+    Key("welcome", "on", "whether a reader gets one short welcome mail on confirming: what comes when, with their links", choices=SWITCH),
     Key("dispatch_interval_seconds", 60, "how often the daemon plans and sends what is due", bounds=(1, 86400)),
     Key("shutdown_timeout_seconds", 30, "on SIGTERM, how long in-flight sends may take to finish and record", bounds=(1, 3600)),
     Key("feeds", "", "comma-separated feed URLs or file paths (RSS, Atom, JSON Feed or a JSON list) that the daemon imports articles from"),
@@ -137,6 +139,7 @@ class Settings:
     batch_size: int
     lease: timedelta
     confirm_max_age: timedelta
+    welcome: bool
     dispatch_interval: timedelta
     shutdown_timeout: timedelta
     feeds: tuple[str, ...]
@@ -244,6 +247,7 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         batch_size=whole("batch_size"),
         lease=timedelta(seconds=whole("lease_seconds")),
         confirm_max_age=timedelta(days=whole("confirm_max_age_days")),
+        welcome=get("welcome", _switch),
         dispatch_interval=timedelta(seconds=whole("dispatch_interval_seconds")),
         shutdown_timeout=timedelta(seconds=whole("shutdown_timeout_seconds")),
         feeds=get("feeds", _feeds),
@@ -290,6 +294,12 @@ def _choice(choices: tuple[str, ...]) -> Callable[[Raw], str]:
         return text
 
     return parse
+
+
+def _switch(value: Raw) -> bool:
+    if isinstance(value, bool):  # welcome = false, as TOML writes it
+        return value
+    return _choice(SWITCH)(value) == "on"
 
 
 def _rate(value: Raw) -> Rate | None:

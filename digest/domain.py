@@ -68,6 +68,13 @@ def period_key(frequency: Frequency, local_day: date) -> str:
     return f"{local_day.year}-{local_day.month:02d}"
 
 
+def period_frequency(key: str) -> Frequency:
+    """The frequency whose period a key (as period_key writes it) names."""
+    if "-W" in key:
+        return Frequency.WEEKLY
+    return Frequency.DAILY if key.count("-") == 2 else Frequency.MONTHLY
+
+
 def _slot_day(frequency: Frequency, schedule: Schedule, local_day: date) -> date:
     """The day of the slot in the period that contains local_day."""
     if frequency is Frequency.DAILY:
@@ -299,6 +306,31 @@ class Claim:
     @property
     def window(self) -> tuple[Frequency, int, int]:
         """Claims with the same window get the same body."""
+        return (self.frequency, self.cursor_from, self.cursor_to)
+
+
+@dataclass(frozen=True, slots=True)
+class SentDigest:
+    """A digest that went out, as the ledger keeps it: what its web version renders again and the
+    reader's history lists."""
+
+    delivery_id: int
+    subscriber_id: int
+    token_version: int  # the reader's now: the web version's link must carry it
+    period_key: str
+    cursor_from: int  # exclusive
+    cursor_to: int  # inclusive
+    sent_at: datetime
+    articles: int  # in the window, as the digest counted them
+
+    @property
+    def frequency(self) -> Frequency:
+        """The frequency it went out at, from its period: the reader's may have changed since."""
+        return period_frequency(self.period_key)
+
+    @property
+    def window(self) -> tuple[Frequency, int, int]:
+        """As Claim.window: the same window renders the same body."""
         return (self.frequency, self.cursor_from, self.cursor_to)
 
 

@@ -48,6 +48,7 @@ from digest.domain import (
     Run,
     RunSummary,
     Schedule,
+    SentDigest,
     Slot,
     SubscriberStatus,
     retry_delay,
@@ -55,7 +56,14 @@ from digest.domain import (
 )
 from digest.errors import NotFound
 from digest.models import DeliveryRow, RunRow, SubscriberRow, UtcDateTime
-from digest.store import ERROR_TEXT_LIMIT, SelectT, Store, is_address, narrow
+from digest.store import (
+    ERROR_TEXT_LIMIT,
+    SelectT,
+    Store,
+    articles_between,
+    is_address,
+    narrow,
+)
 
 S, D = SubscriberRow, DeliveryRow
 OUTSTANDING = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
@@ -514,6 +522,25 @@ class Ledger:
         with reading(self.engine) as conn:
             return conn.scalar(query) or 0
 
+    # -- the digests a reader was sent, for their web versions -------------------------------
+
+    def sent_digest(self, delivery_id: int) -> SentDigest | None:
+        """The digest this delivery sent; None if it was not sent, or no longer exists."""
+        with reading(self.engine) as conn:
+            row = conn.execute(_sent_digests().where(D.id == delivery_id)).one_or_none()
+        return None if row is None else SentDigest(**row._mapping)
+
+    def history(self, subscriber_id: int, limit: int) -> list[SentDigest]:
+        """The reader's last digests sent, newest first: one query, on their deliveries' index."""
+        query = (
+            _sent_digests()
+            .where(D.subscriber_id == subscriber_id)
+            .order_by(D.sent_at.desc(), D.id.desc())
+            .limit(limit)
+        )
+        with reading(self.engine) as conn:
+            return [SentDigest(**row._mapping) for row in conn.execute(query)]
+
     def remove_subscriber(self, email: str) -> str:
         """Erase the person, found whatever the case: the subscriber row and every delivery of
         theirs. Returns the address as it was on file."""
@@ -524,6 +551,25 @@ class Ledger:
             conn.execute(delete(D).where(D.subscriber_id == row.id))
             conn.execute(delete(S).where(S.id == row.id))
         return str(row.email)
+
+
+def _sent_digests() -> Select[*tuple[Any, ...]]:
+    """Sent deliveries with what SentDigest holds: their reader's token_version now (a reader
+    who is erased takes their deliveries along) and the count of their window."""
+    return (
+        select(
+            D.id.label("delivery_id"),
+            D.subscriber_id,
+            S.token_version,
+            D.period_key,
+            D.cursor_from,
+            D.cursor_to,
+            D.sent_at,
+            articles_between(D.cursor_from, D.cursor_to).label("articles"),
+        )
+        .join(S, S.id == D.subscriber_id)
+        .where(D.status == DeliveryStatus.SENT.value)
+    )
 
 
 def _claim_queries(now: datetime, only: Only = EVERYONE) -> tuple[Select[int], ...]:

@@ -1,4 +1,5 @@
-"""The reader's pages: sign up, confirm, unsubscribe (RFC 8058 one-click too) and preferences.
+"""The reader's pages: sign up, confirm, unsubscribe (RFC 8058 one-click too), preferences, and the
+web version of each digest sent.
 
 Each route reads the request, makes one call on Readers and picks a page. GET and HEAD never change
 anything (mail scanners open every link); every change is a POST. Bad links of any kind end in the
@@ -8,6 +9,7 @@ one "not valid" page, raised as InvalidToken and turned into a page by the app's
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,10 +32,18 @@ from digest.addresses import (
     normalise_address,
     parse_frequency,
 )
-from digest.domain import Frequency, NextDigest, Site, Subscriber, SubscriberDraft, SubscriberStatus
+from digest.domain import (
+    Frequency,
+    NextDigest,
+    SentDigest,
+    Site,
+    Subscriber,
+    SubscriberDraft,
+    SubscriberStatus,
+)
 from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.ratelimit import RateLimiter
-from digest.readers import ConfirmationMail, Readers
+from digest.readers import ConfirmationMail, Readers, WelcomeMail
 from digest.store import SIGNED_UP
 from digest.timezones import COMMON, LABELS, label
 from digest.tokens import Purpose
@@ -55,6 +65,26 @@ ADDRESS_PROBLEMS = {
     AddressProblem.TOO_LONG: "That address is longer than an email address can be.",
     AddressProblem.OTHER: "That address doesn't look quite right. Please check it for typos.",
 }
+# A digest's web version is the mail's own HTML: its styles are inline (the only kind mail clients
+# keep), its pictures come from the publisher's site, and it runs no script and posts no form.
+WEB_VERSION_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
+        "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Robots-Tag": "noindex",  # a reader's own mail: no search engine is to keep it
+}
+HEAD = re.compile(r"<head\b[^>]*>", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One digest on the preferences page's list of the last ones sent."""
+
+    edition: str
+    date: str
+    articles: str
+    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +167,15 @@ class ReaderPages:
         pages: Pages,
         confirmations: ConfirmationMail,
         limits: tuple[RateLimiter, RateLimiter],
+        welcome: WelcomeMail | None,
     ) -> None:
+        """welcome is None when the welcome mail is turned off (DIGEST_WELCOME)."""
         self._readers = readers
         self._pages = pages
         self._settings = pages.settings
         self._confirmations = confirmations
         self._per_address, self._per_client = limits
+        self._welcome = welcome
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -154,6 +187,7 @@ class ReaderPages:
             Route("/unsubscribe/{token}", self.unsubscribe, methods=["POST"]),
             Route("/preferences/{token}", self.preferences_page, methods=["GET"]),
             Route("/preferences/{token}", self.preferences, methods=["POST"]),
+            Route("/digests/{token}", self.web_version, methods=["GET"]),
         ]
 
     def _same_site(self, request: Request) -> bool:
@@ -265,9 +299,8 @@ class ReaderPages:
         form = await _form(request)
         if _field(form, "action") == "resend":
             return await self._resend(_token(request))
-        return await self._confirmed(
-            await run_in_threadpool(self._readers.confirm, _token(request))
-        )
+        activation = await run_in_threadpool(self._readers.confirm, _token(request))
+        return await self._confirmed(activation.reader, welcome=activation.first)
 
     async def _resend(self, token: str) -> Response:
         reader = await run_in_threadpool(
@@ -280,12 +313,20 @@ class ReaderPages:
             return self._too_many(wait)
         return await self._sign_up(SubscriberDraft(reader.email, reader.frequency, reader.timezone))
 
-    async def _confirmed(self, reader: Subscriber) -> Response:
+    async def _confirmed(self, reader: Subscriber, *, welcome: bool = False) -> Response:
+        """welcome: this click made the reader active, so the welcome mail follows (once)."""
+        first_digest = await self._arrival(reader)
+        task = (
+            BackgroundTask(self._welcome.send, reader, first_digest, self._readers.now())
+            if welcome and self._welcome is not None
+            else None
+        )
         return self._pages.render(
             "confirmed",
             "You're subscribed",
+            background=task,
             frequency=reader.frequency.value,
-            first_digest=await self._arrival(reader),
+            first_digest=first_digest,
             preferences_path=self._readers.link(Purpose.PREFERENCES, reader),
         )
 
@@ -336,6 +377,10 @@ class ReaderPages:
             next_digest="" if stopped else await self._arrival(reader),
             saved=saved,
             error=error,
+            history=[
+                _history_row(sent, path, ZoneInfo(reader.timezone))
+                for sent, path in await run_in_threadpool(self._readers.history, reader)
+            ],
             **self._pages.choices(reader.frequency, reader.timezone, guess_timezone=False),
         )
 
@@ -367,6 +412,21 @@ class ReaderPages:
             return await self._preferences_form(changed)
         saved = f"Saved: a {changed.frequency.value} digest, in {label(changed.timezone)} time."
         return await self._preferences_form(changed, saved=saved)
+
+    async def web_version(self, request: Request) -> Response:
+        """The digest as it was mailed; GET only, and it changes nothing."""
+        html = await run_in_threadpool(self._readers.web_version, _token(request))
+        meta = '<meta name="robots" content="noindex">'
+        page = HEAD.sub(lambda head: head[0] + meta, html, count=1)
+        return HTMLResponse(page, headers=WEB_VERSION_HEADERS)
+
+
+def _history_row(sent: SentDigest, path: str, zone: ZoneInfo) -> HistoryRow:
+    day = sent.sent_at.astimezone(zone)
+    # The edition's words until the mail names its edition: then the mail's own words, the same.
+    edition = f"{sent.frequency.value.capitalize()} · {sent.period_key}"
+    articles = f"{sent.articles} article{'' if sent.articles == 1 else 's'}"
+    return HistoryRow(edition, f"{day:%A} {day.day} {day:%B %Y}", articles, path)
 
 
 def _token(request: Request) -> str:

@@ -1,8 +1,10 @@
-"""What readers do on the web pages: sign up, confirm, unsubscribe, and change their preferences.
+"""What readers do on the web pages: sign up, confirm, unsubscribe, change their preferences, and
+read again the digests they were sent.
 
 Every link is checked here against the reader it names (its purpose's signature, the reader's
-current token_version and, for a confirm link, the address), and every failure is the same
-InvalidToken, so that a page can never tell a stranger which readers exist.
+current token_version and, for a confirm link, the address; for a digest's web version, that the
+digest went out), and every failure is the same InvalidToken, so that a page can never tell a
+stranger which readers exist.
 """
 
 from __future__ import annotations
@@ -15,22 +17,27 @@ from datetime import datetime, timedelta
 
 from digest.addresses import mask_address
 from digest.domain import (
+    WEEKDAYS,
     Clock,
     Frequency,
     NextDigest,
     Schedule,
+    SentDigest,
     Subscriber,
     SubscriberDraft,
     SubscriberStatus,
 )
 from digest.errors import InvalidToken
+from digest.ledger import Ledger
 from digest.mailer import Outgoing, Sender
 from digest.render import Renderer
-from digest.store import Signup, Store
+from digest.store import Activation, Signup, Store
+from digest.timezones import label
 from digest.tokens import Purpose, Tokens, TokenSubject, address_hash
 
 log = logging.getLogger("digest.readers")
 NOT_VALID = "this link is not valid"
+HISTORY = 10  # the last digests the preferences page lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,32 +65,93 @@ class ConfirmationMail:
             date=now,
             expires_days=self.expires_days,
         )
-        async with self.sender() as sender:
-            (outcome,) = await sender.send_many(
-                [Outgoing(0, self.envelope_sender, signup.email, message)]
-            )
-        if outcome.reply is None:
-            log.info("confirmation mail sent to %s", mask_address(signup.email))
-        else:
-            log.warning(
-                "confirmation mail to %s not sent: %s", mask_address(signup.email), outcome.detail
-            )
+        await _send(self.sender, self.envelope_sender, signup.email, message, "confirmation mail")
+
+
+@dataclass(frozen=True, slots=True)
+class WelcomeMail:
+    """Sends the one welcome after a reader confirms: what comes and when, with their links and a
+    digest's List-Unsubscribe headers, since they are subscribed now."""
+
+    renderer: Renderer
+    tokens: Tokens
+    sender: Callable[[], Sender]
+    base_url: str
+    envelope_sender: str
+    message_domain: str
+    schedule: Schedule
+    one_click: bool
+
+    async def send(self, reader: Subscriber, first_digest: str, now: datetime) -> None:
+        """first_digest ends "Your first digest ...", as the confirmed page says it."""
+
+        def link(purpose: Purpose) -> str:
+            return self.base_url + link_path(self.tokens, purpose, reader)
+
+        message = self.renderer.welcome_message(
+            reader.email,
+            reader.frequency,
+            f"{rhythm(reader.frequency, self.schedule)}, {label(reader.timezone)} time",
+            first_digest,
+            unsubscribe_url=link(Purpose.UNSUBSCRIBE),
+            preferences_url=link(Purpose.PREFERENCES),
+            message_id=f"<welcome.{uuid.uuid4().hex}@{self.message_domain}>",
+            date=now,
+            one_click=self.one_click,
+        )
+        # After the answer, as a background task: the reader is active whatever happens here.
+        await _send(self.sender, self.envelope_sender, reader.email, message, "welcome mail")
+
+
+async def _send(
+    sender: Callable[[], Sender], envelope_sender: str, recipient: str, message: bytes, what: str
+) -> None:
+    """Send one mail through the port digests go through, and log one line on how it went."""
+    async with sender() as opened:
+        (outcome,) = await opened.send_many([Outgoing(0, envelope_sender, recipient, message)])
+    if outcome.reply is None:
+        log.info("%s sent to %s", what, mask_address(recipient))
+    else:
+        log.warning("%s to %s not sent: %s", what, mask_address(recipient), outcome.detail)
+
+
+def rhythm(frequency: Frequency, schedule: Schedule) -> str:
+    """When a frequency's digests come, local time: "every Monday at 08:00"."""
+    at = f"at {schedule.send_time:%H:%M}"
+    if frequency is Frequency.DAILY:
+        return f"every day {at}"
+    if frequency is Frequency.WEEKLY:
+        return f"every {WEEKDAYS[schedule.weekly_day].capitalize()} {at}"
+    day = schedule.monthly_day
+    suffix = "th" if 11 <= day <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    shorter = " (or the month's last day)" if day > 28 else ""
+    return f"on the {day}{suffix} of every month{shorter} {at}"
+
+
+def link_path(tokens: Tokens, purpose: Purpose, reader: Subscriber) -> str:
+    """The path of one of a reader's pages, e.g. /preferences/{token}."""
+    return f"/{purpose.value}/{tokens.link_token(purpose, reader.id, reader.token_version)}"
 
 
 class Readers:
     def __init__(
         self,
         store: Store,
+        ledger: Ledger,
         tokens: Tokens,
         schedule: Schedule,
         max_lateness: timedelta | None,
         clock: Clock,
+        web_version: Callable[[SentDigest], str],
     ) -> None:
+        """web_version renders a digest that went out (Services.web_version)."""
         self._store = store
+        self._ledger = ledger
         self._tokens = tokens
         self._schedule = schedule
         self._max_lateness = max_lateness
         self._clock = clock
+        self._web_version = web_version
 
     def now(self) -> datetime:
         return self._clock()
@@ -95,34 +163,49 @@ class Readers:
 
     def link(self, purpose: Purpose, reader: Subscriber) -> str:
         """The path of another of this reader's pages, e.g. preferences from the unsubscribe page."""
-        return (
-            f"/{purpose.value}/{self._tokens.link_token(purpose, reader.id, reader.token_version)}"
-        )
+        return link_path(self._tokens, purpose, reader)
 
     def sign_up(self, draft: SubscriberDraft) -> Signup:
         return self._store.sign_up(draft, self._clock())
 
-    def confirm(self, token: str) -> Subscriber:
-        """Activate the reader; confirming twice is harmless. An unsubscribed reader's old confirm
-        link does not bring them back: that takes a new sign-up."""
+    def confirm(self, token: str) -> Activation:
+        """Activate the reader; confirming twice is harmless (and `first` only the first time).
+        An unsubscribed reader's old confirm link does not bring them back: that takes a new
+        sign-up."""
         subject = self._tokens.read(Purpose.CONFIRM, token, self._clock())
 
         def check(reader: Subscriber) -> None:  # before it is committed: raising undoes it
             if _named(subject, reader).status is not SubscriberStatus.ACTIVE:
                 raise InvalidToken(NOT_VALID)
 
-        return _named(
-            subject,
-            self._store.activate(
-                subject.subscriber_id, subject.token_version, self._clock(), check
-            ),
+        activation = self._store.activate(
+            subject.subscriber_id, subject.token_version, self._clock(), check
         )
+        if activation is None:
+            raise InvalidToken(NOT_VALID)
+        return activation
 
     def next_digest(self, reader: Subscriber) -> NextDigest | None:
         """When the reader's next digest goes out, as `digest status` and `preview` say it."""
         now = self._clock()
         news = reader.cursor < self._store.newest_seq(now)
         return reader.next_digest(now, self._schedule, self._max_lateness, news=news)
+
+    def web_version(self, token: str) -> str:
+        """The HTML of the sent digest a link names, while its reader's links are valid."""
+        delivery_id, token_version = self._tokens.read_digest(token)
+        sent = self._ledger.sent_digest(delivery_id)
+        if sent is None or sent.token_version != token_version:
+            raise InvalidToken(NOT_VALID)
+        return self._web_version(sent)
+
+    def history(self, reader: Subscriber) -> list[tuple[SentDigest, str]]:
+        """The reader's last digests sent, newest first, each with the path of its web version."""
+        return [(sent, self._path(sent)) for sent in self._ledger.history(reader.id, HISTORY)]
+
+    def _path(self, sent: SentDigest) -> str:
+        token = self._tokens.digest_token(sent.delivery_id, sent.token_version)
+        return f"/{Purpose.DIGEST.value}/{token}"
 
     def unsubscribe(self, purpose: Purpose, token: str) -> Subscriber:
         """From the unsubscribe link or from the preferences page: either link may stop the mail."""

@@ -259,3 +259,48 @@ class Renderer:
 
     def _part(self, body: str, *, is_html: bool) -> Part:
         return Part.cut(body, self._placeholders, is_html=is_html, link_room=self.link_room)
+
+    def welcome_message(
+        self,
+        recipient: str,
+        frequency: Frequency,
+        rhythm: str,
+        first_digest: str,
+        *,
+        unsubscribe_url: str,
+        preferences_url: str,
+        message_id: str,
+        date: datetime,
+        one_click: bool,
+    ) -> bytes:
+        """The one welcome after confirming: rhythm says when digests come ("every Monday at
+        08:00, Madrid (Spain) time"), first_digest ends "Your first digest ..."."""
+        subject = f"Welcome to the {frequency.value} digest from {self.site.name}"
+        context = {
+            "site": self.site,
+            "subject": subject,
+            "frequency": frequency.value,
+            "rhythm": rhythm,
+            "first_digest": first_digest,
+            "unsubscribe_url": unsubscribe_url,
+            "preferences_url": preferences_url,
+        }
+        html_body = self._inliner.inline(
+            self._env.get_template("email/welcome.html.j2").render(context)
+        )
+        text_body = self._env.get_template("email/welcome.txt.j2").render(context)
+        # The reader is subscribed now: List-Unsubscribe as on every digest (RFC 8058).
+        headers = [
+            self._from,
+            structured("To", recipient),
+            unstructured("Subject", subject),
+            structured("Date", format_datetime(date)),
+            structured("Message-ID", message_id),
+            self._list_id,
+            structured("List-Unsubscribe", f"<{unsubscribe_url}>"),
+        ]
+        if one_click:
+            headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+        text_part = Part.cut(text_body, (), is_html=False, link_room=0)
+        html_part = Part.cut(html_body, (), is_html=True, link_room=0)
+        return assemble(headers, text_part.encode(), html_part.encode())

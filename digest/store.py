@@ -19,6 +19,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    ScalarSelect,
     Select,
     String,
     and_,
@@ -82,6 +83,12 @@ class Signup:
     token_version: int
     email: str  # as first typed: the confirmation goes there, whichever case this sign-up used
     confirm: bool  # False for a reader who is already active: no mail, and the same answer
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    reader: Subscriber
+    first: bool  # this confirmation made the reader active: the one a welcome mail follows
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,10 +326,11 @@ class Store:
         token_version: int,
         now: datetime,
         check: Callable[[Subscriber], None] | None = None,
-    ) -> Subscriber | None:
-        """Pending → active, from now on and with nothing older than now; returns the reader.
+    ) -> Activation | None:
+        """Pending → active, from now on and with nothing older than now; returns the reader, and
+        whether this call activated them.
 
-        One statement that leaves any other reader as it is, so confirming twice returns the same
+        One change that leaves any other reader as it is, so confirming twice returns the same
         active reader; None if the link's reader is gone. check sees the reader before the change
         is committed: whatever it raises undoes the change.
         """
@@ -333,6 +341,13 @@ class Store:
 
         newest = func.coalesce(_newest(now).scalar_subquery(), 0)
         with writing(self.engine) as conn:
+            # Read under a row lock on PostgreSQL (on SQLite, BEGIN IMMEDIATE holds the whole
+            # database): of two confirmations at once, only the first finds the reader pending.
+            before = conn.scalar(
+                select(S.status)
+                .where(S.id == subscriber_id, S.token_version == token_version)
+                .with_for_update()
+            )
             reader = self._change(
                 conn,
                 subscriber_id,
@@ -344,9 +359,11 @@ class Store:
                 anchor=once_pending(now, S.anchor),
                 bounces=once_pending(0, S.bounces),
             )
-            if reader is not None and check is not None:
+            if reader is None:
+                return None
+            if check is not None:
                 check(reader)
-        return reader
+        return Activation(reader, first=before == SubscriberStatus.PENDING.value)
 
     def unsubscribe(
         self, subscriber_id: int, token_version: int, now: datetime
@@ -502,6 +519,15 @@ def _newest(at: datetime) -> Select[int]:
     # Backwards along the primary key to the first article old enough: at the real now that is
     # one row read, where max(id) under the same filter would read every article.
     return select(A.id).where(A.ingested_at <= at).order_by(A.id.desc()).limit(1)
+
+
+def articles_between(
+    after: InstrumentedAttribute[int], upto: InstrumentedAttribute[int]
+) -> ScalarSelect[int]:
+    """How many articles the window (after, upto] holds, as a subquery: the ledger counts each
+    digest's window in the query that lists them. Counted, not upto - after: on PostgreSQL an
+    insert that is rolled back or loses a conflict still takes an id."""
+    return select(func.count()).where(A.id > after, A.id <= upto).scalar_subquery()
 
 
 def is_address(email: str) -> ColumnElement[bool]:

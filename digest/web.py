@@ -1,9 +1,9 @@
 """The Starlette app: health and metrics for operators, the reader's pages, and what guards them all.
 
-The web side builds itself from the Services: the pages, the readers' verbs, the sign-up limits and
-the confirmation mail. Routes live beside their callers (pages.py for readers); here are the pieces
-every response shares: security headers, and error handlers that turn a bad link, a database
-outage or a bug into a page with no traceback on it.
+The web side builds itself from the Services: the pages, the readers' verbs, the sign-up limits,
+the confirmation and welcome mails. Routes live beside their callers (pages.py for readers); here
+are the pieces every response shares: security headers, and error handlers that turn a bad link, a
+database outage or a bug into a page with no traceback on it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from digest.domain import Clock
 from digest.errors import DatabaseError, ExpiredToken, InvalidToken
 from digest.pages import Pages, PageSettings, ReaderPages
 from digest.ratelimit import RateLimiter
-from digest.readers import ConfirmationMail, Readers
+from digest.readers import ConfirmationMail, Readers, WelcomeMail
 
 log = logging.getLogger("digest.web")
 SIGNUP_WINDOW = timedelta(hours=1)
@@ -107,8 +107,28 @@ def _reader_routes(services: Services, clock: Clock, pages: Pages) -> list[BaseR
         RateLimiter(s.signup_limit_per_address, SIGNUP_WINDOW, clock),
         RateLimiter(s.signup_limit_per_client, SIGNUP_WINDOW, clock),
     )
-    readers = Readers(services.store, services.tokens(), s.schedule, s.max_lateness, clock)
-    return ReaderPages(readers, pages, confirmations, limits).routes()
+    welcome = WelcomeMail(
+        services.renderer(),
+        services.tokens(),
+        services.sender,
+        base_url=s.base_url,
+        envelope_sender=sender_address(s.require_sender()),
+        message_domain=services.sender_domain(),
+        schedule=s.schedule,
+        one_click=s.one_click,
+    )
+    readers = Readers(
+        services.store,
+        services.ledger,
+        services.tokens(),
+        s.schedule,
+        s.max_lateness,
+        clock,
+        services.web_version,
+    )
+    return ReaderPages(
+        readers, pages, confirmations, limits, welcome if s.welcome else None
+    ).routes()
 
 
 def create_app(

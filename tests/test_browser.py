@@ -11,7 +11,7 @@ import email
 import email.policy
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,12 +25,13 @@ from starlette.routing import Route
 from test_demo import _mail
 from test_pages import Web, _confirm_path, _web
 from test_render import ARTICLES, DATE, HEAD_FONT_RULE, RECIPIENT
+from test_web_version import record_sent
 
 from digest import database
 from digest.config import PROJECT_TEMPLATES
 from digest.demo import pages
 from digest.demo.newsroom import Newsroom
-from digest.domain import Frequency, SubscriberStatus
+from digest.domain import ArticleDraft, Frequency, SubscriberDraft, SubscriberStatus
 from digest.render import Renderer, preview_html
 from digest.store import Store
 from digest.tokens import Purpose
@@ -198,6 +199,49 @@ LONG_ADDRESS = "florence.nightingale.mary.seacole.volunteers@regional-health-tru
 UNBROKEN_ADDRESS = f"{'x' * 60}@{'y' * 60}.example.org"
 
 
+@pytest.mark.parametrize(("width", "height"), [(375, 800), (1280, 900)], ids=["375px", "1280px"])
+def test_the_preferences_history_and_a_digests_web_version_fit_the_screen_in_chromium(
+    chromium: Browser, screenshots: Path, sqlite_web: Web, width: int, height: int
+) -> None:
+    from playwright.sync_api import expect
+
+    web = sqlite_web
+    draft = SubscriberDraft(LONG_ADDRESS, Frequency.WEEKLY, BROWSER_TIMEZONE)
+    web.store.add_subscriber(draft, confirmed=True, now=datetime(2026, 11, 1, tzinfo=UTC))
+    mondays = [datetime(2026, 11, 23, 13, 0, tzinfo=UTC) + timedelta(weeks=n) for n in range(3)]
+    for number, monday in enumerate(mondays, start=2):
+        article = ArticleDraft(
+            url=f"https://miasfeed.example/articles/{'a-long-slug-' * 8}{number}",
+            title=f"Week {number}: what a year of {'walking, ' * 6}sleeping and eating well does",
+            summary="<p>A study of " + "very " * 40 + "many readers.</p>",
+            category="Medical News & Research",
+            reading_minutes=4,
+            published_at=monday - timedelta(days=1),
+        )
+        web.store.upsert_articles([article], monday - timedelta(hours=1))
+        assert len(record_sent(web.services, monday)) == 1
+    context = chromium.new_context(
+        base_url=web.base_url, viewport={"width": width, "height": height}, locale="en-GB"
+    )
+    context.set_default_timeout(PATIENCE_MS)
+    page = context.new_page()
+    steps = Steps(page, screenshots, width)
+    try:
+        page.goto(web.link(Purpose.PREFERENCES, web.reader(LONG_ADDRESS)))
+        expect(page.get_by_role("heading", name="Your last digests")).to_be_visible()
+        history = page.locator(".history li")
+        expect(history).to_have_count(3)
+        expect(history.first).to_contain_text("Weekly · 2026-W50")
+        steps.shot("preferences-with-history")
+
+        history.nth(1).get_by_role("link").click()
+        expect(page.get_by_role("link", name="Week 3:").first).to_be_visible()
+        expect(page.get_by_role("link", name="Week 4:")).to_have_count(0)
+        steps.shot("web-version")
+    finally:
+        context.close()
+
+
 def outbox_page(folder: Path) -> str:
     """The demo's outbox page, rendered by its route without an event loop (Playwright has one)."""
     newsroom = Newsroom(Store(create_engine("sqlite://")), [], lambda: datetime.now(UTC))
@@ -242,11 +286,28 @@ def mails() -> dict[str, str]:
     confirmation = renderer.confirmation_message(
         RECIPIENT, LINKS.unsubscribe, Frequency.WEEKLY, message_id="<c@example.org>", date=DATE
     )
-    html = email.message_from_bytes(confirmation, policy=email.policy.default).get_body(("html",))
-    assert html is not None
+    welcome = renderer.welcome_message(
+        RECIPIENT,
+        Frequency.WEEKLY,
+        "every Monday at 08:00, Madrid (Spain) time",
+        "arrives Monday 30 November at 08:00",
+        unsubscribe_url=LINKS.unsubscribe,
+        preferences_url=LINKS.preferences,
+        message_id="<w@example.org>",
+        date=DATE,
+        one_click=True,
+    )
+
+    def html_of(message: bytes) -> str:
+        html = email.message_from_bytes(message, policy=email.policy.default).get_body(("html",))
+        assert html is not None
+        content: str = html.get_content()
+        return content
+
     return {
         "digest": preview_html(renderer.digest_body(Frequency.WEEKLY, ARTICLES), LINKS),
-        "confirmation": html.get_content(),
+        "confirmation": html_of(confirmation),
+        "welcome": html_of(welcome),
     }
 
 
@@ -260,7 +321,7 @@ TEXT_FONTS = """() => [...document.body.querySelectorAll('*')]
     .map(e => e.tagName + ': ' + getComputedStyle(e).fontFamily)"""
 
 
-@pytest.mark.parametrize("mail", ["digest", "confirmation"])
+@pytest.mark.parametrize("mail", ["digest", "confirmation", "welcome"])
 @pytest.mark.parametrize(
     "client",
     ["every style", "no <head> styles (Gmail app, other account)", "no font inheritance (Outlook)"],

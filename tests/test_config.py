@@ -229,3 +229,14 @@ def test_shipped_config_file_is_generated_from_the_settings_table() -> None:
     from digest.config import example_toml
 
     assert (ROOT / "config" / "digest.toml").read_text() == example_toml() + "\n"
+
+
+def test_the_welcome_mail_is_on_unless_turned_off_in_either_word(tmp_path: Path) -> None:
+    assert load(None, {}).welcome
+    assert not load(None, {"DIGEST_WELCOME": "Off"}).welcome
+    file = tmp_path / "digest.toml"
+    file.write_text("welcome = false\n")  # as TOML writes a switch
+    assert not load(file, {}).welcome
+    file.write_text('welcome = "off"\n')
+    assert not load(file, {}).welcome
+    assert load(file, {"DIGEST_WELCOME": "on"}).welcome

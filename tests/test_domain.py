@@ -19,6 +19,7 @@ from digest.domain import (
     latest_slot,
     next_digest,
     next_slot,
+    period_frequency,
     period_key,
     retry_delay,
 )
@@ -49,10 +50,11 @@ def utc(text: str) -> datetime:
         (M, date(2028, 2, 29), "2028-02"),
     ],
 )
-def test_period_key_names_the_period_of_a_local_day(
+def test_period_key_names_the_period_of_a_local_day_and_the_key_its_frequency(
     frequency: Frequency, day: date, key: str
 ) -> None:
     assert period_key(frequency, day) == key
+    assert period_frequency(key) is frequency
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -28,7 +30,7 @@ from digest.errors import DuplicateSubscriber, NotFound
 from digest.ingest import MAX_URL_CHARS
 from digest.ledger import Failure, FinishRules, Ledger, Planned, PlanRules
 from digest.models import DeliveryRow
-from digest.store import Outlook, Store
+from digest.store import Outlook, Signup, Store
 
 MONDAY_0900 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 WEEK_BEFORE = MONDAY_0900 - timedelta(days=7)
@@ -565,6 +567,30 @@ def test_a_sign_up_in_another_case_is_the_same_reader_by_the_databases_unique_ke
         False,
     )
     assert len(list(store.subscribers())) == 1
+
+
+def test_of_two_confirmations_only_the_first_activates_even_at_once(store: Store) -> None:
+    # At the same instant, so that nothing but the reader's status before can tell them apart.
+    signup = store.sign_up(reader("twice@example.org"), WEEK_BEFORE)
+    first = store.activate(signup.subscriber_id, signup.token_version, MONDAY_0900)
+    again = store.activate(signup.subscriber_id, signup.token_version, MONDAY_0900)
+    assert first is not None and again is not None
+    assert (first.first, again.first) == (True, False)
+    assert first.reader == again.reader
+    # Two clicks racing each other: one of them finds the reader pending, never both.
+    for n in range(5):
+        racing = store.sign_up(reader(f"race{n}@example.org"), WEEK_BEFORE)
+        start = threading.Barrier(2)
+
+        def click(racing: Signup = racing, start: threading.Barrier = start) -> bool:
+            start.wait()
+            activation = store.activate(racing.subscriber_id, racing.token_version, MONDAY_0900)
+            assert activation is not None
+            return activation.first
+
+        with ThreadPoolExecutor(2) as pool:
+            clicks = [pool.submit(click) for _ in range(2)]
+            assert sorted(c.result() for c in clicks) == [False, True]
 
 
 def test_remove_preview_and_a_run_for_one_address_find_the_reader_whatever_the_case(
