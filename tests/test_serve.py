@@ -129,7 +129,7 @@ def test_sigterm_mid_batch_exits_0_and_a_restart_delivers_the_rest_once_each(
     assert delivered == sorted([*readers, "r0@example.org", "r1@example.org", "r2@example.org"])
 
 
-def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets(
+def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets_and_one_warning(
     daemon_env: dict[str, str], smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     feed = tmp_path / "site-feed.json"
@@ -156,6 +156,9 @@ def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets(
     assert any(m.startswith(f"feed {missing} failed, trying again next poll") for m in messages)
     assert daemon_env["DIGEST_SECRET_KEY"] not in log.read_text()
     assert "feeds" in digest(env, "status").stdout.lower()
+    # No DIGEST_POSTAL_ADDRESS: said once when the daemon starts, not once per run.
+    warned = [e for e in entries if "(DIGEST_POSTAL_ADDRESS) is not set" in e["message"]]
+    assert [(e["level"], e["logger"]) for e in warned] == [("warning", "digest.daemon")]
 
 
 def test_a_second_signal_exits_at_once_without_waiting_for_the_batch(
