@@ -104,7 +104,9 @@ class Services:
     def renderer(self) -> Renderer:
         if self._renderer is None:
             s = self.settings
-            self._renderer = Renderer(s.templates_dir, self.site(), max_articles=s.max_articles)
+            self._renderer = Renderer(
+                s.templates_dir, self.site(), subjects=s.subjects, max_articles=s.max_articles
+            )
         return self._renderer
 
     def tokens(self) -> Tokens:
@@ -120,6 +122,8 @@ class Services:
             url=s.site_url,
             sender=s.require_sender(),
             list_id=f"{s.site_name} digest <digest.{self.sender_domain()}>",
+            postal_address=s.postal_address,
+            disclaimer=s.disclaimer,
         )
 
     def sender_domain(self) -> str:
@@ -208,14 +212,22 @@ class Services:
         return self.ledger.count_claimable(now, only)
 
     def preview(self, email: str, now: datetime, *, html: bool) -> Preview:
-        """The digest this reader would get at now, in either part; changes nothing."""
+        """The digest this reader would get at now, in either part; changes nothing.
+
+        Its edition is that of the reader's next digest; it has no web version yet (that is made
+        for a delivery), so the preview leaves out the "View in browser" links.
+        """
+        s = self.settings
         subscriber = self.store.find_subscriber(normalise_address(email))
         newest = self.store.newest_seq(now)
         news = subscriber.cursor < newest
-        if subscriber.status is not SubscriberStatus.ACTIVE or not news:
+        next_one = subscriber.next_digest(now, s.schedule, s.max_lateness, news=news)
+        if next_one is None or not news:
             return Preview(subscriber, news, None)
         mail = self.digest_mail()
-        body = mail.body(subscriber.frequency, subscriber.cursor, newest)
+        body = mail.body(
+            subscriber.frequency, subscriber.cursor, newest, next_one.slot.key, web_version=False
+        )
         links = mail.links(subscriber.id, subscriber.token_version)
         text = preview_html(body, links) if html else preview_text(body, links)
         return Preview(subscriber, news, text)

@@ -407,6 +407,8 @@ class Site:
     url: str
     sender: str  # the From header value, e.g. "Mia's Feed <digest@example.org>"
     list_id: str  # the List-Id header value, e.g. "Mia's Feed digest <digest.example.org>"
+    postal_address: str | None = None  # the sender's, in every digest's footer (CAN-SPAM)
+    disclaimer: str | None = None  # a line in every digest's footer
 
 
 @dataclass(frozen=True, slots=True)

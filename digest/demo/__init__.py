@@ -140,6 +140,7 @@ def _settings(folder: Path, catcher: Catcher, url: str) -> Settings:
             "DIGEST_BASE_URL": url,
             "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
             "DIGEST_SITE_URL": "https://miasfeed.example",
+            "DIGEST_DISCLAIMER": "Mia's Feed shares news, not medical advice",
             "DIGEST_DISPATCH_INTERVAL_SECONDS": str(DISPATCH_SECONDS),
         },
     )
