@@ -118,7 +118,7 @@ def preview_text(body: DigestBody, links: Links) -> str:
     return body.text.fill(body.urls(links))
 
 
-def in_order(articles: Sequence[Article]) -> list[Article]:
+def _in_order(articles: Sequence[Article]) -> list[Article]:
     """The lead story, then the other editor's picks, then the rest; each newest first as given.
 
     The lead is the newest pick, or the newest article when there is no pick.
@@ -197,7 +197,7 @@ class Renderer:
             "preferences_url": self._placeholders[1],
             "web_version_url": self._placeholders[2] if web_version else "",
         }
-        items = [self._item(a) for a in in_order(articles)[: self.max_articles]]
+        items = [self._item(a) for a in _in_order(articles)[: self.max_articles]]
         encoded: dict[int, Part] = {}
 
         def fits(count: int) -> bool:
