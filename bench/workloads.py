@@ -19,13 +19,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event, Semaphore
+from zoneinfo import ZoneInfo
 
 import aiosmtplib
 
 from digest import app as composition
 from digest import database
 from digest.config import load
-from digest.domain import ArticleDraft, Frequency, SubscriberDraft, SubscriberStatus
+from digest.domain import ArticleDraft, Frequency, SubscriberDraft, SubscriberStatus, period_key
 from digest.render import preview_html, preview_text
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # a Monday 09:00 UTC: weekly readers are due
@@ -73,6 +74,8 @@ def seed(env: dict[str, str], readers: int, articles: int, now: datetime = NOW) 
             category=("Medical News & Research", "Nutrition", "Mental Health", "Fitness")[n % 4],
             reading_minutes=2 + n % 5,
             published_at=confirmed + timedelta(hours=n),
+            image_url=f"https://miasfeed.example/images/{n}.jpg" if n % 2 else None,
+            featured=n % 10 == 0,  # editor's picks: the lead story and a few before the rest
         )
         for n in range(articles)
     ]
@@ -174,8 +177,9 @@ def naive(
         due = services.store.subscribers(SubscriberStatus.ACTIVE)
         sent = 0
         for reader in itertools.islice(due, readers):
-            body = renderer.digest_body(reader.frequency, articles)  # Jinja, every time
-            links = mail.links(reader.id, reader.token_version)
+            edition = period_key(reader.frequency, NOW.astimezone(ZoneInfo(reader.timezone)).date())
+            body = renderer.digest_body(reader.frequency, articles, edition)  # Jinja, every time
+            links = mail.links(reader.id, reader.token_version, reader.id)  # a web version too
             message = EmailMessage()
             message["From"] = SENDER
             message["To"] = reader.email

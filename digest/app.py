@@ -105,7 +105,9 @@ class Services:
     def renderer(self) -> Renderer:
         if self._renderer is None:
             s = self.settings
-            self._renderer = Renderer(s.templates_dir, self.site(), max_articles=s.max_articles)
+            self._renderer = Renderer(
+                s.templates_dir, self.site(), subjects=s.subjects, max_articles=s.max_articles
+            )
         return self._renderer
 
     def tokens(self) -> Tokens:
@@ -121,6 +123,8 @@ class Services:
             url=s.site_url,
             sender=s.require_sender(),
             list_id=f"{s.site_name} digest <digest.{self.sender_domain()}>",
+            postal_address=s.postal_address,
+            disclaimer=s.disclaimer,
         )
 
     def import_rules(self) -> ingest.ImportRules:
@@ -213,25 +217,33 @@ class Services:
         return self.ledger.count_claimable(now, only)
 
     def preview(self, email: str, now: datetime, *, html: bool) -> Preview:
-        """The digest this reader would get at now, in either part; changes nothing."""
+        """The digest this reader would get at now, in either part; changes nothing.
+
+        Its edition is that of the reader's next digest; it has no web version yet (that is made
+        for a delivery), so the preview leaves out the "View in browser" links.
+        """
+        s = self.settings
         subscriber = self.store.find_subscriber(normalise_address(email))
         newest = self.store.newest_seq(now)
         news = subscriber.cursor < newest
-        if subscriber.status is not SubscriberStatus.ACTIVE or not news:
+        next_one = subscriber.next_digest(now, s.schedule, s.max_lateness, news=news)
+        if next_one is None or not news:
             return Preview(subscriber, news, None)
         mail = self.digest_mail()
-        body = mail.body(subscriber.frequency, subscriber.cursor, newest)
+        body = mail.body(
+            subscriber.frequency, subscriber.cursor, newest, next_one.slot.key, web_version=False
+        )
         links = mail.links(subscriber.id, subscriber.token_version)
         text = preview_html(body, links) if html else preview_text(body, links)
         return Preview(subscriber, news, text)
 
     def web_version(self, sent: SentDigest) -> str:
-        """The HTML of a digest as it was mailed: its window's body again, from the articles as
-        they are now, with its reader's own links. Changes nothing."""
+        """The HTML of a digest as it was mailed: its window's body in its edition again, from
+        the articles as they are now, with its reader's own links (its own web version's
+        included, as in the mail). Changes nothing."""
         mail = self.digest_mail()  # one a page: its bodies are not kept beyond it
-        return preview_html(
-            mail.body(*sent.window), mail.links(sent.subscriber_id, sent.token_version)
-        )
+        links = mail.links(sent.subscriber_id, sent.token_version, sent.delivery_id)
+        return preview_html(mail.body(*sent.window, sent.period_key), links)
 
     def status(self, now: datetime, runs: int) -> Status:
         s = self.settings

@@ -146,6 +146,8 @@ def send(
     services = _services(ctx)
     at = _instant(now)
     only = services.only(frequency, email)
+    for warning in services.settings.warnings():
+        typer.echo(f"warning: {warning}", err=True)
     if dry:
         summary = asyncio.run(services.dry_run(at, only))
         typer.echo(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from digest.addresses import check_timezone, normalise_address, parse_frequency
-from digest.domain import WEEKDAYS, Frequency, Schedule
+from digest.domain import SUBJECTS, WEEKDAYS, Frequency, Schedule
 from digest.errors import ConfigError, InvalidInput
 from digest.ratelimit import Rate
 from digest.text import display_name, is_web_url, tag_key
@@ -84,6 +85,11 @@ KEYS: tuple[Key, ...] = (
     Key("sender", None, "From address of the digests, e.g. Mia's Feed <digest@example.org>"),
     Key("site_name", "Mia's Feed", "the site's name, shown in every mail"),
     Key("site_url", "", "the site's home page, linked from the mails; empty means base_url"),
+    Key("subject_daily", SUBJECTS[Frequency.DAILY], "subject and masthead of the daily digest: {edition} names the day in the reader's timezone, {site} is site_name"),
+    Key("subject_weekly", SUBJECTS[Frequency.WEEKLY], "subject and masthead of the weekly digest: {edition} names the week (Monday to Sunday) in the reader's timezone, {site} is site_name"),
+    Key("subject_monthly", SUBJECTS[Frequency.MONTHLY], "subject and masthead of the monthly digest: {edition} names the month in the reader's timezone, {site} is site_name"),
+    Key("postal_address", None, "the sender's postal address, in one line, shown in every digest's footer; US law (CAN-SPAM) requires one in commercial mail"),
+    Key("disclaimer", None, "a line shown in every digest's footer, e.g. Mia's Feed shares news, not medical advice"),
     Key("send_time", "08:00", "local time of day (HH:MM) at which digests go out, in each reader's timezone"),
     Key("weekly_day", "monday", "weekday of the weekly digest", choices=WEEKDAYS),
     Key("monthly_day", 1, "day of month of the monthly digest; past the month's end means its last day", bounds=(1, 31)),
@@ -128,6 +134,9 @@ class Settings:
     sender: str | None
     site_name: str
     site_url: str
+    subjects: dict[Frequency, str]
+    postal_address: str | None
+    disclaimer: str | None
     schedule: Schedule
     default_frequency: Frequency
     default_timezone: str
@@ -161,6 +170,16 @@ class Settings:
         if self.sender is None:
             raise ConfigError(_label("sender"), "is required to send mail; set DIGEST_SENDER")
         return self.sender
+
+    def warnings(self) -> list[str]:
+        """What is legal but should be fixed: `digest send` prints each once a run, the daemon
+        logs each once."""
+        if self.postal_address is None:
+            return [
+                f"{_label('postal_address')} is not set: the digests carry no postal address, "
+                "which US law (CAN-SPAM) requires in commercial mail"
+            ]
+        return []
 
     @property
     def one_click(self) -> bool:
@@ -232,6 +251,9 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         sender=get("sender", _sender),
         site_name=get("site_name", _text),
         site_url=site_url,
+        subjects={f: get(f"subject_{f.value}", _subject) for f in Frequency},
+        postal_address=get("postal_address", _optional_text),
+        disclaimer=get("disclaimer", _optional_text),
         schedule=Schedule(
             send_time=get("send_time", _clock_time),
             weekly_day=get("weekly_day", _weekday),
@@ -384,6 +406,22 @@ def _sender(value: Raw) -> str | None:
             f'must be an address like "Mia\'s Feed <digest@example.org>", got {text!r}'
         )
     normalise_address(address)
+    return text
+
+
+def _subject(value: Raw) -> str:
+    text = _text(value)
+    try:
+        fields = [field for field in string.Formatter().parse(text) if field[1] is not None]
+    except ValueError:
+        raise ValueError(
+            f"has a lone {{ or }} (write {{{{ or }}}} for a brace itself), got {text!r}"
+        ) from None
+    for _literal, name, spec, conversion in fields:
+        if name not in ("edition", "site") or spec or conversion:
+            raise ValueError(
+                f"may use only the placeholders {{edition}} and {{site}}, got {text!r}"
+            )
     return text
 
 

@@ -80,6 +80,8 @@ def asgi_app(
         scheduler = build_scheduler(jobs, clock())
         scheduler.start()
         health.scheduler_running = True
+        for warning in settings.warnings():
+            log.warning(warning)
         log.info(
             "scheduler started: dispatch every %s, %d feed(s) polled every %s",
             settings.dispatch_interval,

@@ -51,7 +51,8 @@ class Job:
 
 
 class DigestMail:
-    """Turns claims into messages: one body per distinct window, only links and headers per reader."""
+    """Turns claims into messages: one body per distinct window and edition, only links and
+    headers per reader."""
 
     def __init__(
         self,
@@ -69,27 +70,47 @@ class DigestMail:
         self._base_url = base_url
         self._envelope_sender = envelope_sender
         self._one_click = one_click
-        self._bodies: dict[tuple[Frequency, int, int], DigestBody] = {}
+        self._bodies: dict[tuple[Frequency, int, int, str, bool], DigestBody] = {}
 
-    def body(self, frequency: Frequency, cursor_from: int, cursor_to: int) -> DigestBody:
-        key = (frequency, cursor_from, cursor_to)
+    def body(
+        self,
+        frequency: Frequency,
+        cursor_from: int,
+        cursor_to: int,
+        period_key: str,
+        *,
+        web_version: bool = True,
+    ) -> DigestBody:
+        """The shared body of a window (cursor_from, cursor_to] in the edition period_key names
+        (the reader's own period: readers in other timezones may get another edition)."""
+        key = (frequency, cursor_from, cursor_to, period_key, web_version)
         if key not in self._bodies:
             articles: list[Article] = self._store.articles(cursor_from, cursor_to)
-            self._bodies[key] = self._renderer.digest_body(frequency, articles)
+            self._bodies[key] = self._renderer.digest_body(
+                frequency, articles, period_key, web_version=web_version
+            )
         return self._bodies[key]
 
-    def links(self, subscriber_id: int, token_version: int) -> Links:
+    def links(
+        self, subscriber_id: int, token_version: int, delivery_id: int | None = None
+    ) -> Links:
+        """A reader's links; with a delivery, the link to that digest's web version too."""
+
         def link(purpose: Purpose) -> str:
             token = self._tokens.link_token(purpose, subscriber_id, token_version)
             return f"{self._base_url}/{purpose.value}/{token}"
 
-        return Links(unsubscribe=link(Purpose.UNSUBSCRIBE), preferences=link(Purpose.PREFERENCES))
+        web_version = None
+        if delivery_id is not None:
+            token = self._tokens.digest_token(delivery_id, token_version)
+            web_version = f"{self._base_url}/{Purpose.DIGEST.value}/{token}"
+        return Links(link(Purpose.UNSUBSCRIBE), link(Purpose.PREFERENCES), web_version)
 
     def outgoing(self, claim: Claim) -> Outgoing:
         message = self._renderer.digest_message(
-            self.body(*claim.window),
+            self.body(*claim.window, claim.period_key),
             claim.email,
-            self.links(claim.subscriber_id, claim.token_version),
+            self.links(claim.subscriber_id, claim.token_version, claim.delivery_id),
             message_id=claim.message_id,
             date=claim.planned_at,
             one_click=self._one_click,

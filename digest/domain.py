@@ -8,6 +8,7 @@ nothing of ours, so any module may import it.
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -41,6 +42,18 @@ class DeliveryStatus(StrEnum):
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# The site's words for dates, fixed here rather than taken from the process's locale.
+MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+# The subject (and the masthead) of each frequency's digest: {edition} names the period in the
+# reader's own timezone, {site} is the site's name. The settings' defaults.
+SUBJECTS = {
+    Frequency.DAILY: "Your daily digest · {edition}",
+    Frequency.WEEKLY: "Your weekly digest · {edition}",
+    Frequency.MONTHLY: "Your monthly digest · {edition}",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +72,14 @@ class Slot:
     key: str  # names the period: 2026-11-24, 2026-W48, 2026-11
 
 
+# What period_key makes, read back by edition (month 00 and week 54 are left to date's checks).
+_PERIOD_KEYS = {
+    Frequency.DAILY: re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"),
+    Frequency.WEEKLY: re.compile(r"([0-9]{4})-W([0-9]{2})"),
+    Frequency.MONTHLY: re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])"),
+}
+
+
 def period_key(frequency: Frequency, local_day: date) -> str:
     if frequency is Frequency.DAILY:
         return local_day.isoformat()
@@ -73,6 +94,35 @@ def period_frequency(key: str) -> Frequency:
     if "-W" in key:
         return Frequency.WEEKLY
     return Frequency.DAILY if key.count("-") == 2 else Frequency.MONTHLY
+
+
+def day_and_month(day: date) -> str:
+    """A date as the mails write it: "25 November"."""
+    return f"{day.day} {MONTHS[day.month - 1]}"
+
+
+def edition(frequency: Frequency, key: str) -> str:
+    """The words that name a period_key's edition: "Wednesday 25 November", "23–29 November"
+    (an ISO week, Monday to Sunday; the months or years named once they differ), "November 2026".
+
+    ValueError for a key that period_key does not make.
+    """
+    match = _PERIOD_KEYS[frequency].fullmatch(key)
+    if match is None:
+        raise ValueError(f"not a {frequency} period key: {key!r}")
+    year, number = int(match[1]), int(match[2])
+    if frequency is Frequency.DAILY:
+        day = date(year, number, int(match[3]))
+        return f"{WEEKDAYS[day.weekday()].capitalize()} {day_and_month(day)}"
+    if frequency is Frequency.MONTHLY:
+        return f"{MONTHS[number - 1]} {year}"
+    monday = date.fromisocalendar(year, number, 1)
+    sunday = monday + timedelta(days=6)
+    if monday.year != sunday.year:
+        return f"{day_and_month(monday)} {monday.year} – {day_and_month(sunday)} {sunday.year}"
+    if monday.month != sunday.month:
+        return f"{day_and_month(monday)} – {day_and_month(sunday)}"
+    return f"{monday.day}–{day_and_month(sunday)}"
 
 
 def _slot_day(frequency: Frequency, schedule: Schedule, local_day: date) -> date:
@@ -389,6 +439,8 @@ class Site:
     url: str
     sender: str  # the From header value, e.g. "Mia's Feed <digest@example.org>"
     list_id: str  # the List-Id header value, e.g. "Mia's Feed digest <digest.example.org>"
+    postal_address: str | None = None  # the sender's, in every digest's footer (CAN-SPAM)
+    disclaimer: str | None = None  # a line in every digest's footer
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,9 +66,14 @@ class _QuotedPrintable:
         return sum(map(len, self._pieces)) + (len(self._pieces) - 1) * link
 
     def join(self, links: Sequence[bytes]) -> bytes:
+        # A link encodes the same wherever it falls (each starts a line), so a link that fills
+        # two places is encoded once.
+        encoded: dict[bytes, bytes] = {}
         out = [self._pieces[0]]
         for link, piece in zip(links, self._pieces[1:], strict=True):
-            out += (_qp(link), piece)
+            if link not in encoded:
+                encoded[link] = _qp(link)
+            out += (encoded[link], piece)
         return _SOFT_BREAK.join(out)
 
 
@@ -165,7 +170,9 @@ class Part:
 
     def encode(self, urls: Sequence[str] = ()) -> tuple[bytes, bytes]:
         """The part as sent: its headers, and its body; a part without personal links needs none."""
-        return self.head, self.encoding.join([canonical(url) for url in self._links(urls)])
+        # Each link made canonical once, however many places it fills ("View in browser" two).
+        links = [canonical(html.escape(url) if self.is_html else url) for url in urls]
+        return self.head, self.encoding.join([links[s] for s in self.slots])
 
 
 def one_line(value: str) -> str:

@@ -40,6 +40,7 @@ from digest.domain import (
     Subscriber,
     SubscriberDraft,
     SubscriberStatus,
+    edition,
 )
 from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.ratelimit import RateLimiter
@@ -423,10 +424,10 @@ class ReaderPages:
 
 def _history_row(sent: SentDigest, path: str, zone: ZoneInfo) -> HistoryRow:
     day = sent.sent_at.astimezone(zone)
-    # The edition's words until the mail names its edition: then the mail's own words, the same.
-    edition = f"{sent.frequency.value.capitalize()} · {sent.period_key}"
+    # The edition in the words its mail's subject used.
+    named = f"{sent.frequency.value.capitalize()} · {edition(sent.frequency, sent.period_key)}"
     articles = f"{sent.articles} article{'' if sent.articles == 1 else 's'}"
-    return HistoryRow(edition, f"{day:%A} {day.day} {day:%B %Y}", articles, path)
+    return HistoryRow(named, f"{day:%A} {day.day} {day:%B %Y}", articles, path)
 
 
 def _token(request: Request) -> str:

@@ -22,6 +22,7 @@ SECRET = "s" * 40
 CONFIRMED = "2026-11-23T09:00Z"  # a week before...
 MONDAY_0900 = "2026-11-30T09:00Z"  # ... Monday 09:00 UTC
 NEXT_DAY = "2026-12-01T09:00Z"
+POSTAL_ADDRESS = "Mia's Feed, 1 Harbour Street, Leith EH6 6QW, United Kingdom"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def environment(
         "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
         "DIGEST_BASE_URL": "https://news.example",
         "DIGEST_SITE_URL": "https://miasfeed.example",
+        "DIGEST_POSTAL_ADDRESS": POSTAL_ADDRESS,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

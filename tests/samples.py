@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from digest.domain import Site
+from digest.domain import Frequency, Site
 from digest.render import Links
 
 SITE = Site(
@@ -14,7 +14,14 @@ SITE = Site(
 LINKS = Links(
     unsubscribe="https://digest.example.org/unsubscribe/eyJpZCI6NDJ9.Zx1c9A",
     preferences="https://digest.example.org/preferences/eyJpZCI6NDJ9.Qm7aPw",
+    web_version="https://digest.example.org/digests/Wzc3LDFd.Hq2wXc",
 )
+# An edition of each frequency: Monday 23 November 2026, its week, its month.
+PERIOD_KEYS = {
+    Frequency.DAILY: "2026-11-23",
+    Frequency.WEEKLY: "2026-W48",
+    Frequency.MONTHLY: "2026-11",
+}
 
 # Every digest carries these; one-click unsubscribe adds List-Unsubscribe-Post.
 DIGEST_HEADERS = (

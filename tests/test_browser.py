@@ -10,21 +10,24 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import struct
+import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from browser import ChromiumUnavailable, _launch_failure, chromium_path, unavailable_action
-from samples import LINKS, SITE
+from samples import LINKS, PERIOD_KEYS, SITE
 from smtp_server import SmtpServer
 from sqlalchemy import create_engine
 from starlette.requests import Request
 from starlette.routing import Route
 from test_demo import _mail
 from test_pages import Web, _confirm_path, _web
-from test_render import ARTICLES, DATE, HEAD_FONT_RULE, RECIPIENT
+from test_render import ARTICLES, DATE, FOOTED, HEAD_FONT_RULE, RECIPIENT, WEEK, article
 from test_web_version import record_sent
 
 from digest import database
@@ -231,7 +234,7 @@ def test_the_preferences_history_and_a_digests_web_version_fit_the_screen_in_chr
         expect(page.get_by_role("heading", name="Your last digests")).to_be_visible()
         history = page.locator(".history li")
         expect(history).to_have_count(3)
-        expect(history.first).to_contain_text("Weekly · 2026-W50")
+        expect(history.first).to_contain_text("Weekly · 7–13 December")
         steps.shot("preferences-with-history")
 
         history.nth(1).get_by_role("link").click()
@@ -305,7 +308,7 @@ def mails() -> dict[str, str]:
         return content
 
     return {
-        "digest": preview_html(renderer.digest_body(Frequency.WEEKLY, ARTICLES), LINKS),
+        "digest": preview_html(renderer.digest_body(Frequency.WEEKLY, ARTICLES, WEEK), LINKS),
         "confirmation": html_of(confirmation),
         "welcome": html_of(welcome),
     }
@@ -341,6 +344,181 @@ def test_every_text_of_a_mail_is_set_in_the_font_stack_in_any_kind_of_client(
         fonts = page.evaluate(TEXT_FONTS)
         assert len(fonts) >= 5  # the texts were found
         assert [f for f in fonts if not f.endswith(f": {HEAD_FONT_RULE}")] == []
+    finally:
+        context.close()
+
+
+# -- the digest itself ------------------------------------------------------------------------
+
+
+def picture(width: int, height: int) -> bytes:
+    """A PNG in the site's colours, from the accent at the top to the wash at the bottom."""
+    top, bottom = (11, 110, 79), (238, 245, 242)
+    rows = b"".join(
+        b"\x00"
+        + bytes(round(a + (b - a) * y / (height - 1)) for a, b in zip(top, bottom, strict=True))
+        * width
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    png = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png
+
+
+PICTURES = "https://miasfeed.example/images/**"  # where ARTICLES' pictures are
+# A month of news: more than DIGEST_MAX_ARTICLES, a pick among the older ones, long words.
+MONTH = [
+    *ARTICLES,
+    *(
+        article(
+            -n,
+            f"Older news {n}: what a decade of sleep research tells us about shift work",
+            ("Medical News & Research", "Nutrition", "Wellness & Lifestyle")[n % 3],
+            3,
+            picture=f"https://miasfeed.example/images/older-{n}.jpg" if n % 4 else None,
+            featured=n == 17,
+        )
+        for n in range(1, 30)
+    ),
+]
+EDITIONS = {
+    Frequency.DAILY: ARTICLES[:2],
+    Frequency.WEEKLY: ARTICLES,
+    Frequency.MONTHLY: MONTH,
+}
+
+
+def digest_html(frequency: Frequency, *, pictures: bool = True) -> str:
+    articles = EDITIONS[frequency]
+    if not pictures:
+        articles = [replace(a, image_url=None) for a in articles]
+    renderer = Renderer(PROJECT_TEMPLATES, FOOTED)
+    return preview_html(renderer.digest_body(frequency, articles, PERIOD_KEYS[frequency]), LINKS)
+
+
+@pytest.mark.parametrize("pictures", ["with-pictures", "without-pictures", "pictures-blocked"])
+@pytest.mark.parametrize(("width", "height"), [(375, 800), (1280, 900)], ids=["375px", "1280px"])
+def test_a_daily_weekly_and_monthly_digest_fit_the_screen_with_pictures_without_and_blocked(
+    chromium: Browser, screenshots: Path, width: int, height: int, pictures: str
+) -> None:
+    # Blocked as Outlook and Gmail block them by default: never fetched, the alt text in the box.
+    png = picture(1200, 676)
+    context = chromium.new_context(viewport={"width": width, "height": height})
+    if pictures == "pictures-blocked":
+        context.route(PICTURES, lambda route: route.abort("blockedbyclient"))
+    else:
+        context.route(PICTURES, lambda route: route.fulfill(body=png, content_type="image/png"))
+    page = context.new_page()
+    steps = Steps(page, screenshots, width)
+    try:
+        for frequency in Frequency:
+            page.set_content(digest_html(frequency, pictures=pictures != "without-pictures"))
+            page.wait_for_load_state("networkidle")
+            steps.shot(f"digest-{frequency}-{pictures}")  # and no sideways scroll
+            images = page.evaluate(
+                "[...document.images].map(i => [i.className, i.naturalWidth, i.alt,"
+                " Math.round(i.getBoundingClientRect().width)])"
+            )
+            if pictures == "without-pictures":
+                assert images == []  # no empty box where an article has no picture
+                continue
+            card = page.evaluate("document.querySelector('.card').getBoundingClientRect().width")
+            lead, *thumbnails = images
+            assert lead[0] == "lead-image" and lead[3] == round(card)  # the card's whole width
+            assert {kind for kind, *_ in thumbnails} <= {"thumb"}
+            assert all(shown in (120, 96) for *_, shown in thumbnails)
+            loaded = [natural > 0 for _, natural, _, _ in images]
+            assert loaded == [pictures == "with-pictures"] * len(images)
+            shown = {a.title for a in EDITIONS[frequency]}
+            assert all(alt in shown for _, _, alt, _ in images)  # alt text: the title
+    finally:
+        context.close()
+
+
+def test_each_read_more_link_names_its_article_to_a_screen_reader_and_shows_two_words(
+    chromium: Browser,
+) -> None:
+    from playwright.sync_api import expect
+
+    context = chromium.new_context(viewport={"width": 375, "height": 800})
+    page = context.new_page()
+    try:
+        page.set_content(digest_html(Frequency.WEEKLY, pictures=False))
+        for shown in ARTICLES:
+            link = page.get_by_role("link", name=f"Read more about {shown.title}", exact=True)
+            expect(link).to_have_count(1)
+            # Two words on the screen: the title in it takes a pixel, at most.
+            shown_box, hidden = link.bounding_box(), link.locator(".sr").bounding_box()
+            assert shown_box is not None and shown_box["width"] < 100
+            assert hidden is not None and hidden["width"] <= 1 and hidden["height"] <= 1
+            title = page.get_by_role("link", name=shown.title, exact=True)
+            assert title.evaluate("a => getComputedStyle(a).textDecorationLine") == "underline"
+        first = page.get_by_role("link").first
+        assert first.inner_text() == "View in browser"
+    finally:
+        context.close()
+
+
+# Each visible text against the background it is drawn on (the nearest ancestor that has one),
+# as WCAG computes contrast.
+CONTRASTS = """() => {
+  const rgb = c => c.match(/[\\d.]+/g).map(Number);
+  const luminance = c => {
+    const [r, g, b] = rgb(c).slice(0, 3).map(v => v / 255)
+      .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const background = e => {
+    for (; e; e = e.parentElement) {
+      const c = getComputedStyle(e).backgroundColor;
+      if (rgb(c)[3] !== 0) return c;
+    }
+    return 'rgb(255, 255, 255)';
+  };
+  return [...document.body.querySelectorAll('*')]
+    .filter(e => e.checkVisibility({opacityProperty: true}))
+    .filter(e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+    .map(e => {
+      const [a, b] = [luminance(getComputedStyle(e).color), luminance(background(e))];
+      const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      return [e.textContent.trim().slice(0, 30), Math.round(ratio * 100) / 100];
+    });
+}"""
+
+
+@pytest.mark.parametrize(
+    ("scheme", "color_scheme", "outlook_marks"),
+    [
+        ("light", "light", False),
+        ("dark", "dark", False),  # Apple Mail and iOS Mail: prefers-color-scheme
+        ("outlook-dark", "light", True),  # Outlook.com: it marks what it darkened
+    ],
+)
+def test_every_text_of_the_digest_keeps_a_contrast_of_4_5_in_light_and_dark_mode(
+    chromium: Browser, screenshots: Path, scheme: str, color_scheme: str, outlook_marks: bool
+) -> None:
+    html = digest_html(Frequency.MONTHLY)
+    if outlook_marks:
+        html = html.replace("<html", "<html data-ogsc data-ogsb", 1)
+    context = chromium.new_context(
+        viewport={"width": 375, "height": 800},
+        color_scheme="dark" if color_scheme == "dark" else "light",
+    )
+    page = context.new_page()
+    try:
+        page.set_content(html)
+        Steps(page, screenshots, 375).shot(f"digest-monthly-{scheme}")
+        texts = page.evaluate(CONTRASTS)
+        assert len(texts) > 40
+        assert [(text, ratio) for text, ratio in texts if ratio < 4.5] == []
+        card = page.evaluate("getComputedStyle(document.querySelector('.card')).backgroundColor")
+        assert (card == "rgb(255, 255, 255)") == (scheme == "light")  # dark mode is dark
     finally:
         context.close()
 

@@ -6,21 +6,33 @@ import email
 import email.policy
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from cli_fixtures import CONFIRMED, MONDAY_0900, NEXT_DAY, ROOT, SECRET, Cli, five_articles
+from cli_fixtures import (
+    CONFIRMED,
+    MONDAY_0900,
+    NEXT_DAY,
+    POSTAL_ADDRESS,
+    ROOT,
+    SECRET,
+    Cli,
+    five_articles,
+)
 from db_fixtures import snapshot
 from processes import run_entry_point
 from samples import DIGEST_HEADERS
 from smtp_server import SmtpServer
-from sqlalchemy import create_engine, update
+from sqlalchemy import create_engine, select, update
 
-from digest.models import SubscriberRow
+from digest.models import DeliveryRow, SubscriberRow
 from digest.store import Store
+from digest.tokens import Tokens
 
 
 def parsed(data: bytes) -> EmailMessage:
@@ -58,6 +70,69 @@ def test_send_mails_exactly_the_due_readers_once_with_both_parts_and_every_heade
     again = three_readers("send", "--now", MONDAY_0900)
     assert again.last_line == "sent 0, skipped 0, retrying 0, failed 0"
     assert len(smtp_server.messages) == 2
+
+
+def test_each_reader_gets_the_edition_of_their_own_day_and_a_web_version_of_their_own(
+    upgraded: Cli, smtp_server: SmtpServer, tmp_path: Path, environment: dict[str, str]
+) -> None:
+    # At 20:00 UTC on Monday 30 November it is already Tuesday in Auckland: the same articles
+    # make two editions, each with its own subject, and each mail links its own web version.
+    zones = {"kiwi@example.org": "Pacific/Auckland", "angeleno@example.org": "America/Los_Angeles"}
+    for address, zone in zones.items():
+        added = upgraded(
+            "subscribers", "add", address, "--frequency", "daily", "--timezone", zone,
+            "--confirmed", "--now", CONFIRMED,
+        )  # fmt: skip
+        assert added.code == 0, added.err
+    assert (
+        upgraded("articles", "import", str(five_articles(tmp_path)), "--now", CONFIRMED).code == 0
+    )
+
+    result = upgraded("send", "--now", "2026-11-30T20:00Z")
+
+    assert result.last_line == "sent 2, skipped 0, retrying 0, failed 0"
+    mails = {m.recipients[0]: parsed(m.data) for m in smtp_server.messages}
+    assert mails["kiwi@example.org"]["Subject"] == "Your daily digest · Tuesday 1 December"
+    assert mails["angeleno@example.org"]["Subject"] == "Your daily digest · Monday 30 November"
+    tokens = Tokens([SECRET], timedelta(days=7))
+    engine = create_engine(environment["DIGEST_DATABASE_URL"])
+    for address, message in mails.items():
+        with engine.connect() as conn:
+            delivery, version = conn.execute(
+                select(DeliveryRow.id, SubscriberRow.token_version)
+                .join(SubscriberRow, SubscriberRow.id == DeliveryRow.subscriber_id)
+                .where(SubscriberRow.email == address)
+            ).one()
+        for part in message.iter_parts():
+            assert isinstance(part, EmailMessage)
+            links = re.findall(r"https://news\.example/digests/([\w.-]+)", part.get_content())
+            assert len(links) == 2  # at the top, and in the footer
+            assert {tokens.read_digest(token) for token in links} == {(delivery, version)}
+    engine.dispose()
+
+
+def test_send_warns_once_on_stderr_while_no_postal_address_is_set(
+    three_readers: Cli, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DIGEST_POSTAL_ADDRESS")
+    unset = three_readers("send", "--now", MONDAY_0900)
+    assert unset.code == 0
+    assert unset.err.splitlines() == [
+        "warning: postal_address (DIGEST_POSTAL_ADDRESS) is not set: the digests carry no "
+        "postal address, which US law (CAN-SPAM) requires in commercial mail"
+    ]
+    assert len(smtp_server.messages) == 2  # once a run, however many digests
+    assert all(POSTAL_ADDRESS not in m.data.decode() for m in smtp_server.messages)
+
+    monkeypatch.setenv("DIGEST_POSTAL_ADDRESS", POSTAL_ADDRESS)
+    assert three_readers("send", "--now", NEXT_DAY, "--dry-run").err == ""
+    with_address = three_readers("send", "--now", NEXT_DAY)
+    assert (with_address.code, with_address.err) == (0, "")
+    assert len(smtp_server.messages) == 3  # the monthly reader's first, on the 1st
+    for received in smtp_server.messages[2:]:
+        for part in parsed(received.data).iter_parts():
+            assert isinstance(part, EmailMessage)
+            assert POSTAL_ADDRESS in part.get_content()  # in the footer of both parts
 
 
 def test_an_article_added_after_a_send_appears_in_the_next_digest_and_no_earlier_one(
@@ -107,8 +182,12 @@ def test_dry_run_and_preview_change_nothing(
     assert preview.code == 0
     assert "Study 4: sleep and the heart" in preview.out
     assert "https://news.example/unsubscribe/" in preview.out
+    # The edition the reader gets next; no web version, which is made for a sent digest only.
+    assert preview.out.startswith("Mia's Feed\nYour weekly digest · 30 November – 6 December\n")
+    assert "View in browser" not in preview.out
     html = three_readers("preview", "weekly@example.org", "--now", MONDAY_0900)
     assert "<html" in html.out.lower()
+    assert "/digests/" not in html.out
     assert smtp_server.messages == []
     assert snapshot(environment["DIGEST_DATABASE_URL"]) == before
 

@@ -37,6 +37,28 @@ def test_defaults_match_the_design() -> None:
     assert settings.smtp_rate_limit is None  # no limit
 
 
+def test_subjects_name_the_edition_by_default_and_take_both_placeholders_and_escaped_braces() -> (
+    None
+):
+    assert load(None, {}).subjects == {
+        Frequency.DAILY: "Your daily digest · {edition}",
+        Frequency.WEEKLY: "Your weekly digest · {edition}",
+        Frequency.MONTHLY: "Your monthly digest · {edition}",
+    }
+    pattern = "{{{site}}} this week: {edition}"
+    assert load(None, {"DIGEST_SUBJECT_WEEKLY": pattern}).subjects[Frequency.WEEKLY] == pattern
+
+
+def test_an_unset_postal_address_is_one_line_of_warning_and_a_set_one_none() -> None:
+    [warning] = load(None, {}).warnings()
+    assert "postal_address (DIGEST_POSTAL_ADDRESS) is not set" in warning
+    assert "CAN-SPAM" in warning
+    assert "\n" not in warning
+    settings = load(None, {"DIGEST_POSTAL_ADDRESS": "Mia's Feed, 1 Harbour Street, Leith"})
+    assert settings.postal_address == "Mia's Feed, 1 Harbour Street, Leith"
+    assert settings.warnings() == []
+
+
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     file = tmp_path / "digest.toml"
     file.write_text('smtp_host = "mail.example.org"\nsmtp_port = 2525\nweekly_day = "friday"\n')
@@ -83,6 +105,30 @@ def test_secret_keys_are_split_in_order_and_the_first_signs() -> None:
         ({"DIGEST_SMTP_RATE_LIMIT": "0/s"}, "DIGEST_SMTP_RATE_LIMIT", "1 to 100000"),
         ({"DIGEST_SMTP_RATE_LIMIT": "-5/s"}, "DIGEST_SMTP_RATE_LIMIT", "like 50/s"),
         ({"DIGEST_SMTP_RATE_LIMIT": "1000000/s"}, "DIGEST_SMTP_RATE_LIMIT", "1 to 100000"),
+        (
+            {"DIGEST_SUBJECT_DAILY": "News for {name}"},
+            "DIGEST_SUBJECT_DAILY",
+            "{edition} and {site}",
+        ),
+        ({"DIGEST_SUBJECT_WEEKLY": "Week {edition"}, "DIGEST_SUBJECT_WEEKLY", "a lone { or }"),
+        ({"DIGEST_SUBJECT_WEEKLY": "Week } {edition}"}, "DIGEST_SUBJECT_WEEKLY", "a lone { or }"),
+        (
+            {"DIGEST_SUBJECT_MONTHLY": "{edition!r}"},
+            "DIGEST_SUBJECT_MONTHLY",
+            "only the placeholders",
+        ),
+        (
+            {"DIGEST_SUBJECT_MONTHLY": "{edition:>40}"},
+            "DIGEST_SUBJECT_MONTHLY",
+            "only the placeholders",
+        ),
+        (
+            {"DIGEST_SUBJECT_MONTHLY": "{} digest"},
+            "DIGEST_SUBJECT_MONTHLY",
+            "only the placeholders",
+        ),
+        ({"DIGEST_SUBJECT_DAILY": "   "}, "DIGEST_SUBJECT_DAILY", "must not be empty"),
+        ({"DIGEST_POSTAL_ADDRESS": "1 Main St\nBcc: x"}, "DIGEST_POSTAL_ADDRESS", "line break"),
     ],
 )
 def test_a_bad_setting_names_its_key_and_the_problem_in_one_line(

@@ -104,6 +104,7 @@ def test_the_demo_serves_the_sample_digests_it_sent_and_stops_on_ctrl_c_with_exi
     assert headers["X-Content-Type-Options"] == "nosniff"
     digest_html = body.decode()
     assert "Mia's Feed" in html.unescape(digest_html)
+    assert "Mia's Feed shares news, not medical advice" in html.unescape(digest_html)
     assert f'href="{base}/unsubscribe/' in digest_html
     assert f'href="{base}/preferences/' in digest_html
 
@@ -112,7 +113,7 @@ def test_the_demo_serves_the_sample_digests_it_sent_and_stops_on_ctrl_c_with_exi
     assert headers["Content-Type"].startswith("text/plain")
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message["To"] == "amara@example.org"
-    assert message["Subject"].startswith("Your daily digest from Mia's Feed")
+    assert message["Subject"].startswith("Your daily digest · ")
     assert message["List-Unsubscribe"].startswith(f"<{base}/unsubscribe/")
     assert message["Message-ID"]
     assert fetch(f"{base}{link}?raw=1")[2] == raw
@@ -290,7 +291,7 @@ def test_each_minute_the_demo_publishes_an_article_and_each_digest_holds_only_wh
         asyncio.run(dispatcher.run())  # at start, every reader gets the dozen seeded articles
         first = outbox.read(started.mail)
         assert sorted(c.recipient for c in first) == READERS
-        assert all(c.subject.endswith(": 12 new articles") for c in first)
+        assert all("12 new articles · " in c.html.read_text() for c in first if c.html)
         seen = len(first)
 
         assert minute() == {"amara@example.org": titles[:1], "dana@example.org": titles[:1]}

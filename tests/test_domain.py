@@ -15,7 +15,9 @@ from digest.domain import (
     SmtpStage,
     SubscriberStatus,
     classify_reply,
+    day_and_month,
     due_slot,
+    edition,
     latest_slot,
     next_digest,
     next_slot,
@@ -55,6 +57,63 @@ def test_period_key_names_the_period_of_a_local_day_and_the_key_its_frequency(
 ) -> None:
     assert period_key(frequency, day) == key
     assert period_frequency(key) is frequency
+
+
+@pytest.mark.parametrize(
+    ("frequency", "key", "words"),
+    [
+        (D, "2026-11-25", "Wednesday 25 November"),
+        (D, "2028-02-29", "Tuesday 29 February"),  # a leap day
+        (D, "2027-01-01", "Friday 1 January"),
+        (W, "2026-W48", "23–29 November"),
+        (W, "2026-W49", "30 November – 6 December"),  # across months
+        (W, "2026-W53", "28 December 2026 – 3 January 2027"),  # week 53, across years
+        (W, "2025-W01", "30 December 2024 – 5 January 2025"),  # ISO year after the calendar's
+        (W, "2028-W09", "28 February – 5 March"),  # with a leap day inside
+        (W, "2026-W01", "29 December 2025 – 4 January 2026"),
+        (M, "2026-11", "November 2026"),
+        (M, "2028-02", "February 2028"),
+    ],
+)
+def test_edition_names_the_period_in_the_sites_words(
+    frequency: Frequency, key: str, words: str
+) -> None:
+    assert edition(frequency, key) == words
+
+
+@pytest.mark.parametrize(
+    ("frequency", "day"),
+    [
+        (D, date(2026, 11, 24)),
+        (W, date(2026, 12, 31)),
+        (W, date(2027, 1, 4)),
+        (W, date(2024, 12, 30)),
+        (M, date(2028, 2, 29)),
+    ],
+)
+def test_edition_reads_every_key_period_key_makes(frequency: Frequency, day: date) -> None:
+    assert edition(frequency, period_key(frequency, day))
+
+
+@pytest.mark.parametrize(
+    ("frequency", "key"),
+    [
+        (D, "2026-02-30"),
+        (D, "2026-11-25T08:00"),
+        (W, "2025-W53"),  # 2025 has 52 ISO weeks
+        (W, "2026-48"),
+        (M, "2026-13"),
+        (M, "2026-W48"),
+        (D, ""),
+    ],
+)
+def test_edition_refuses_a_key_period_key_does_not_make(frequency: Frequency, key: str) -> None:
+    with pytest.raises(ValueError):
+        edition(frequency, key)
+
+
+def test_a_date_is_written_day_then_month() -> None:
+    assert day_and_month(date(2026, 11, 5)) == "5 November"
 
 
 @pytest.mark.parametrize(

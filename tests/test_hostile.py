@@ -29,9 +29,9 @@ from cli_fixtures import Cli
 from feed_server import HUGE_FEED_BYTES, huge_feed_pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from samples import DIGEST_HEADERS, LINE_BOUNDARIES, LINKS, SITE
+from samples import DIGEST_HEADERS, LINE_BOUNDARIES, LINKS, PERIOD_KEYS, SITE
 
-from digest import database
+from digest import database, domain
 from digest.addresses import MAX_ADDRESS_CHARS, normalise_address
 from digest.config import PROJECT_TEMPLATES
 from digest.domain import Article, Frequency
@@ -139,7 +139,10 @@ class _Structure(HTMLParser):
             self.summary_tags.append((tag, attrs))
             return
         self._depth = int(tag == "div" and ("class", "summary") in attrs)
-        self.template.append(("start", tag, repr(attrs)))
+        # A picture's address and its alt text (the title) are data: the same in any digest's
+        # template, their values aside.
+        shape = [(name, "DATA" if name in ("src", "alt") else value) for name, value in attrs]
+        self.template.append(("start", tag, repr(shape)))
 
     def handle_endtag(self, tag: str) -> None:
         if self._depth:
@@ -182,7 +185,7 @@ def renderer() -> Renderer:
 def render(
     articles: list[Article], recipient: str, frequency: Frequency, *, one_click: bool
 ) -> bytes:
-    body = renderer().digest_body(frequency, articles)
+    body = renderer().digest_body(frequency, articles, PERIOD_KEYS[frequency])
     return renderer().digest_message(
         body,
         recipient,
@@ -193,7 +196,9 @@ def render(
     )
 
 
-def make_article(index: int, title: str, summary: str, category: str) -> Article:
+def make_article(
+    index: int, title: str, summary: str, category: str, picture: str | None = None
+) -> Article:
     return Article(
         seq=100 - index,
         url=f"https://miasfeed.example/articles/{index}",
@@ -202,6 +207,8 @@ def make_article(index: int, title: str, summary: str, category: str) -> Article
         category=category,
         reading_minutes=3,
         published_at=datetime(2026, 11, 20, tzinfo=UTC),
+        image_url=picture,
+        featured=index % 2 == 1,
     )
 
 
@@ -281,12 +288,15 @@ def test_hostile_titles_summaries_categories_and_addresses_render_only_the_templ
     one_click: bool,
 ) -> None:
     # Category k ends in " #k", so two articles share a category exactly when they share k.
+    # Each has a picture, its address hostile after the scheme and host import checks.
     hostile = [
-        make_article(i, title, summary, f"{categories[k]} #{k}")
+        make_article(i, title, summary, f"{categories[k]} #{k}", f"https://img.example/{title}")
         for i, (title, summary, k) in enumerate(entries)
     ]
     plain = [
-        make_article(i, f"Title {i}", "<p>Plain words.</p>", f"Category {k}")
+        make_article(
+            i, f"Title {i}", "<p>Plain words.</p>", f"Category {k}", "https://img.example/"
+        )
         for i, (_, _, k) in enumerate(entries)
     ]
     raw = render(hostile, recipient, frequency, one_click=one_click)
@@ -296,8 +306,8 @@ def test_hostile_titles_summaries_categories_and_addresses_render_only_the_templ
     message = parse(raw)
     assert message.defects == []
     assert message["To"] == recipient
-    count = f"{len(hostile)} new article{'' if len(hostile) == 1 else 's'}"
-    assert message["Subject"] == f"Your {frequency.value} digest from {SITE.name}: {count}"
+    edition = domain.edition(frequency, PERIOD_KEYS[frequency])
+    assert message["Subject"] == f"Your {frequency.value} digest · {edition}"
 
     # Outside the summaries, the markup is exactly what plain data gives, tag for tag and
     # attribute for attribute: no title, category or address added or changed an element.

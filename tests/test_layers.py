@@ -41,6 +41,7 @@ ONE_MODULE = {
     "email_validator": "addresses",
     "feedparser": "ingest",
     "httpx": "sources",
+    "inscriptis": "render",
     "itsdangerous": "tokens",
     "prometheus_client": "metrics",
     "rich": "reports",

@@ -130,7 +130,7 @@ def test_sigterm_mid_batch_exits_0_and_a_restart_delivers_the_rest_once_each(
     assert delivered == sorted([*readers, "r0@example.org", "r1@example.org", "r2@example.org"])
 
 
-def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets(
+def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets_and_one_warning(
     daemon_env: dict[str, str], smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     feed = tmp_path / "site-feed.json"
@@ -166,6 +166,9 @@ def test_the_daemon_polls_its_feeds_and_logs_json_lines_without_secrets(
     polled = {a.url: (a.image_url, a.featured) for a in store.recent_articles(10)}
     assert polled[fresh["url"]] == (picture, True)
     store.engine.dispose()
+    # No DIGEST_POSTAL_ADDRESS: said once when the daemon starts, not once per run.
+    warned = [e for e in entries if "(DIGEST_POSTAL_ADDRESS) is not set" in e["message"]]
+    assert [(e["level"], e["logger"]) for e in warned] == [("warning", "digest.daemon")]
 
 
 def test_a_second_signal_exits_at_once_without_waiting_for_the_batch(

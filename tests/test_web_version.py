@@ -255,16 +255,16 @@ def test_the_preferences_page_lists_the_last_ten_digests_sent_with_their_web_ver
     assert len([s for s in statements if "FROM deliveries" in s]) == 1, statements  # no N+1
     rows = history_rows(page)
     assert [text for _, text in rows] == [
-        "Daily · 2026-12-12 Saturday 12 December 2026 · 1 article",
-        "Daily · 2026-12-11 Friday 11 December 2026 · 1 article",
-        "Daily · 2026-12-10 Thursday 10 December 2026 · 2 articles",
-        "Daily · 2026-12-09 Wednesday 9 December 2026 · 1 article",
-        "Daily · 2026-12-08 Tuesday 8 December 2026 · 1 article",
-        "Daily · 2026-12-07 Monday 7 December 2026 · 2 articles",
-        "Daily · 2026-12-06 Sunday 6 December 2026 · 1 article",
-        "Daily · 2026-12-05 Saturday 5 December 2026 · 1 article",
-        "Daily · 2026-12-04 Friday 4 December 2026 · 2 articles",
-        "Daily · 2026-12-03 Thursday 3 December 2026 · 1 article",
+        "Daily · Saturday 12 December Saturday 12 December 2026 · 1 article",
+        "Daily · Friday 11 December Friday 11 December 2026 · 1 article",
+        "Daily · Thursday 10 December Thursday 10 December 2026 · 2 articles",
+        "Daily · Wednesday 9 December Wednesday 9 December 2026 · 1 article",
+        "Daily · Tuesday 8 December Tuesday 8 December 2026 · 1 article",
+        "Daily · Monday 7 December Monday 7 December 2026 · 2 articles",
+        "Daily · Sunday 6 December Sunday 6 December 2026 · 1 article",
+        "Daily · Saturday 5 December Saturday 5 December 2026 · 1 article",
+        "Daily · Friday 4 December Friday 4 December 2026 · 2 articles",
+        "Daily · Thursday 3 December Thursday 3 December 2026 · 1 article",
     ]
     newest = web.get(rows[0][0])
     assert newest.status_code == 200
@@ -282,4 +282,4 @@ def test_the_history_names_the_edition_each_digest_went_out_as_after_a_change_of
     preferences = web.link(Purpose.PREFERENCES, reader)
     assert web.post(preferences, {"frequency": "monthly"}).status_code == 200
     (row,) = history_rows(web.get(preferences))
-    assert row[1] == "Weekly · 2026-W48 Monday 23 November 2026 · 1 article"
+    assert row[1] == "Weekly · 23–29 November Monday 23 November 2026 · 1 article"

@@ -141,6 +141,8 @@ def _settings(folder: Path, catcher: Catcher, url: str) -> Settings:
             "DIGEST_SENDER": "Mia's Feed <digest@miasfeed.example>",
             # The demo is the site: the sample articles' pictures are its own, served over http.
             "DIGEST_SITE_URL": url,
+            "DIGEST_DISCLAIMER": "Mia's Feed shares news, not medical advice",
+            "DIGEST_POSTAL_ADDRESS": "Mia's Feed · 20 Sample Street · Springfield, OR 97477 · USA",
             "DIGEST_DISPATCH_INTERVAL_SECONDS": str(DISPATCH_SECONDS),
         },
     )
