@@ -32,6 +32,7 @@ from inscriptis.model.html_element import HtmlElement
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from digest.config import origin_of
 from digest.domain import SUBJECTS, Article, Frequency, Site, day_and_month, edition
 from digest.mime import Part, assemble, mailbox, one_line, structured, unstructured
 from digest.text import is_web_url
@@ -288,13 +289,18 @@ class Renderer:
         html_part = Part.cut(html_body, (), is_html=True, link_room=0)
         return assemble(headers, text_part.encode(), html_part.encode())
 
+    def _may_show(self, picture: str) -> bool:
+        """The rule of import: an https picture, or one on the site's own origin (the demo's)."""
+        secure = picture[:8].lower() == "https://"
+        return is_web_url(picture) and (secure or origin_of(picture) == origin_of(self.site.url))
+
     def _item(self, article: Article) -> _Item:
         url = one_line(article.url).strip()
         if not url.lower().startswith(("https://", "http://")):
             url = self.site.url
         picture = article.image_url
-        if picture is not None and not (picture[:8].lower() == "https://" and is_web_url(picture)):
-            picture = None  # import keeps https pictures only; this is where they become markup
+        if picture is not None and not self._may_show(picture):
+            picture = None  # import checked it; again here, where it becomes markup
         summary = self._summary_html.clean(article.summary)
         return _Item(
             title=one_line(article.title).strip() or url,

@@ -292,6 +292,13 @@ def test_each_minute_the_demo_publishes_an_article_and_each_digest_holds_only_wh
         first = outbox.read(started.mail)
         assert sorted(c.recipient for c in first) == READERS
         assert all("12 new articles · " in c.html.read_text() for c in first if c.html)
+        # Each opens with its edition and a lead story with its picture, served by the demo.
+        for caught in first:
+            assert caught.html is not None
+            shown = caught.html.read_text()
+            assert re.search(r"Your (daily|weekly|monthly) digest · \w", shown)
+            assert "Top story" in shown
+            assert re.search(r'<img [^>]*src="http://127\.0\.0\.1:8000/pictures/\w+\.png"', shown)
         seen = len(first)
 
         assert minute() == {"amara@example.org": titles[:1], "dana@example.org": titles[:1]}

@@ -965,3 +965,24 @@ def test_any_text_renders_to_a_parseable_mail_without_injected_headers_or_tags(
     html = part(raw, "html").lower()
     assert "<x-evil" not in html
     assert "<script" not in html
+
+
+@pytest.mark.parametrize(
+    ("site_url", "picture", "shown"),
+    [
+        ("https://miasfeed.example", "https://cdn.example/a.jpg", True),
+        ("https://miasfeed.example", "http://cdn.example/a.jpg", False),
+        ("https://miasfeed.example", "http://miasfeed.example/a.jpg", False),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/pictures/a.png", True),  # the demo
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8001/pictures/a.png", False),
+        ("https://miasfeed.example", "javascript:alert(1)", False),
+    ],
+)
+def test_a_picture_is_shown_over_https_or_from_the_sites_own_origin_only(
+    site_url: str, picture: str, shown: bool
+) -> None:
+    renderer = Renderer(TEMPLATES, replace(SITE, url=site_url))
+    lead = article(1, "Lead", "News", 2, picture=picture)
+    html = preview_html(renderer.digest_body(Frequency.WEEKLY, [lead], WEEK), LINKS)
+    assert (f'src="{markup.escape(picture)}"' in html) is shown
+    assert "<img" in html if shown else "<img" not in html
