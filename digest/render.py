@@ -275,19 +275,8 @@ class Renderer:
             "confirm_url": confirm_url,
             "expires_days": expires_days,
         }
-        html_body = self._inline(self._env.get_template("email/confirm.html.j2").render(context))
-        text_body = self._env.get_template("email/confirm.txt.j2").render(context)
         # Deliberately no List-Unsubscribe: nobody is subscribed yet (RELIABILITY rule 3).
-        headers = [
-            self._from,
-            structured("To", recipient),
-            unstructured("Subject", subject),
-            structured("Date", format_datetime(date)),
-            structured("Message-ID", message_id),
-        ]
-        text_part = Part.cut(text_body, (), is_html=False, link_room=0)
-        html_part = Part.cut(html_body, (), is_html=True, link_room=0)
-        return assemble(headers, text_part.encode(), html_part.encode())
+        return self._short_mail("confirm", context, recipient, message_id=message_id, date=date)
 
     def _may_show(self, picture: str) -> bool:
         """The rule of import: an https picture, or one on the site's own origin (the demo's)."""
@@ -355,22 +344,45 @@ class Renderer:
             "unsubscribe_url": unsubscribe_url,
             "preferences_url": preferences_url,
         }
-        html_body = self._inliner.inline(
-            self._env.get_template("email/welcome.html.j2").render(context)
-        )
-        text_body = self._env.get_template("email/welcome.txt.j2").render(context)
         # The reader is subscribed now: List-Unsubscribe as on every digest (RFC 8058).
+        return self._short_mail(
+            "welcome",
+            context,
+            recipient,
+            message_id=message_id,
+            date=date,
+            unsubscribe=(unsubscribe_url, one_click),
+        )
+
+    def _short_mail(
+        self,
+        template: str,
+        context: dict[str, Any],
+        recipient: str,
+        *,
+        message_id: str,
+        date: datetime,
+        unsubscribe: tuple[str, bool] | None = None,
+    ) -> bytes:
+        """A mail to one reader, without shared parts: email/{template}.html.j2 and .txt.j2.
+
+        unsubscribe is (the reader's unsubscribe URL, whether it takes a one-click POST)."""
+        html_body = self._inline(
+            self._env.get_template(f"email/{template}.html.j2").render(context)
+        )
+        text_body = self._env.get_template(f"email/{template}.txt.j2").render(context)
         headers = [
             self._from,
             structured("To", recipient),
-            unstructured("Subject", subject),
+            unstructured("Subject", context["subject"]),
             structured("Date", format_datetime(date)),
             structured("Message-ID", message_id),
-            self._list_id,
-            structured("List-Unsubscribe", f"<{unsubscribe_url}>"),
         ]
-        if one_click:
-            headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+        if unsubscribe is not None:
+            url, one_click = unsubscribe
+            headers += [self._list_id, structured("List-Unsubscribe", f"<{url}>")]
+            if one_click:
+                headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
         text_part = Part.cut(text_body, (), is_html=False, link_room=0)
         html_part = Part.cut(html_body, (), is_html=True, link_room=0)
         return assemble(headers, text_part.encode(), html_part.encode())

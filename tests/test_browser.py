@@ -29,6 +29,7 @@ from test_demo import _mail
 from test_pages import Web, _confirm_path, _web
 from test_render import ARTICLES, DATE, FOOTED, HEAD_FONT_RULE, RECIPIENT, WEEK, article
 from test_web_version import record_sent
+from test_welcome import welcome as welcome_to
 
 from digest import database
 from digest.config import PROJECT_TEMPLATES
@@ -289,17 +290,7 @@ def mails() -> dict[str, str]:
     confirmation = renderer.confirmation_message(
         RECIPIENT, LINKS.unsubscribe, Frequency.WEEKLY, message_id="<c@example.org>", date=DATE
     )
-    welcome = renderer.welcome_message(
-        RECIPIENT,
-        Frequency.WEEKLY,
-        "every Monday at 08:00, Madrid (Spain) time",
-        "arrives Monday 30 November at 08:00",
-        unsubscribe_url=LINKS.unsubscribe,
-        preferences_url=LINKS.preferences,
-        message_id="<w@example.org>",
-        date=DATE,
-        one_click=True,
-    )
+    welcome = welcome_to(renderer)
 
     def html_of(message: bytes) -> str:
         html = email.message_from_bytes(message, policy=email.policy.default).get_body(("html",))
