@@ -384,6 +384,17 @@ class SentDigest:
         return (self.frequency, self.cursor_from, self.cursor_to)
 
 
+_NOT_A_WORD = re.compile(r"[\W_]+")
+
+
+def topic_key(category: str) -> str:
+    """The one topic that spellings of a category from different feeds name: case, spacing,
+    punctuation and "&" against "and" aside ("Medical News & Research" is "medical news and
+    research"). Only letters (of any script), digits and single spaces, so keys join on ","."""
+    words = _NOT_A_WORD.sub(" ", category.casefold().replace("&", " and "))
+    return " ".join(words.split())
+
+
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     id: int
@@ -397,6 +408,12 @@ class Subscriber:
     cursor: int
     anchor: datetime
     bounces: int
+    topics: frozenset[str] | None = (
+        None  # topic keys (topic_key); None: every topic, later ones too
+    )
+    paused_until: datetime | None = None  # UTC; nothing is sent before it
+    send_time: time | None = None  # in the reader's timezone; None: the site's schedule
+    send_weekday: int | None = None  # a weekly reader's day, 0 = Monday; None: the site's
 
     def next_digest(
         self, now: datetime, schedule: Schedule, max_lateness: timedelta | None, *, news: bool

@@ -90,6 +90,11 @@ class SubscriberRow(Base):
     cursor: Mapped[int] = mapped_column(Integer, default=0)
     anchor: Mapped[datetime] = mapped_column(UtcDateTime)
     bounces: Mapped[int] = mapped_column(Integer, default=0)
+    # The reader's choices (issue 15); NULL is the site's default for each.
+    topics: Mapped[str | None] = mapped_column(Text, nullable=True)  # sorted topic keys, ","
+    paused_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    send_time: Mapped[str | None] = mapped_column(String(5), nullable=True)  # HH:MM, local
+    send_weekday: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 0 = Monday
 
 
 class DeliveryRow(Base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -125,6 +125,10 @@ def _subscriber(row: AnyRow) -> Subscriber:
         cursor=row.cursor,
         anchor=row.anchor,
         bounces=row.bounces,
+        topics=None if row.topics is None else frozenset(row.topics.split(",")),
+        paused_until=row.paused_until,
+        send_time=None if row.send_time is None else time.fromisoformat(row.send_time),
+        send_weekday=row.send_weekday,
     )
 
 

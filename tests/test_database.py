@@ -287,6 +287,24 @@ def test_migration_0006_gives_existing_articles_no_picture_and_no_pick_and_goes_
     engine.dispose()
 
 
+def test_migration_0007_gives_existing_readers_every_topic_no_pause_and_the_sites_schedule(
+    database_url: str,
+) -> None:
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    readers = {"a@example.org": Frequency.WEEKLY}
+    seed(database_url, readers, [1], confirmed_at=monday - timedelta(days=7), imported_at=monday)
+    engine = database.connect(database_url)
+    migrate(engine, command.downgrade, "0006")
+    migrate(engine, command.upgrade, "0007")
+    reader = Store(engine).find_subscriber("a@example.org")
+    choices = (reader.topics, reader.paused_until, reader.send_time, reader.send_weekday)
+    assert choices == (None, None, None, None)
+    migrate(engine, command.downgrade, "0006")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT email FROM subscribers")).scalar_one() == "a@example.org"
+    engine.dispose()
+
+
 def test_migration_0005_swaps_the_claim_indexes_both_ways_in_place_and_claims_what_0004_left(
     database_url: str,
 ) -> None:

@@ -24,6 +24,7 @@ from digest.domain import (
     period_frequency,
     period_key,
     retry_delay,
+    topic_key,
 )
 
 D, W, M = Frequency.DAILY, Frequency.WEEKLY, Frequency.MONTHLY
@@ -366,3 +367,22 @@ def test_smtp_replies_are_classified_as_reliability_rule_6_says(
 def test_run_summary_adds_up_and_prints_the_documented_line() -> None:
     total = RunSummary(sent=2, skipped=1) + RunSummary(sent=1, retrying=3, failed=1)
     assert total.line() == "sent 3, skipped 1, retrying 3, failed 1"
+
+
+@pytest.mark.parametrize(
+    ("category", "key"),
+    [
+        ("Medical News & Research", "medical news and research"),
+        ("medical news and research", "medical news and research"),
+        ("  Medical   News &Research ", "medical news and research"),
+        ("Public-Health", "public health"),
+        ("NUTRITION", "nutrition"),
+        ("Straße", "strasse"),
+        ("Santé & Société", "santé and société"),
+        ("", ""),
+    ],
+)
+def test_spellings_of_a_category_from_different_feeds_are_one_topic(
+    category: str, key: str
+) -> None:
+    assert topic_key(category) == key
