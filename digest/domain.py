@@ -189,6 +189,11 @@ def sendable_slot(
     return None if is_late(slot, now, max_lateness) else slot
 
 
+def is_paused(paused_until: datetime | None, at: datetime) -> bool:
+    """Whether a reader's pause covers the slot at `at`; a slot at the pause's very end is sent."""
+    return paused_until is not None and paused_until > at
+
+
 def due_slot(
     status: SubscriberStatus,
     frequency: Frequency,
@@ -197,19 +202,45 @@ def due_slot(
     now: datetime,
     schedule: Schedule,
     max_lateness: timedelta | None = None,
+    *,
+    paused_until: datetime | None = None,
 ) -> Slot | None:
     """The slot to send now, or None when the subscriber is not due.
 
-    Due means active, and the latest slot at or before now is later than the anchor (the slot of
-    the last digest, or the confirmation instant). Only the latest slot counts, so downtime that
-    spans several slots yields one catch-up digest, not one per missed slot.
+    Due means active, not paused at the slot, and the latest slot at or before now is later than
+    the anchor (the slot of the last digest, or the confirmation instant). Only the latest slot
+    counts, so downtime that spans several slots yields one catch-up digest, not one per missed
+    slot; a pause leaves anchor and cursor alone, so its end brings one catch-up digest too.
     """
     if status is not SubscriberStatus.ACTIVE:
         return None
     slot = sendable_slot(frequency, schedule, tz, now, max_lateness)
-    if slot is None or slot.at <= anchor:
+    if slot is None or slot.at <= anchor or is_paused(paused_until, slot.at):
         return None
     return slot
+
+
+# What the pages offer a reader instead of leaving: (form value, words, months, weeks).
+PAUSES = (
+    ("2-weeks", "2 weeks", 0, 2),
+    ("1-month", "a month", 1, 0),
+    ("3-months", "3 months", 3, 0),
+)
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The start of a day in a timezone, in UTC: where a pause "until 9 December" ends."""
+    return datetime.combine(day, time(0, 0), tzinfo=tz).astimezone(UTC)
+
+
+def pause_end(now: datetime, tz: ZoneInfo, *, months: int = 0, weeks: int = 0) -> datetime:
+    """A pause of that long from now ends at the reader's midnight of the day it comes to: two
+    weeks from Wednesday is the Wednesday after next; a month from 31 January is 28 February."""
+    today = now.astimezone(tz).date()
+    month_index = today.year * 12 + today.month - 1 + months
+    year, month = month_index // 12, month_index % 12 + 1
+    day = date(year, month, min(today.day, calendar.monthrange(year, month)[1]))
+    return local_midnight(day + timedelta(weeks=weeks), tz)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,20 +259,27 @@ def next_digest(
     max_lateness: timedelta | None = None,
     *,
     news: bool,
+    paused_until: datetime | None = None,
 ) -> NextDigest | None:
     """When a reader's next digest really goes out; None for a reader who gets none.
 
     news says whether articles after the reader's cursor exist at now. A due reader with news
     gets theirs at the next dispatch run; a due reader without has the slot skipped, and every
     other reader waits for the first slot after both now and their anchor: a send at a later
-    --now moves the anchor past the real now, and nothing goes out until the slot after it.
+    --now moves the anchor past the real now, and nothing goes out until the slot after it. A
+    paused reader waits for the first slot at or after their pause's end, too.
     """
-    due = due_slot(status, frequency, tz, anchor, now, schedule, max_lateness)
+    due = due_slot(
+        status, frequency, tz, anchor, now, schedule, max_lateness, paused_until=paused_until
+    )
     if due is not None and news:
         return NextDigest(due, due_now=True)
     if status is not SubscriberStatus.ACTIVE:
         return None
-    return NextDigest(next_slot(frequency, schedule, tz, max(now, anchor)), due_now=False)
+    after = max(now, anchor)
+    if paused_until is not None and paused_until > after:
+        after = paused_until - timedelta(microseconds=1)  # a slot at the very end is sent
+    return NextDigest(next_slot(frequency, schedule, tz, after), due_now=False)
 
 
 def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
@@ -428,6 +466,7 @@ class Subscriber:
             schedule,
             max_lateness,
             news=news,
+            paused_until=self.paused_until,
         )
 
 

@@ -63,6 +63,7 @@ from digest.store import (
     articles_between,
     is_address,
     narrow,
+    not_paused,
 )
 
 S, D = SubscriberRow, DeliveryRow
@@ -623,8 +624,9 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
 def _due(
     frequency: Frequency, timezone: str, slot_at: datetime, only: Only
 ) -> Select[*tuple[Any, ...]]:
-    """The group's readers due at the slot: active, anchored before it, and with no delivery
-    still outstanding (they wait for it)."""
+    """The group's readers due at the slot: active, not paused at it, anchored before it, and with
+    no delivery still outstanding (they wait for it). A paused reader is left as they are, anchor
+    and cursor, so the first slot after the pause brings one digest with all they missed."""
     outstanding = exists().where(
         D.subscriber_id == S.id, D.status.in_([s.value for s in OUTSTANDING])
     )
@@ -633,6 +635,7 @@ def _due(
         S.frequency == frequency.value,
         S.timezone == timezone,
         S.anchor < slot_at,
+        not_paused(slot_at),
         ~outstanding,
     )
     return narrow(due, only)

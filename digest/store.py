@@ -27,6 +27,7 @@ from sqlalchemy import (
     case,
     false,
     func,
+    literal,
     or_,
     select,
     update,
@@ -51,7 +52,7 @@ from digest.domain import (
     sendable_slot,
 )
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
-from digest.models import ArticleRow, FeedRow, SubscriberRow
+from digest.models import ArticleRow, FeedRow, SubscriberRow, UtcDateTime
 
 A, S = ArticleRow, SubscriberRow
 ERROR_TEXT_LIMIT = 500  # the longest error text kept on a row
@@ -399,6 +400,29 @@ class Store:
                 timezone=case((signed_up, timezone), else_=S.timezone),
             )
 
+    def pause(
+        self, subscriber_id: int, token_version: int, until: datetime | None
+    ) -> Subscriber | None:
+        """Pause a signed-up reader's digests until an instant, or end the pause (None); returns
+        the reader (a stopped one unchanged), None if gone. Anchor and cursor stay as they are,
+        so the first slot after the pause brings one digest with all the reader missed."""
+        signed_up = S.status.in_([s.value for s in SIGNED_UP])
+        with writing(self.engine) as conn:
+            return self._change(
+                conn,
+                subscriber_id,
+                token_version,
+                paused_until=case((signed_up, literal(until, UtcDateTime())), else_=S.paused_until),
+            )
+
+    def paused_count(self, at: datetime) -> int:
+        """Active readers whose pause is still on at `at`, for status."""
+        query = select(func.count()).where(
+            S.status == SubscriberStatus.ACTIVE.value, ~not_paused(at)
+        )
+        with reading(self.engine) as conn:
+            return conn.scalar(query) or 0
+
     @staticmethod
     def _change(
         conn: Connection, subscriber_id: int, token_version: int, **values: object
@@ -437,7 +461,11 @@ class Store:
             zone = ZoneInfo(timezone)
             sendable = sendable_slot(frequency, schedule, zone, now, max_lateness)
             upcoming = next_slot(frequency, schedule, zone, now)
-            due = false() if sendable is None else and_(S.anchor < sendable.at, S.cursor < newest)
+            due = (
+                false()
+                if sendable is None
+                else and_(S.anchor < sendable.at, S.cursor < newest, not_paused(sendable.at))
+            )
             group = (
                 select()
                 .select_from(S)
@@ -537,6 +565,11 @@ def articles_between(
 def is_address(email: str) -> ColumnElement[bool]:
     """The reader with this address, whatever its case: every look-up by address goes here."""
     return S.email_key == address_key(email)
+
+
+def not_paused(at: datetime) -> ColumnElement[bool]:
+    """domain.is_paused's negation in SQL: no pause, or one over by the slot at `at`."""
+    return or_(S.paused_until.is_(None), S.paused_until <= at)
 
 
 def narrow(query: SelectT, only: Only) -> SelectT:

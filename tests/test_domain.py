@@ -21,6 +21,7 @@ from digest.domain import (
     latest_slot,
     next_digest,
     next_slot,
+    pause_end,
     period_frequency,
     period_key,
     retry_delay,
@@ -386,3 +387,98 @@ def test_spellings_of_a_category_from_different_feeds_are_one_topic(
     category: str, key: str
 ) -> None:
     assert topic_key(category) == key
+
+
+def _due_paused(frequency: Frequency, anchor: str, now: str, paused_until: str) -> str | None:
+    slot = due_slot(
+        SubscriberStatus.ACTIVE,
+        frequency,
+        UTC_ZONE,
+        utc(anchor),
+        utc(now),
+        DEFAULT,
+        timedelta(hours=6),
+        paused_until=utc(paused_until),
+    )
+    return None if slot is None else slot.key
+
+
+@pytest.mark.parametrize(
+    ("frequency", "anchor", "now", "paused_until", "expected"),
+    [
+        # paused from the 1st to the 9th: no slot in between is due, however late the run
+        (D, "2026-11-30T08:00", "2026-12-01T08:00", "2026-12-09T00:00", None),
+        (D, "2026-11-30T08:00", "2026-12-08T13:59", "2026-12-09T00:00", None),
+        # the first slot after the pause: one catch-up, for that slot only
+        (D, "2026-11-30T08:00", "2026-12-09T08:00", "2026-12-09T00:00", "2026-12-09"),
+        # max_lateness counts from that slot, not from the pause's start or the last digest
+        (D, "2026-11-30T08:00", "2026-12-09T13:59", "2026-12-09T00:00", "2026-12-09"),
+        # a slot at the pause's very end is sent; one an instant before it is not
+        (D, "2026-11-30T08:00", "2026-12-09T08:00", "2026-12-09T08:00", "2026-12-09"),
+        (D, "2026-11-30T08:00", "2026-12-09T08:00", "2026-12-09T08:00:01", None),
+        # a weekly reader paused over two Mondays gets the Monday after the pause
+        (W, "2026-11-23T08:00", "2026-12-07T08:00", "2026-12-09T00:00", None),
+        (W, "2026-11-23T08:00", "2026-12-14T08:00", "2026-12-09T00:00", "2026-W51"),
+        # a monthly reader paused past the 1st waits for the next month's
+        (M, "2026-11-01T08:00", "2026-12-01T08:00", "2026-12-02T00:00", None),
+        (M, "2026-11-01T08:00", "2027-01-01T08:00", "2026-12-02T00:00", "2027-01"),
+        # a pause that ended long ago changes nothing
+        (D, "2026-11-30T08:00", "2026-12-01T08:00", "2026-01-01T00:00", "2026-12-01"),
+    ],
+)
+def test_a_paused_reader_is_due_only_at_the_first_slot_at_or_after_the_pause_ends(
+    frequency: Frequency, anchor: str, now: str, paused_until: str, expected: str | None
+) -> None:
+    assert _due_paused(frequency, anchor, now, paused_until) == expected
+
+
+@pytest.mark.parametrize(
+    ("frequency", "now", "paused_until", "news", "expected"),
+    [
+        (D, "2026-12-01T09:00", "2026-12-09T00:00", True, "2026-12-09T08:00"),
+        (D, "2026-12-01T09:00", "2026-12-09T08:00", True, "2026-12-09T08:00"),
+        (W, "2026-12-01T09:00", "2026-12-09T00:00", True, "2026-12-14T08:00"),
+        (M, "2026-12-01T09:00", "2027-02-15T00:00", False, "2027-03-01T08:00"),
+        # over: as if never paused
+        (D, "2026-12-09T09:00", "2026-12-09T00:00", True, "now 2026-12-09"),
+    ],
+)
+def test_a_paused_readers_next_digest_is_the_first_slot_at_or_after_the_pause_ends(
+    frequency: Frequency, now: str, paused_until: str, news: bool, expected: str
+) -> None:
+    upcoming = next_digest(
+        SubscriberStatus.ACTIVE,
+        frequency,
+        UTC_ZONE,
+        utc("2026-11-01T08:00"),
+        utc(now),
+        DEFAULT,
+        news=news,
+        paused_until=utc(paused_until),
+    )
+    assert upcoming is not None
+    if upcoming.due_now:
+        assert f"now {upcoming.slot.key}" == expected
+    else:
+        assert upcoming.slot.at == utc(expected)
+
+
+@pytest.mark.parametrize(
+    ("now", "zone", "months", "weeks", "expected"),
+    [
+        # two weeks from Wednesday 25 November: midnight starting Wednesday 9 December, Madrid
+        ("2026-11-25T10:00", MADRID, 0, 2, "2026-12-08T23:00"),
+        ("2026-11-25T10:00", MADRID, 1, 0, "2026-12-24T23:00"),
+        ("2026-11-25T10:00", MADRID, 3, 0, "2027-02-24T23:00"),
+        # a month from 31 January is the month's last day
+        ("2027-01-31T10:00", UTC_ZONE, 1, 0, "2027-02-28T00:00"),
+        # the reader's own day: already the 26th in Sydney
+        ("2026-11-25T20:00", SYDNEY, 0, 2, "2026-12-09T13:00"),
+        # across the DST change: New York's midnight moves from UTC-4 to UTC-5
+        ("2026-10-20T12:00", NEW_YORK, 0, 2, "2026-11-03T05:00"),
+    ],
+)
+def test_a_pause_ends_at_the_readers_midnight_of_the_day_it_comes_to(
+    now: str, zone: ZoneInfo, months: int, weeks: int, expected: str
+) -> None:
+    assert pause_end(utc(now), zone, months=months, weeks=weeks) == utc(expected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -645,3 +646,50 @@ def test_extending_a_lease_keeps_claims_ours_and_never_takes_back_a_lost_one(
     stolen = claim_all(ledger, "w2", now=later + LEASE + timedelta(seconds=1))
     assert len(stolen) == 2
     assert ledger.extend_lease("w1", claims, later + 2 * LEASE) == set()
+
+
+def test_a_paused_reader_gets_nothing_then_one_catch_up_with_all_they_missed(
+    store: Store, ledger: Ledger
+) -> None:
+    seed(store, "paused@example.org", "other@example.org", articles=2)
+    paused = store.find_subscriber("paused@example.org")
+    # Paused until Wednesday 16 December: the Mondays 30 November and 7 and 14 December pass by.
+    until = datetime(2026, 12, 16, tzinfo=UTC)
+    assert store.pause(paused.id, paused.token_version, until) == replace(
+        paused, paused_until=until
+    )
+    week = timedelta(days=7)
+    for monday in (MONDAY_0900, MONDAY_0900 + week, MONDAY_0900 + 2 * week):
+        store.upsert_articles([article(int(monday.timestamp()))], monday - timedelta(hours=2))
+        ledger.plan(monday, RULES)
+        sent = claim_all(ledger, now=monday)
+        assert [c.email for c in sent] == ["other@example.org"]
+        ledger.record("w1", monday, sent, [], FINISH)
+    # No row for the slots the pause covered, and the reader as they were: cursor and anchor.
+    assert deliveries_of(ledger.engine, "paused@example.org") == []
+    assert store.find_subscriber("paused@example.org") == replace(paused, paused_until=until)
+    # Monday 21 December, one hour late: one digest, with every article since the pause began.
+    late = MONDAY_0900 + 3 * week + timedelta(hours=1)
+    ledger.plan(late, RULES)
+    sent = claim_all(ledger, now=late)
+    (catch_up,) = [c for c in sent if c.email == "paused@example.org"]
+    assert catch_up.period_key == "2026-W52"
+    assert len(store.articles(catch_up.cursor_from, catch_up.cursor_to)) == 2 + 3
+    ledger.record("w1", late, sent, [], FINISH)
+    ledger.plan(late + timedelta(hours=2), RULES)
+    assert statuses(ledger, "paused@example.org") == [DeliveryStatus.SENT]
+
+
+def test_a_pause_is_ended_by_none_and_leaves_a_stopped_reader_alone(store: Store) -> None:
+    seed(store, "a@example.org", "gone@example.org")
+    a, gone = (store.find_subscriber(e) for e in ("a@example.org", "gone@example.org"))
+    until = datetime(2026, 12, 16, tzinfo=UTC)
+    store.pause(a.id, a.token_version, until)
+    assert store.paused_count(MONDAY_0900) == 1
+    assert store.paused_count(until) == 0  # over at its very instant
+    store.unsubscribe(gone.id, gone.token_version, MONDAY_0900)
+    changed = store.pause(gone.id, gone.token_version, until)
+    assert changed is not None and changed.paused_until is None
+    assert store.pause(a.id, a.token_version + 1, None) is None  # an old link: nothing
+    resumed = store.pause(a.id, a.token_version, None)
+    assert resumed is not None and resumed.paused_until is None
