@@ -12,8 +12,9 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from digest import database, ingest, logs
 from digest.addresses import check_timezone, normalise_address
@@ -35,13 +36,15 @@ from digest.domain import (
     Subscriber,
     SubscriberDraft,
     SubscriberStatus,
+    local_midnight,
 )
+from digest.errors import InvalidInput, NotFound
 from digest.feeds import Imported, import_articles
 from digest.ledger import FinishRules, Ledger, PlanRules
 from digest.mailer import DryRunSender, SmtpSender, SmtpSettings
 from digest.render import Renderer, preview_html, preview_text
 from digest.sources import read_source
-from digest.store import FeedState, Outlook, Store, already_subscribed
+from digest.store import SIGNED_UP, FeedState, Outlook, Store, already_subscribed
 from digest.subscriber_csv import parse_subscribers_csv
 from digest.tokens import Tokens
 
@@ -73,6 +76,7 @@ class Status:
 
     readers: dict[tuple[Frequency, SubscriberStatus], int]
     outlook: dict[tuple[Frequency, str], Outlook]  # by (frequency, timezone) group
+    paused: int  # active readers whose pause is on
     deliveries: dict[DeliveryStatus, int]
     retries: int  # deliveries pending a retry
     runs: list[Run]  # the last ones, newest first
@@ -251,6 +255,7 @@ class Services:
         return Status(
             readers=self.store.subscriber_counts(),
             outlook=self.store.outlook(now, s.schedule, s.max_lateness),
+            paused=self.store.paused_count(now),
             deliveries=self.ledger.delivery_counts(),
             retries=self.ledger.retry_count(),
             runs=self.ledger.last_runs(runs),
@@ -292,6 +297,28 @@ class Services:
 
     def subscribers(self, status: SubscriberStatus | None) -> Iterator[Subscriber]:
         return self.store.subscribers(status)
+
+    def pause_subscriber(
+        self, email: str, until: date | datetime | None, now: datetime
+    ) -> Subscriber:
+        """Pause a reader's digests until an instant, or until their own midnight that starts a
+        day; None ends the pause. Returns the reader as changed."""
+        reader = self.store.find_subscriber(normalise_address(email))
+        if reader.status not in SIGNED_UP:
+            raise InvalidInput(
+                f"{reader.email} is {reader.status.value}: there is nothing to pause"
+            )
+        end = (
+            local_midnight(until, ZoneInfo(reader.timezone))
+            if isinstance(until, date) and not isinstance(until, datetime)
+            else until
+        )
+        if end is not None and end <= now:
+            raise InvalidInput(f"--until must be later than now, got {end:%Y-%m-%d %H:%M} UTC")
+        changed = self.store.pause(reader.id, reader.token_version, end)
+        if changed is None:  # erased or signed up again between the two statements
+            raise NotFound(f"no subscriber with the address {email}")
+        return changed
 
     def remove_subscriber(self, email: str) -> str:
         """Erase a reader and every record of mail to them; returns the address as on file."""

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
@@ -303,10 +303,55 @@ def subscribers_list(
     status: Annotated[
         SubscriberStatus | None, typer.Option(help="Only readers in this state.")
     ] = None,
+    now: NowOption = None,
 ) -> None:
-    """List readers, one a line."""
+    """List readers, one a line; a paused reader's line ends with when the pause ends."""
+    at = _instant(now)
     for subscriber in _services(ctx).subscribers(status):
-        typer.echo(reports.subscriber_line(subscriber))
+        typer.echo(reports.subscriber_line(subscriber, at))
+
+
+@subscribers_cli.command("pause")
+def subscribers_pause(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The reader's address.")],
+    until: Annotated[
+        str,
+        typer.Option(
+            "--until",
+            help="ISO 8601: a date (the reader's own midnight that starts it) or an instant.",
+        ),
+    ],
+    now: NowOption = None,
+) -> None:
+    """Pause a reader's digests; the first slot after it brings one digest with what they missed."""
+    reader = _services(ctx).pause_subscriber(email, _date_or_instant(until), _instant(now))
+    typer.echo(f"{reader.email}: {reports.pause_words(reader)}")
+
+
+@subscribers_cli.command("resume")
+def subscribers_resume(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The reader's address.")],
+    now: NowOption = None,
+) -> None:
+    """End a reader's pause: their next slot brings what they missed."""
+    reader = _services(ctx).pause_subscriber(email, None, _instant(now))
+    typer.echo(f"{reader.email}: {reports.pause_words(reader)}")
+
+
+def _date_or_instant(text: str) -> date | datetime:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"--until must be an ISO 8601 date or instant like 2026-12-09, got {text!r}"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @subscribers_cli.command("remove")

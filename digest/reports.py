@@ -18,6 +18,7 @@ from digest.domain import (
     Progress,
     Subscriber,
     SubscriberStatus,
+    is_paused,
 )
 from digest.feeds import failing_too_long
 from digest.store import FeedState, Outlook
@@ -30,8 +31,18 @@ def _when(instant: datetime, zone: str = "UTC") -> str:
     return instant.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def subscriber_line(s: Subscriber) -> str:
-    return f"{s.email}\t{s.frequency}\t{s.status}\t{s.timezone}\tsince {s.created_at:%Y-%m-%d}"
+def subscriber_line(s: Subscriber, now: datetime) -> str:
+    line = f"{s.email}\t{s.frequency}\t{s.status}\t{s.timezone}\tsince {s.created_at:%Y-%m-%d}"
+    return line + (f"\t{pause_words(s)}" if is_paused(s.paused_until, now) else "")
+
+
+def pause_words(s: Subscriber) -> str:
+    """How the CLI names a reader's pause, in their own time: "paused until 2026-12-09 00:00 CET"."""
+    return (
+        "not paused"
+        if s.paused_until is None
+        else f"paused until {_when(s.paused_until, s.timezone)}"
+    )
 
 
 def article_line(a: Article) -> str:
@@ -76,6 +87,8 @@ def status(services: Services, now: datetime) -> str:
     for frequency in Frequency:
         row = "".join(f"{counts.get((frequency, st), 0):>14}" for st in SubscriberStatus)
         lines.append(f"  {frequency.value:10}{row}")
+    if facts.paused:
+        lines.append(f"  {facts.paused} active reader(s) paused: digest subscribers list")
     if bounced := sum(n for (_, st), n in counts.items() if st is SubscriberStatus.BOUNCED):
         lines.append(
             f"  {bounced} bounced reader(s) get no digests: "

@@ -554,3 +554,67 @@ def test_articles_add_refuses_a_non_web_url_with_one_line(upgraded: Cli) -> None
     assert result.code == 2
     assert "url must be http or https" in result.err
     assert upgraded("articles", "list").out.strip() == ""
+
+
+def test_a_paused_reader_gets_nothing_until_the_date_then_one_digest_with_what_they_missed(
+    three_readers: Cli, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    paused = three_readers(
+        "subscribers", "pause", "DAILY@example.org", "--until", "2026-12-03", "--now", MONDAY_0900
+    )
+    assert (paused.code, paused.out) == (
+        0,
+        "daily@example.org: paused until 2026-12-03 00:00 UTC\n",
+    )
+    listed = three_readers("subscribers", "list", "--now", MONDAY_0900).out.splitlines()
+    assert [line.endswith("\tpaused until 2026-12-03 00:00 UTC") for line in listed] == [
+        True,
+        False,
+        False,
+    ]
+    assert "  1 active reader(s) paused" in three_readers("status", "--now", MONDAY_0900).out
+    # Monday and Tuesday: the weekly and the monthly reader get theirs, the daily one nothing.
+    assert three_readers("send", "--now", MONDAY_0900).last_line.startswith("sent 1, skipped 0")
+    more = five_articles(tmp_path, start=5)
+    assert three_readers("articles", "import", str(more), "--now", MONDAY_0900).code == 0
+    assert three_readers("send", "--now", NEXT_DAY).last_line.startswith("sent 1, skipped 0")
+    assert "daily@example.org" not in smtp_server.recipients
+    # Thursday 3 December: one digest, with the ten articles of both imports.
+    assert three_readers("send", "--now", "2026-12-03T09:00Z").last_line.startswith("sent 1,")
+    assert three_readers("send", "--now", "2026-12-03T10:00Z").last_line.startswith("sent 0,")
+    (catch_up,) = [m for m in smtp_server.messages if m.recipients == ["daily@example.org"]]
+    text = parsed(catch_up.data).get_body(("plain",))
+    assert text is not None
+    assert all(f"Study {n}:" in text.get_content() for n in range(10))
+    assert "paused" not in three_readers("status", "--now", "2026-12-03T10:00Z").out
+
+
+def test_resume_ends_a_pause_at_once(three_readers: Cli) -> None:
+    three_readers("subscribers", "pause", "daily@example.org", "--until", "2027-01-01T12:00Z")
+    resumed = three_readers("subscribers", "resume", "daily@example.org", "--now", MONDAY_0900)
+    assert (resumed.code, resumed.out) == (0, "daily@example.org: not paused\n")
+    assert three_readers("send", "--now", MONDAY_0900).last_line.startswith("sent 2,")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (
+            ("daily@example.org", "--until", "2026-11-30"),
+            "error: --until must be later than now, got 2026-11-30 00:00 UTC",
+        ),
+        (
+            ("daily@example.org", "--until", "next week"),
+            "error: --until must be an ISO 8601 date or instant like 2026-12-09, got 'next week'",
+        ),
+        (
+            ("nobody@example.org", "--until", "2026-12-09"),
+            "error: no subscriber with the address nobody@example.org",
+        ),
+    ],
+)
+def test_a_pause_in_the_past_or_of_an_unknown_reader_is_one_line_and_exit_2(
+    three_readers: Cli, arguments: tuple[str, ...], error: str
+) -> None:
+    result = three_readers("subscribers", "pause", *arguments, "--now", MONDAY_0900)
+    assert (result.code, result.out, result.err) == (2, "", error + "\n")
