@@ -12,7 +12,8 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +34,7 @@ from digest.addresses import (
     parse_frequency,
 )
 from digest.domain import (
+    PAUSES,
     Frequency,
     NextDigest,
     SentDigest,
@@ -41,6 +43,7 @@ from digest.domain import (
     SubscriberDraft,
     SubscriberStatus,
     edition,
+    is_paused,
 )
 from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.ratelimit import RateLimiter
@@ -50,6 +53,10 @@ from digest.timezones import COMMON, LABELS, label
 from digest.tokens import Purpose
 
 FREQUENCIES = tuple(f.value for f in Frequency)
+# The pauses the pages offer: the buttons' (value, words), and each value's (months, weeks).
+PAUSE_CHOICES = tuple((value, words) for value, words, _, _ in PAUSES)
+PAUSE_LENGTHS = {value: (months, weeks) for value, _, months, weeks in PAUSES}
+URLENCODED = "application/x-www-form-urlencoded"
 HOUR = timedelta(hours=1)
 MAX_FORM_FIELDS = 10
 STOPPED = {
@@ -351,14 +358,48 @@ class ReaderPages:
             frequency=reader.frequency.value,
             less_often=[f.value for f in order[order.index(reader.frequency) + 1 :]],
             preferences_path=self._readers.link(Purpose.PREFERENCES, reader),
+            pauses=PAUSE_CHOICES,
         )
 
     async def unsubscribe(self, request: Request) -> Response:
         # The RFC 8058 one-click target: no cookies, no CSRF token, no Origin check, never a
-        # redirect; the body (List-Unsubscribe=One-Click) is not needed to know what to do.
+        # redirect; the body (List-Unsubscribe=One-Click) is not needed to know what to do. Only
+        # the page's own pause form (urlencoded, with a `pause` field) does something else: a
+        # multipart or odd body is never parsed, so it unsubscribes as it always did.
         token = _token(request)
+        if request.headers.get("content-type", "").startswith(URLENCODED):
+            choice = _field(await _form(request), "pause")
+            if choice:
+                return await self._pause(request, Purpose.UNSUBSCRIBE, token, choice)
         reader = await run_in_threadpool(self._readers.unsubscribe, Purpose.UNSUBSCRIBE, token)
         return self._unsubscribed(reader)
+
+    async def _pause(self, request: Request, purpose: Purpose, token: str, choice: str) -> Response:
+        """One of the pauses the pages offer, from the unsubscribe or the preferences page."""
+        if not self._same_site(request):
+            return self._forbidden()
+        length = PAUSE_LENGTHS.get(choice)
+        if length is None:
+            return self._pages.problem(
+                400, "Not a pause we offer", "Please choose one of the pauses the page offers."
+            )
+        months, weeks = length
+        reader = await run_in_threadpool(
+            partial(self._readers.pause, purpose, token, months=months, weeks=weeks)
+        )
+        if reader.status not in SIGNED_UP:  # unsubscribed meanwhile: nothing to pause
+            return self._unsubscribed(reader)
+        paused = (
+            f"Your digests pause until {_until(reader)}; then one digest brings what you missed."
+        )
+        if purpose is Purpose.PREFERENCES:
+            return await self._preferences_form(reader, saved=paused)
+        return self._pages.render(
+            "paused",
+            "Your digests are paused",
+            paused=paused,
+            preferences_path=self._readers.link(Purpose.PREFERENCES, reader),
+        )
 
     def _unsubscribed(self, reader: Subscriber) -> Response:
         return self._pages.render(
@@ -369,12 +410,15 @@ class ReaderPages:
         self, reader: Subscriber, *, saved: str = "", error: str = ""
     ) -> Response:
         stopped = STOPPED.get(reader.status, "")
+        paused = is_paused(reader.paused_until, self._readers.now())
         return self._pages.render(
             "preferences",
             "Your digest",
             400 if error else 200,
             masked_email=mask_address(reader.email),
             stopped=stopped,
+            paused_until=_until(reader) if paused else "",
+            pauses=PAUSE_CHOICES,
             next_digest="" if stopped else await self._arrival(reader),
             saved=saved,
             error=error,
@@ -399,10 +443,8 @@ class ReaderPages:
         if reader.status not in SIGNED_UP:
             return await self._preferences_form(reader)  # an old page's form: nothing to save
         form = await _form(request)
-        if _field(form, "action") == "unsubscribe":
-            return self._unsubscribed(
-                await run_in_threadpool(self._readers.unsubscribe, Purpose.PREFERENCES, token)
-            )
+        if (acted := await self._act(request, token, form)) is not None:
+            return acted
         try:
             frequency = parse_frequency(_field(form, "frequency") or reader.frequency)
             timezone = check_timezone(_field(form, "timezone") or reader.timezone)
@@ -413,6 +455,19 @@ class ReaderPages:
             return await self._preferences_form(changed)
         saved = f"Saved: a {changed.frequency.value} digest, in {label(changed.timezone)} time."
         return await self._preferences_form(changed, saved=saved)
+
+    async def _act(self, request: Request, token: str, form: FormData) -> Response | None:
+        """The preferences page's buttons other than Save: unsubscribe, a pause, resume."""
+        if _field(form, "action") == "unsubscribe":
+            return self._unsubscribed(
+                await run_in_threadpool(self._readers.unsubscribe, Purpose.PREFERENCES, token)
+            )
+        if choice := _field(form, "pause"):
+            return await self._pause(request, Purpose.PREFERENCES, token, choice)
+        if _field(form, "action") == "resume":
+            resumed = await run_in_threadpool(self._readers.resume, token)
+            return await self._preferences_form(resumed, saved="Your digests are back on.")
+        return None
 
     async def web_version(self, request: Request) -> Response:
         """The digest as it was mailed; GET only, and it changes nothing."""
@@ -454,6 +509,16 @@ def _still_valid(frequency: str, timezone: str) -> tuple[Frequency | None, str]:
         return chosen_frequency, check_timezone(timezone)
     except InvalidInput:
         return chosen_frequency, ""
+
+
+def _until(reader: Subscriber) -> str:
+    """The end of a reader's pause in their words: "Wednesday 9 December" (their midnight that
+    starts it, as the pages set it), with the time for another instant (support staff's)."""
+    if reader.paused_until is None:
+        return ""
+    end = reader.paused_until.astimezone(ZoneInfo(reader.timezone))
+    day = f"{end:%A} {end.day} {end:%B}"
+    return day if end.time() == time(0, 0) else f"{day} at {end:%H:%M}"
 
 
 def _day_and_time(at: datetime) -> str:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from digest.addresses import mask_address
 from digest.domain import (
@@ -26,6 +27,7 @@ from digest.domain import (
     Subscriber,
     SubscriberDraft,
     SubscriberStatus,
+    pause_end,
 )
 from digest.errors import InvalidToken
 from digest.ledger import Ledger
@@ -213,6 +215,21 @@ class Readers:
         changed = self._store.unsubscribe(
             subject.subscriber_id, subject.token_version, self._clock()
         )
+        return _named(subject, changed)
+
+    def pause(self, purpose: Purpose, token: str, *, months: int, weeks: int) -> Subscriber:
+        """Pause the reader's digests that long, to their own midnight (domain.pause_end), from
+        the unsubscribe link or the preferences page; a stopped reader comes back unchanged."""
+        subject = self._tokens.read(purpose, token, self._clock())
+        reader = _named(subject, self._store.subscriber(subject.subscriber_id))
+        until = pause_end(self._clock(), ZoneInfo(reader.timezone), months=months, weeks=weeks)
+        changed = self._store.pause(subject.subscriber_id, subject.token_version, until)
+        return _named(subject, changed)
+
+    def resume(self, token: str) -> Subscriber:
+        """End the reader's pause: their next slot brings what they missed."""
+        subject = self._tokens.read(Purpose.PREFERENCES, token, self._clock())
+        changed = self._store.pause(subject.subscriber_id, subject.token_version, None)
         return _named(subject, changed)
 
     def set_preferences(self, token: str, frequency: Frequency, timezone: str) -> Subscriber:

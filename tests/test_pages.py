@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from html.parser import HTMLParser
@@ -837,3 +837,83 @@ def test_a_database_outage_gets_a_503_page(smtp_server: SmtpServer) -> None:
     engine.dispose()
     assert answer.status_code == 503
     assert "Please try again" in answer.text
+
+
+# -- a pause instead of leaving --------------------------------------------------------------
+
+PAUSED = "Your digests pause until Tuesday 8 December; then one digest brings what you missed."
+# Two weeks from Tuesday 24 November: the reader's (Madrid's) midnight that starts 8 December.
+TWO_WEEKS = datetime(2026, 12, 7, 23, 0, tzinfo=UTC)
+
+
+def test_the_unsubscribe_page_offers_a_pause_that_is_one_change_and_says_until_when(
+    web: Web,
+) -> None:
+    reader = _active(web, "tired@example.org")
+    link = web.link(Purpose.UNSUBSCRIBE, reader)
+    before = snapshot(web.store.engine)
+    page = web.get(link)
+    assert snapshot(web.store.engine) == before  # a GET changes nothing
+    for words, value in (("2 weeks", "2-weeks"), ("a month", "1-month"), ("3 months", "3-months")):
+        assert (
+            f'<button type="submit" name="pause" value="{value}" class="secondary">'
+            f"Pause for {words}</button>"
+        ) in page.text
+    assert "<legend>Take a break instead</legend>" in page.text
+    with _statements(web.store.engine) as statements:
+        paused = web.post(link, {"pause": "2-weeks"})
+    assert paused.status_code == 200
+    _one_change_that_returns_the_reader(statements)
+    assert PAUSED in html.unescape(paused.text)
+    assert web.reader("tired@example.org") == replace(reader, paused_until=TWO_WEEKS)
+    # While paused, the one-click POST from the mail client still unsubscribes at once.
+    assert web.client.post(link, content=b"List-Unsubscribe=One-Click").status_code == 200
+    assert web.reader("tired@example.org").status is SubscriberStatus.UNSUBSCRIBED
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+def test_a_one_click_post_naming_no_pause_unsubscribes_as_before(web: Web, encoding: str) -> None:
+    reader = _active(web, "leave@example.org")
+    link = web.link(Purpose.UNSUBSCRIBE, reader)
+    if encoding == "urlencoded":
+        answer = web.post(link, {"List-Unsubscribe": "One-Click"})
+    else:  # a multipart body is never read, whatever it holds
+        answer = web.client.post(link, files={"pause": (None, "2-weeks")})
+    assert answer.status_code == 200
+    assert web.reader("leave@example.org").status is SubscriberStatus.UNSUBSCRIBED
+    assert web.reader("leave@example.org").paused_until is None
+
+
+def test_a_pause_from_a_tampered_link_another_site_or_of_another_length_changes_nothing(
+    web: Web,
+) -> None:
+    reader = _active(web, "victim@example.org")
+    link = web.link(Purpose.UNSUBSCRIBE, reader)
+    before = snapshot(web.store.engine)
+    tampered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
+    assert web.post(tampered, {"pause": "2-weeks"}).status_code == 400
+    foreign = web.post(link, {"pause": "2-weeks"}, Origin="https://evil.example")
+    assert foreign.status_code == 403
+    assert web.post(link, {"pause": "10-years"}).status_code == 400
+    assert snapshot(web.store.engine) == before
+
+
+def test_preferences_pause_show_until_when_and_resume_now(web: Web) -> None:
+    reader = _active(web, "break@example.org")
+    link = web.link(Purpose.PREFERENCES, reader)
+    assert "Pause for a month" in web.get(link).text
+    with _statements(web.store.engine) as statements:
+        paused = web.post(link, {"pause": "1-month"})
+    _one_change_that_returns_the_reader(statements)
+    text = _visible_text(html.unescape(paused.text))
+    assert (
+        "Your digests pause until Thursday 24 December; then one digest brings what you missed."
+    ) in text
+    assert "Paused until Thursday 24 December" in text
+    assert "Your next digest arrives Thursday 24 December at 08:00." in text
+    assert 'name="action" value="resume">Resume now</button>' in paused.text
+    assert "Pause for a month" not in paused.text
+    resumed = web.post(link, {"action": "resume"})
+    assert "Your digests are back on." in resumed.text
+    assert web.reader("break@example.org").paused_until is None
+    assert "Pause for a month" in resumed.text
