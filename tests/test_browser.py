@@ -26,7 +26,7 @@ from sqlalchemy import create_engine
 from starlette.requests import Request
 from starlette.routing import Route
 from test_demo import _mail
-from test_pages import Web, _confirm_path, _web
+from test_pages import PAUSED, Web, _active, _confirm_path, _web
 from test_render import ARTICLES, DATE, FOOTED, HEAD_FONT_RULE, RECIPIENT, WEEK, article
 from test_web_version import record_sent
 from test_welcome import welcome as welcome_to
@@ -161,6 +161,50 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
         page.goto(unsubscribe[: len(unsubscribe) // 2])  # a link cut short in copying
         expect(page.locator("h1")).to_have_text("This link is not valid")
         steps.shot("invalid-link")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize(("width", "height"), [(375, 800), (1280, 900)], ids=["375px", "1280px"])
+def test_a_monthly_reader_pauses_from_the_unsubscribe_page_by_keyboard_and_resumes_in_chromium(
+    chromium: Browser, screenshots: Path, sqlite_web: Web, width: int, height: int
+) -> None:
+    from playwright.sync_api import expect
+
+    web = sqlite_web
+    reader = _active(web, "monthly@example.org", Frequency.MONTHLY)
+    context = chromium.new_context(
+        base_url=web.base_url, viewport={"width": width, "height": height}, locale="en-GB"
+    )
+    context.set_default_timeout(PATIENCE_MS)
+    page = context.new_page()
+    steps = Steps(page, screenshots, width)
+    try:
+        page.goto(web.link(Purpose.UNSUBSCRIBE, reader))
+        pauses = page.get_by_role("group", name="Take a break instead")
+        for words in ("2 weeks", "a month", "3 months"):
+            expect(pauses.get_by_role("button", name=f"Pause for {words}")).to_be_visible()
+        page.get_by_role("button", name="Unsubscribe").focus()
+        page.keyboard.press("Tab")  # from Unsubscribe to the first pause, as a keyboard user would
+        two_weeks = pauses.get_by_role("button", name="Pause for 2 weeks")
+        expect(two_weeks).to_be_focused()
+        assert two_weeks.evaluate("b => b.matches(':focus-visible')")
+        assert two_weeks.evaluate("b => getComputedStyle(b).outlineStyle") != "none"
+        steps.shot("unsubscribe-offers-a-pause")
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        expect(page.get_by_role("status")).to_have_text(PAUSED)
+        steps.shot("paused")
+        assert web.reader("monthly@example.org").paused_until is not None
+
+        page.get_by_role("link", name="Resume now, or change your digest").click()
+        expect(page.get_by_role("heading", name="Paused until Tuesday 8 December")).to_be_visible()
+        steps.shot("preferences-paused")
+        page.get_by_role("button", name="Resume now").click()
+        expect(page.get_by_role("status")).to_have_text("Your digests are back on.")
+        expect(page.get_by_role("button", name="Pause for a month")).to_be_visible()
+        steps.shot("resumed")
+        assert web.reader("monthly@example.org").paused_until is None
     finally:
         context.close()
 
