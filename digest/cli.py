@@ -305,7 +305,10 @@ def subscribers_list(
     ] = None,
     now: NowOption = None,
 ) -> None:
-    """List readers, one a line; a paused reader's line ends with when the pause ends."""
+    """List readers, one a line.
+
+    A reader paused at --now ends with when the pause ends, in their timezone.
+    """
     at = _instant(now)
     for subscriber in _services(ctx).subscribers(status):
         typer.echo(reports.subscriber_line(subscriber, at))
@@ -324,7 +327,10 @@ def subscribers_pause(
     ],
     now: NowOption = None,
 ) -> None:
-    """Pause a reader's digests; the first slot after it brings one digest with what they missed."""
+    """Pause a reader's digests until a date.
+
+    Nothing goes to them meanwhile; the first slot after it brings one digest with what they missed.
+    """
     reader = _services(ctx).pause_subscriber(email, _date_or_instant(until), _instant(now))
     typer.echo(f"{reader.email}: {reports.pause_words(reader)}")
 
