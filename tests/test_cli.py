@@ -589,6 +589,22 @@ def test_a_paused_reader_gets_nothing_until_the_date_then_one_digest_with_what_t
     assert "paused" not in three_readers("status", "--now", "2026-12-03T10:00Z").out
 
 
+def test_the_catch_up_after_a_pause_keeps_to_the_cap_and_counts_the_rest(
+    three_readers: Cli, smtp_server: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_MAX_ARTICLES", "4")
+    pause = ("subscribers", "pause", "daily@example.org", "--until", "2026-12-03")
+    assert three_readers(*pause, "--now", MONDAY_0900).code == 0
+    more = five_articles(tmp_path, start=5)
+    assert three_readers("articles", "import", str(more), "--now", MONDAY_0900).code == 0
+    assert three_readers("send", "--now", "2026-12-03T09:00Z").code == 0
+    (catch_up,) = [m for m in smtp_server.messages if m.recipients == ["daily@example.org"]]
+    text = parsed(catch_up.data).get_body(("plain",))
+    assert text is not None
+    assert sum(f"Study {n}:" in text.get_content() for n in range(10)) == 4
+    assert "and 6 more on the site" in text.get_content()
+
+
 def test_resume_ends_a_pause_at_once(three_readers: Cli) -> None:
     three_readers("subscribers", "pause", "daily@example.org", "--until", "2027-01-01T12:00Z")
     resumed = three_readers("subscribers", "resume", "daily@example.org", "--now", MONDAY_0900)
