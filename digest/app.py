@@ -44,7 +44,7 @@ from digest.ledger import FinishRules, Ledger, PlanRules
 from digest.mailer import DryRunSender, SmtpSender, SmtpSettings
 from digest.render import Renderer, preview_html, preview_text
 from digest.sources import read_source
-from digest.store import SIGNED_UP, FeedState, Outlook, Store, already_subscribed
+from digest.store import FeedState, Outlook, Store, already_subscribed
 from digest.subscriber_csv import parse_subscribers_csv
 from digest.tokens import Tokens
 
@@ -304,7 +304,7 @@ class Services:
         """Pause a reader's digests until an instant, or until their own midnight that starts a
         day; None ends the pause. Returns the reader as changed."""
         reader = self.store.find_subscriber(normalise_address(email))
-        if reader.status not in SIGNED_UP:
+        if reader.status is not SubscriberStatus.ACTIVE:
             raise InvalidInput(
                 f"{reader.email} is {reader.status.value}: there is nothing to pause"
             )

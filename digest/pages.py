@@ -387,7 +387,9 @@ class ReaderPages:
         reader = await run_in_threadpool(
             partial(self._readers.pause, purpose, token, months=months, weeks=weeks)
         )
-        if reader.status not in SIGNED_UP:  # unsubscribed meanwhile: nothing to pause
+        if reader.status is not SubscriberStatus.ACTIVE:  # left, or not confirmed: no pause
+            if purpose is Purpose.PREFERENCES:
+                return await self._preferences_form(reader)
             return self._unsubscribed(reader)
         paused = (
             f"Your digests pause until {_until(reader)}; then one digest brings what you missed."
@@ -418,6 +420,7 @@ class ReaderPages:
             masked_email=mask_address(reader.email),
             stopped=stopped,
             paused_until=_until(reader) if paused else "",
+            can_pause=reader.status is SubscriberStatus.ACTIVE,
             pauses=PAUSE_CHOICES,
             next_digest="" if stopped else await self._arrival(reader),
             saved=saved,

@@ -363,6 +363,7 @@ class Store:
                 cursor=once_pending(newest, S.cursor),
                 anchor=once_pending(now, S.anchor),
                 bounces=once_pending(0, S.bounces),
+                paused_until=once_pending(None, S.paused_until),  # a pause from before they left
             )
             if reader is None:
                 return None
@@ -403,16 +404,16 @@ class Store:
     def pause(
         self, subscriber_id: int, token_version: int, until: datetime | None
     ) -> Subscriber | None:
-        """Pause a signed-up reader's digests until an instant, or end the pause (None); returns
-        the reader (a stopped one unchanged), None if gone. Anchor and cursor stay as they are,
-        so the first slot after the pause brings one digest with all the reader missed."""
-        signed_up = S.status.in_([s.value for s in SIGNED_UP])
+        """Pause an active reader's digests until an instant, or end the pause (None); returns
+        the reader (any other unchanged), None if gone. Anchor and cursor stay as they are, so
+        the first slot after the pause brings one digest with all the reader missed."""
+        active = S.status == SubscriberStatus.ACTIVE.value
         with writing(self.engine) as conn:
             return self._change(
                 conn,
                 subscriber_id,
                 token_version,
-                paused_until=case((signed_up, literal(until, UtcDateTime())), else_=S.paused_until),
+                paused_until=case((active, literal(until, UtcDateTime())), else_=S.paused_until),
             )
 
     def paused_count(self, at: datetime) -> int:

@@ -917,3 +917,14 @@ def test_preferences_pause_show_until_when_and_resume_now(web: Web) -> None:
     assert "Your digests are back on." in resumed.text
     assert web.reader("break@example.org").paused_until is None
     assert "Pause for a month" in resumed.text
+
+
+def test_a_pending_reader_is_offered_no_pause_and_a_posted_one_changes_nothing(web: Web) -> None:
+    pending = _pending(web, "early@example.org")
+    link = web.link(Purpose.PREFERENCES, pending)
+    assert "Pause for" not in web.get(link).text
+    before = snapshot(web.store.engine)
+    answer = web.post(link, {"pause": "2-weeks"})
+    assert answer.status_code == 200
+    assert "Your digests pause" not in answer.text
+    assert snapshot(web.store.engine) == before

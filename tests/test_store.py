@@ -693,3 +693,20 @@ def test_a_pause_is_ended_by_none_and_leaves_a_stopped_reader_alone(store: Store
     assert store.pause(a.id, a.token_version + 1, None) is None  # an old link: nothing
     resumed = store.pause(a.id, a.token_version, None)
     assert resumed is not None and resumed.paused_until is None
+
+
+def test_a_reader_who_left_while_paused_comes_back_unpaused_and_a_pending_one_cannot_pause(
+    store: Store,
+) -> None:
+    seed(store, "back@example.org")
+    left = store.find_subscriber("back@example.org")
+    store.pause(left.id, left.token_version, datetime(2027, 6, 1, tzinfo=UTC))
+    store.unsubscribe(left.id, left.token_version, MONDAY_0900)
+    signup = store.sign_up(reader("back@example.org"), MONDAY_0900)
+    # While pending again, the old pause stays as it was and no new one is taken.
+    pending = store.pause(
+        signup.subscriber_id, signup.token_version, datetime(2027, 7, 1, tzinfo=UTC)
+    )
+    assert pending is not None and pending.paused_until == datetime(2027, 6, 1, tzinfo=UTC)
+    activation = store.activate(signup.subscriber_id, signup.token_version, MONDAY_0900)
+    assert activation is not None and activation.reader.paused_until is None
