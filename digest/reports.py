@@ -77,7 +77,7 @@ def _next_digests(groups: list[Outlook]) -> str:
         first = min(firsts)
         readers = sum(o.at_first for o in groups if o.first is not None and o.first.at == first)
         parts.append(f"{_when(first)}, {readers} reader(s)")
-    return "; then ".join(parts)
+    return "; then ".join(parts) or "none soon: every reader is paused"
 
 
 def status(services: Services, now: datetime) -> str:

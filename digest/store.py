@@ -478,7 +478,8 @@ class Store:
             )
             counts = group.add_columns(
                 func.count().filter(due),
-                func.count().filter(S.anchor < upcoming.at),
+                # A reader paused past the next slot does not get it (status counts them apart).
+                func.count().filter(S.anchor < upcoming.at, not_paused(upcoming.at)),
                 func.min(S.anchor).filter(S.anchor >= upcoming.at),
             )
             with reading(self.engine) as conn:

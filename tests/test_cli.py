@@ -572,7 +572,9 @@ def test_a_paused_reader_gets_nothing_until_the_date_then_one_digest_with_what_t
         False,
         False,
     ]
-    assert "  1 active reader(s) paused" in three_readers("status", "--now", MONDAY_0900).out
+    status = three_readers("status", "--now", MONDAY_0900).out
+    assert "  1 active reader(s) paused" in status
+    assert next_digests(status)[0] == "none soon: every reader is paused"
     # Monday and Tuesday: the weekly and the monthly reader get theirs, the daily one nothing.
     assert three_readers("send", "--now", MONDAY_0900).last_line.startswith("sent 1, skipped 0")
     more = five_articles(tmp_path, start=5)
