@@ -27,6 +27,7 @@ from digest.domain import (
     Frequency,
     Only,
     Progress,
+    ReaderGroup,
     RowError,
     Run,
     RunSummary,
@@ -72,7 +73,7 @@ class Status:
     """What `digest status` shows, as of one instant."""
 
     readers: dict[tuple[Frequency, SubscriberStatus], int]
-    outlook: dict[tuple[Frequency, str], Outlook]  # by (frequency, timezone) group
+    outlook: dict[ReaderGroup, Outlook]
     deliveries: dict[DeliveryStatus, int]
     retries: int  # deliveries pending a retry
     runs: list[Run]  # the last ones, newest first

@@ -357,6 +357,8 @@ class SubscriberDraft:
     email: str  # normalised
     frequency: Frequency
     timezone: str  # a valid IANA name
+    send_time: time | None = None  # the reader's own, in their timezone; None: the site's
+    send_weekday: int | None = None  # a weekly reader's own day, 0 = Monday; None: the site's
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,7 +408,14 @@ class ReaderPages:
             timezone = check_timezone(_field(form, "timezone") or reader.timezone)
         except InvalidInput as exc:
             return await self._preferences_form(reader, error=_sentence(str(exc)))
-        changed = await run_in_threadpool(self._readers.set_preferences, token, frequency, timezone)
+        changed = await run_in_threadpool(
+            self._readers.set_preferences,
+            token,
+            frequency,
+            timezone,
+            reader.send_time,
+            reader.send_weekday,
+        )
         if changed.status not in SIGNED_UP:  # unsubscribed meanwhile: nothing was saved
             return await self._preferences_form(changed)
         saved = f"Saved: a {changed.frequency.value} digest, in {label(changed.timezone)} time."

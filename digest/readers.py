@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from digest.addresses import mask_address
 from digest.domain import (
@@ -215,11 +215,24 @@ class Readers:
         )
         return _named(subject, changed)
 
-    def set_preferences(self, token: str, frequency: Frequency, timezone: str) -> Subscriber:
-        """Save the choices of a reader who is signed up; a stopped one comes back unchanged."""
+    def set_preferences(
+        self,
+        token: str,
+        frequency: Frequency,
+        timezone: str,
+        send_time: time | None,
+        send_weekday: int | None,
+    ) -> Subscriber:
+        """Save the choices of a reader who is signed up (a send time or weekday of None is the
+        site's); a stopped one comes back unchanged."""
         subject = self._tokens.read(Purpose.PREFERENCES, token, self._clock())
         changed = self._store.set_preferences(
-            subject.subscriber_id, subject.token_version, frequency, timezone
+            subject.subscriber_id,
+            subject.token_version,
+            frequency,
+            timezone,
+            send_time=send_time,
+            send_weekday=send_weekday,
         )
         return _named(subject, changed)
 
