@@ -143,7 +143,7 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
         expect(less_often).to_be_visible()
         steps.shot("unsubscribe")
         less_often.click()
-        expect(page.locator("[role=status]")).to_contain_text("Saved: a monthly digest")
+        expect(page.locator("[role=status]")).to_contain_text("Saved. Monthly, on the 1st at 08:00")
         steps.shot("saved-monthly")
         monthly = web.reader("reader@example.org")
         assert (monthly.status, monthly.frequency) == (
