@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from digest import database, ingest, logs
-from digest.addresses import check_timezone, normalise_address
+from digest.addresses import check_timezone, normalise_address, parse_send_time, parse_weekday
 from digest.config import LogFormat, Settings, origin_of, sender_address
 from digest.dispatch import DigestMail, Job, dry_run, run_once
 from digest.domain import (
@@ -265,15 +265,20 @@ class Services:
         email: str,
         frequency: Frequency | None,
         timezone: str | None,
+        send_time: str | None = None,
+        weekday: str | None = None,
         *,
         confirmed: bool,
         now: datetime,
     ) -> SubscriberDraft:
+        """send_time (HH:MM) and weekday (a name) None: the site's."""
         s = self.settings
         draft = SubscriberDraft(
             normalise_address(email),
             frequency or s.default_frequency,
             check_timezone(timezone or s.default_timezone),
+            parse_send_time(send_time or ""),
+            parse_weekday(weekday or ""),
         )
         self.store.add_subscriber(draft, confirmed=confirmed, now=now)
         return draft
