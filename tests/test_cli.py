@@ -283,6 +283,16 @@ def test_readers_added_and_imported_with_their_own_time_and_day_get_digests_then
     )
     articles = str(five_articles(tmp_path))
     assert upgraded("articles", "import", articles, "--now", "2026-11-30T00:10Z").code == 0
+    status = upgraded("status", "--now", "2026-11-30T00:20Z").out
+    assert next_digests(status) == [
+        "2026-11-30 05:00 UTC, 1 reader(s)",  # the earliest of the daily readers' own hours
+        "2026-12-06 07:00 UTC, 1 reader(s)",  # Sunday's, not the site's Monday
+        "no active readers",
+    ]
+    preview = upgraded("preview", "late@example.org", "--now", "2026-11-30T00:20Z")
+    assert preview.err.splitlines()[0] == (
+        "late@example.org (daily): next digest 2026-11-30 21:00 CET"
+    )
 
     def sent_at(now: str) -> list[str]:
         before = len(smtp_server.messages)
