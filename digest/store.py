@@ -166,19 +166,20 @@ class Store:
             return newest_article(conn, at)
 
     def active_groups(self, only: Only = EVERYONE) -> dict[ReaderGroup, int]:
-        """Active readers counted by group (frequency, timezone, send time and weekday): each
-        group shares its slots, and readers share few distinct choices."""
+        """Active readers counted by group (frequency, timezone, send time and, for weekly
+        readers, weekday): each group shares its slots, and readers share few distinct choices."""
+        weekday = _weekday_that_counts()
         query = (
-            select(S.frequency, S.timezone, S.send_time, S.send_weekday, func.count())
+            select(S.frequency, S.timezone, S.send_time, weekday, func.count())
             .where(S.status == SubscriberStatus.ACTIVE.value)
-            .group_by(S.frequency, S.timezone, S.send_time, S.send_weekday)
+            .group_by(S.frequency, S.timezone, S.send_time, weekday)
         )
         with reading(self.engine) as conn:
             return {
                 ReaderGroup(
-                    Frequency(f), tz, None if at is None else time.fromisoformat(at), weekday
+                    Frequency(f), tz, None if at is None else time.fromisoformat(at), day
                 ): n
-                for f, tz, at, weekday, n in conn.execute(narrow(query, only))
+                for f, tz, at, day, n in conn.execute(narrow(query, only))
             }
 
     # -- articles -------------------------------------------------------------------------
@@ -554,15 +555,19 @@ def is_address(email: str) -> ColumnElement[bool]:
 
 def in_group(group: ReaderGroup) -> tuple[ColumnElement[bool], ...]:
     """The readers of a group: NULL send time and weekday are the site's, a group of their own."""
-    at = _hh_mm(group.send_time)
+    at, day = _hh_mm(group.send_time), _weekday_that_counts()
     return (
         S.frequency == group.frequency.value,
         S.timezone == group.timezone,
         S.send_time.is_(None) if at is None else S.send_time == at,
-        S.send_weekday.is_(None)
-        if group.send_weekday is None
-        else S.send_weekday == group.send_weekday,
+        day.is_(None) if group.send_weekday is None else day == group.send_weekday,
     )
+
+
+def _weekday_that_counts() -> ColumnElement[int | None]:
+    """A reader's weekday where it decides their slots (weekly), else NULL: a daily reader who
+    chose a day while weekly stays in the site's group, and keeps the day for coming back."""
+    return case((S.frequency == Frequency.WEEKLY.value, S.send_weekday), else_=None)
 
 
 def _hh_mm(at: time | None) -> str | None:

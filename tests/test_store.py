@@ -112,6 +112,8 @@ def test_readers_in_one_timezone_are_due_at_their_own_hour_with_one_query_a_grou
     readers = [
         daily("early@example.org", time(6)),
         daily("site@example.org"),  # the site's 08:00
+        # A day kept from weekly does not count for a daily reader: still the site's group.
+        SubscriberDraft("was-weekly@example.org", Frequency.DAILY, "Europe/Madrid", None, 6),
         daily("late@example.org", time(21)),
         daily("late@example.com", time(21)),
     ]
@@ -131,9 +133,10 @@ def test_readers_in_one_timezone_are_due_at_their_own_hour_with_one_query_a_grou
     assert plan(5.5) == 3
     assert planned() == ["early@example.org"]
     assert plan(7.5) == 3
-    assert planned() == ["early@example.org", "site@example.org"]
+    by_eight = ["early@example.org", "site@example.org", "was-weekly@example.org"]
+    assert planned() == by_eight
     assert plan(19.99) == 3
-    assert planned() == ["early@example.org", "site@example.org"]
+    assert planned() == by_eight
     assert plan(20) == 3
     assert planned() == [r.email for r in readers]
     for r in readers:
