@@ -1,4 +1,4 @@
-"""Email addresses, timezones and frequencies as people type them, checked and normalised.
+"""Email addresses, timezones, frequencies, send times and weekdays as people type them, checked and normalised.
 
 The only module that imports email_validator. Every refusal is an InvalidInput with one line.
 """
@@ -6,11 +6,12 @@ The only module that imports email_validator. Every refusal is an InvalidInput w
 from __future__ import annotations
 
 import re
+from datetime import time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from digest.domain import Frequency
+from digest.domain import WEEKDAYS, Frequency
 from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.text import CONTROLS, shown
 
@@ -100,6 +101,31 @@ def parse_frequency(text: str) -> Frequency:
         raise InvalidInput(
             f"unknown frequency: {text!r} (choose daily, weekly or monthly)"
         ) from exc
+
+
+def parse_send_time(text: str) -> time | None:
+    """A reader's send time, HH:MM on a 24-hour clock; "" is the site's (None)."""
+    candidate = text.strip()
+    if not candidate:
+        return None
+    try:
+        if re.fullmatch(r"[0-9]{2}:[0-9]{2}", candidate) is None:
+            raise ValueError(candidate)
+        return time.fromisoformat(candidate)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"send time: {shown(text, 40)} is not a time of day (HH:MM, 00:00 to 23:59)"
+        ) from exc
+
+
+def parse_weekday(text: str) -> int | None:
+    """A weekly reader's day by name (0 = Monday); "" is the site's (None)."""
+    candidate = text.strip().lower()
+    if not candidate:
+        return None
+    if candidate not in WEEKDAYS:
+        raise InvalidInput(f"weekday: {shown(text, 40)} is not a day (monday to sunday)")
+    return WEEKDAYS.index(candidate)
 
 
 def mask_address(email: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from digest import database, ingest, logs
-from digest.addresses import check_timezone, normalise_address
+from digest.addresses import check_timezone, normalise_address, parse_send_time, parse_weekday
 from digest.config import LogFormat, Settings, origin_of, sender_address
 from digest.dispatch import DigestMail, Job, dry_run, run_once
 from digest.domain import (
@@ -28,6 +28,7 @@ from digest.domain import (
     Frequency,
     Only,
     Progress,
+    ReaderGroup,
     RowError,
     Run,
     RunSummary,
@@ -75,7 +76,7 @@ class Status:
     """What `digest status` shows, as of one instant."""
 
     readers: dict[tuple[Frequency, SubscriberStatus], int]
-    outlook: dict[tuple[Frequency, str], Outlook]  # by (frequency, timezone) group
+    outlook: dict[ReaderGroup, Outlook]
     paused: int  # active readers whose pause is on
     deliveries: dict[DeliveryStatus, int]
     retries: int  # deliveries pending a retry
@@ -269,15 +270,20 @@ class Services:
         email: str,
         frequency: Frequency | None,
         timezone: str | None,
+        send_time: str | None = None,
+        weekday: str | None = None,
         *,
         confirmed: bool,
         now: datetime,
     ) -> SubscriberDraft:
+        """send_time (HH:MM) and weekday (a name) None: the site's."""
         s = self.settings
         draft = SubscriberDraft(
             normalise_address(email),
             frequency or s.default_frequency,
             check_timezone(timezone or s.default_timezone),
+            parse_send_time(send_time or ""),
+            parse_weekday(weekday or ""),
         )
         self.store.add_subscriber(draft, confirmed=confirmed, now=now)
         return draft

@@ -19,7 +19,7 @@ from digest import app as composition
 from digest import daemon, demo, reports
 from digest.app import Services, real_clock
 from digest.config import LogFormat, load
-from digest.domain import Frequency, RowError, SubscriberStatus
+from digest.domain import WEEKDAYS, Frequency, RowError, SubscriberStatus
 from digest.errors import DigestError, InvalidInput
 from digest.stopping import stop_on_signal
 
@@ -264,22 +264,50 @@ def subscribers_add(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The reader's address.")],
     frequency: Annotated[Frequency | None, typer.Option(help="daily, weekly or monthly.")] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA timezone, e.g. Europe/Madrid.")] = None,
+    send_time: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HH:MM", help="Their own send time, in their timezone; default: the site's."
+        ),
+    ] = None,
+    weekday: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME", help="A weekly reader's own day, e.g. sunday; default: the site's."
+        ),
+    ] = None,
     confirmed: Annotated[bool, typer.Option(help="The reader has already opted in.")] = False,
     now: NowOption = None,
 ) -> None:
     """Add one reader (pending until confirmed, unless --confirmed)."""
     draft = _services(ctx).add_subscriber(
-        email, frequency, timezone, confirmed=confirmed, now=_instant(now)
+        email,
+        frequency,
+        timezone,
+        send_time,
+        weekday,
+        confirmed=confirmed,
+        now=_instant(now),
     )
     state = "active" if confirmed else "pending confirmation"
-    typer.echo(f"added {draft.email}: {draft.frequency}, {draft.timezone}, {state}")
+    own = "".join(
+        [
+            "" if draft.send_time is None else f", at {draft.send_time:%H:%M}",
+            "" if draft.send_weekday is None else f", on {WEEKDAYS[draft.send_weekday]}s",
+        ]
+    )
+    typer.echo(f"added {draft.email}: {draft.frequency}, {draft.timezone}{own}, {state}")
 
 
 @subscribers_cli.command("import")
 def subscribers_import(
     ctx: typer.Context,
     file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="CSV with the header email,frequency[,timezone].")
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="CSV with the header email,frequency[,timezone][,send_time][,weekday].",
+        ),
     ],
     confirmed: Annotated[bool, typer.Option(help="The readers have already opted in.")] = False,
     now: NowOption = None,

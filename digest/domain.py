@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -63,6 +63,28 @@ class Schedule:
     send_time: time = time(8, 0)
     weekly_day: int = 0  # Monday, as date.weekday() counts
     monthly_day: int = 1  # past the month's end means its last day
+
+    def for_reader(self, send_time: time | None, send_weekday: int | None) -> Schedule:
+        """This schedule with a reader's own send time and weekday where they chose one."""
+        return replace(
+            self,
+            send_time=self.send_time if send_time is None else send_time,
+            weekly_day=self.weekly_day if send_weekday is None else send_weekday,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderGroup:
+    """Readers who share their slots: one frequency, timezone and choice of time and weekday
+    (None: the site's). Planning and the outlook work per group, never per reader."""
+
+    frequency: Frequency
+    timezone: str
+    send_time: time | None = None
+    send_weekday: int | None = None
+
+    def schedule(self, site: Schedule) -> Schedule:
+        return site.for_reader(self.send_time, self.send_weekday)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +395,8 @@ class SubscriberDraft:
     email: str  # normalised
     frequency: Frequency
     timezone: str  # a valid IANA name
+    send_time: time | None = None  # the reader's own, in their timezone; None: the site's
+    send_weekday: int | None = None  # a weekly reader's own day, 0 = Monday; None: the site's
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +487,7 @@ class Subscriber:
             ZoneInfo(self.timezone),
             self.anchor,
             now,
-            schedule,
+            schedule.for_reader(self.send_time, self.send_weekday),
             max_lateness,
             news=news,
             paused_until=self.paused_until,

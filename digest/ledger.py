@@ -45,6 +45,7 @@ from digest.domain import (
     DeliveryStatus,
     Frequency,
     Only,
+    ReaderGroup,
     Run,
     RunSummary,
     Schedule,
@@ -61,6 +62,7 @@ from digest.store import (
     SelectT,
     Store,
     articles_between,
+    in_group,
     is_address,
     narrow,
     not_paused,
@@ -167,12 +169,13 @@ class Ledger:
     def _due_groups(
         self, now: datetime, rules: PlanRules, only: Only
     ) -> Iterator[tuple[Slot, Select[*tuple[Any, ...]]]]:
-        """Each (frequency, timezone) group with a sendable slot, and the query of its due readers."""
-        for frequency, timezone in self._store.active_groups(only):
-            zone = ZoneInfo(timezone)
-            slot = sendable_slot(frequency, rules.schedule, zone, now, rules.max_lateness)
+        """Each group (frequency, timezone, send time and weekday) with a sendable slot, and the
+        query of its due readers: one query a group, however many readers share it."""
+        for group in self._store.active_groups(only):
+            zone, schedule = ZoneInfo(group.timezone), group.schedule(rules.schedule)
+            slot = sendable_slot(group.frequency, schedule, zone, now, rules.max_lateness)
             if slot is not None:
-                yield slot, _due(frequency, timezone, slot.at, only)
+                yield slot, _due(group, slot.at, only)
 
     def _batches(self, due: Select[*tuple[Any, ...]], size: int) -> Iterator[list[AnyRow]]:
         # Keyset on (anchor, id) rides ix_subscribers_due: a run with nobody due costs one index
@@ -621,9 +624,7 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _due(
-    frequency: Frequency, timezone: str, slot_at: datetime, only: Only
-) -> Select[*tuple[Any, ...]]:
+def _due(group: ReaderGroup, slot_at: datetime, only: Only) -> Select[*tuple[Any, ...]]:
     """The group's readers due at the slot: active, not paused at it, anchored before it, and with
     no delivery still outstanding (they wait for it). A paused reader is left as they are, anchor
     and cursor, so the first slot after the pause brings one digest with all they missed."""
@@ -632,8 +633,7 @@ def _due(
     )
     due = select(S.id, S.email, S.token_version, S.cursor, S.anchor).where(
         S.status == SubscriberStatus.ACTIVE.value,
-        S.frequency == frequency.value,
-        S.timezone == timezone,
+        *in_group(group),
         S.anchor < slot_at,
         not_paused(slot_at),
         ~outstanding,

@@ -32,9 +32,12 @@ from digest.addresses import (
     mask_address,
     normalise_address,
     parse_frequency,
+    parse_send_time,
+    parse_weekday,
 )
 from digest.domain import (
     PAUSES,
+    WEEKDAYS,
     Frequency,
     NextDigest,
     SentDigest,
@@ -57,6 +60,7 @@ FREQUENCIES = tuple(f.value for f in Frequency)
 PAUSE_CHOICES = tuple((value, words) for value, words, _, _ in PAUSES)
 PAUSE_LENGTHS = {value: (months, weeks) for value, _, months, weeks in PAUSES}
 URLENCODED = "application/x-www-form-urlencoded"
+HOURS = tuple(f"{hour:02d}:00" for hour in range(24))  # the send times the page offers
 HOUR = timedelta(hours=1)
 MAX_FORM_FIELDS = 10
 STOPPED = {
@@ -102,6 +106,7 @@ class PageSettings:
     default_frequency: Frequency
     default_timezone: str
     send_time: str
+    weekly_day: str  # the site's weekly digest's day: "Monday"
     confirm_days: int
     dispatch_interval: timedelta  # how soon a digest that is due now goes out
 
@@ -413,6 +418,8 @@ class ReaderPages:
     ) -> Response:
         stopped = STOPPED.get(reader.status, "")
         paused = is_paused(reader.paused_until, self._readers.now())
+        site = self._pages.settings
+        own_time = "" if reader.send_time is None else f"{reader.send_time:%H:%M}"
         return self._pages.render(
             "preferences",
             "Your digest",
@@ -429,7 +436,20 @@ class ReaderPages:
                 _history_row(sent, path, ZoneInfo(reader.timezone))
                 for sent, path in await run_in_threadpool(self._readers.history, reader)
             ],
-            **self._pages.choices(reader.frequency, reader.timezone, guess_timezone=False),
+            **self._pages.choices(reader.frequency, reader.timezone, guess_timezone=False)
+            | {
+                "send_time": own_time or site.send_time,  # the hint: when theirs arrive
+                "site_send_time": site.send_time,
+                # A time set off the whole hours (digest subscribers add) stays on offer.
+                "send_times": HOURS if own_time in ("", *HOURS) else (own_time, *HOURS),
+                "chosen_send_time": own_time,
+                "weekly": reader.frequency is Frequency.WEEKLY,
+                "site_weekday": site.weekly_day,
+                "weekdays": WEEKDAYS,
+                "chosen_weekday": ""
+                if reader.send_weekday is None
+                else WEEKDAYS[reader.send_weekday],
+            },
         )
 
     async def preferences_page(self, request: Request) -> Response:
@@ -451,12 +471,23 @@ class ReaderPages:
         try:
             frequency = parse_frequency(_field(form, "frequency") or reader.frequency)
             timezone = check_timezone(_field(form, "timezone") or reader.timezone)
+            # A form without the field (an older page's) keeps the reader's; "" is the site's.
+            send_time = (
+                parse_send_time(_field(form, "send_time"))
+                if "send_time" in form
+                else reader.send_time
+            )
+            weekday = (
+                parse_weekday(_field(form, "weekday")) if "weekday" in form else reader.send_weekday
+            )
         except InvalidInput as exc:
             return await self._preferences_form(reader, error=_sentence(str(exc)))
-        changed = await run_in_threadpool(self._readers.set_preferences, token, frequency, timezone)
+        changed = await run_in_threadpool(
+            self._readers.set_preferences, token, frequency, timezone, send_time, weekday
+        )
         if changed.status not in SIGNED_UP:  # unsubscribed meanwhile: nothing was saved
             return await self._preferences_form(changed)
-        saved = f"Saved: a {changed.frequency.value} digest, in {label(changed.timezone)} time."
+        saved = f"Saved. {self._readers.when(changed)}, {label(changed.timezone)} time."
         return await self._preferences_form(changed, saved=saved)
 
     async def _act(self, request: Request, token: str, form: FormData) -> Response | None:

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from digest.addresses import mask_address
@@ -93,7 +93,8 @@ class WelcomeMail:
         message = self.renderer.welcome_message(
             reader.email,
             reader.frequency,
-            f"{rhythm(reader.frequency, self.schedule)}, {label(reader.timezone)} time",
+            f"{rhythm(reader.frequency, schedule_of(reader, self.schedule))}, "
+            f"{label(reader.timezone)} time",
             first_digest,
             unsubscribe_url=link(Purpose.UNSUBSCRIBE),
             preferences_url=link(Purpose.PREFERENCES),
@@ -125,9 +126,33 @@ def rhythm(frequency: Frequency, schedule: Schedule) -> str:
     if frequency is Frequency.WEEKLY:
         return f"every {WEEKDAYS[schedule.weekly_day].capitalize()} {at}"
     day = schedule.monthly_day
+    return f"on the {_ordinal(day)} of every month{_or_last_day(day)} {at}"
+
+
+def in_words(frequency: Frequency, schedule: Schedule) -> str:
+    """What a reader gets and when, as the preferences page says it: "Weekly, on Sundays at 07:00"."""
+    at = f"at {schedule.send_time:%H:%M}"
+    if frequency is Frequency.DAILY:
+        return f"Daily, {at}"
+    if frequency is Frequency.WEEKLY:
+        return f"Weekly, on {WEEKDAYS[schedule.weekly_day].capitalize()}s {at}"
+    day = schedule.monthly_day
+    return f"Monthly, on the {_ordinal(day)}{_or_last_day(day)} {at}"
+
+
+def _ordinal(day: int) -> str:
     suffix = "th" if 11 <= day <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
-    shorter = " (or the month's last day)" if day > 28 else ""
-    return f"on the {day}{suffix} of every month{shorter} {at}"
+    return f"{day}{suffix}"
+
+
+def _or_last_day(day: int) -> str:
+    """A monthly slot past the 28th falls on a shorter month's last day."""
+    return " (or the month's last day)" if day > 28 else ""
+
+
+def schedule_of(reader: Subscriber, site: Schedule) -> Schedule:
+    """The site's schedule with the reader's own send time and weekday."""
+    return site.for_reader(reader.send_time, reader.send_weekday)
 
 
 def link_path(tokens: Tokens, purpose: Purpose, reader: Subscriber) -> str:
@@ -193,6 +218,10 @@ class Readers:
         news = reader.cursor < self._store.newest_seq(now)
         return reader.next_digest(now, self._schedule, self._max_lateness, news=news)
 
+    def when(self, reader: Subscriber) -> str:
+        """What the reader gets and when, in their words: "Weekly, on Sundays at 07:00"."""
+        return in_words(reader.frequency, schedule_of(reader, self._schedule))
+
     def web_version(self, token: str) -> str:
         """The HTML of the sent digest a link names, while its reader's links are valid."""
         delivery_id, token_version = self._tokens.read_digest(token)
@@ -232,11 +261,24 @@ class Readers:
         changed = self._store.pause(subject.subscriber_id, subject.token_version, None)
         return _named(subject, changed)
 
-    def set_preferences(self, token: str, frequency: Frequency, timezone: str) -> Subscriber:
-        """Save the choices of a reader who is signed up; a stopped one comes back unchanged."""
+    def set_preferences(
+        self,
+        token: str,
+        frequency: Frequency,
+        timezone: str,
+        send_time: time | None,
+        send_weekday: int | None,
+    ) -> Subscriber:
+        """Save the choices of a reader who is signed up (a send time or weekday of None is the
+        site's); a stopped one comes back unchanged."""
         subject = self._tokens.read(Purpose.PREFERENCES, token, self._clock())
         changed = self._store.set_preferences(
-            subject.subscriber_id, subject.token_version, frequency, timezone
+            subject.subscriber_id,
+            subject.token_version,
+            frequency,
+            timezone,
+            send_time=send_time,
+            send_weekday=send_weekday,
         )
         return _named(subject, changed)
 

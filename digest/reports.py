@@ -97,7 +97,7 @@ def status(services: Services, now: datetime) -> str:
 
     lines += ["", "Next digests"]
     for frequency in Frequency:
-        groups = [o for (f, _), o in facts.outlook.items() if f is frequency]
+        groups = [o for g, o in facts.outlook.items() if g.frequency is frequency]
         lines.append(f"  {frequency.value:10}{_next_digests(groups)}")
 
     deliveries = facts.deliveries

@@ -42,6 +42,7 @@ from digest.domain import (
     ArticleDraft,
     Frequency,
     Only,
+    ReaderGroup,
     Schedule,
     Slot,
     Subscriber,
@@ -94,7 +95,7 @@ class Activation:
 
 @dataclass(frozen=True, slots=True)
 class Outlook:
-    """When one (frequency, timezone) group's active readers get their next digest."""
+    """When one group's active readers get their next digest."""
 
     due_now: int
     first: Slot | None  # the earliest slot one of the others gets it at; None if all are due now
@@ -165,15 +166,22 @@ class Store:
         with reading(self.engine) as conn:
             return newest_article(conn, at)
 
-    def active_groups(self, only: Only = EVERYONE) -> dict[tuple[Frequency, str], int]:
-        """Active readers counted by (frequency, timezone): each group shares its slots."""
+    def active_groups(self, only: Only = EVERYONE) -> dict[ReaderGroup, int]:
+        """Active readers counted by group (frequency, timezone, send time and, for weekly
+        readers, weekday): each group shares its slots, and readers share few distinct choices."""
+        weekday = _weekday_that_counts()
         query = (
-            select(S.frequency, S.timezone, func.count())
+            select(S.frequency, S.timezone, S.send_time, weekday, func.count())
             .where(S.status == SubscriberStatus.ACTIVE.value)
-            .group_by(S.frequency, S.timezone)
+            .group_by(S.frequency, S.timezone, S.send_time, weekday)
         )
         with reading(self.engine) as conn:
-            return {(Frequency(f), tz): n for f, tz, n in conn.execute(narrow(query, only))}
+            return {
+                ReaderGroup(
+                    Frequency(f), tz, None if at is None else time.fromisoformat(at), day
+                ): n
+                for f, tz, at, day, n in conn.execute(narrow(query, only))
+            }
 
     # -- articles -------------------------------------------------------------------------
 
@@ -387,10 +395,18 @@ class Store:
             )
 
     def set_preferences(
-        self, subscriber_id: int, token_version: int, frequency: Frequency, timezone: str
+        self,
+        subscriber_id: int,
+        token_version: int,
+        frequency: Frequency,
+        timezone: str,
+        *,
+        send_time: time | None,
+        send_weekday: int | None,
     ) -> Subscriber | None:
-        """Change frequency and timezone of a reader who is signed up, and return the reader (a
-        stopped one unchanged); None if gone. The cursor stays: no article is lost or sent twice."""
+        """Change frequency, timezone, send time and weekday (None: the site's) of a reader who is
+        signed up, and return the reader (a stopped one unchanged); None if gone. The cursor
+        stays: no article is lost or sent twice."""
         signed_up = S.status.in_([s.value for s in SIGNED_UP])
         with writing(self.engine) as conn:
             return self._change(
@@ -399,6 +415,8 @@ class Store:
                 token_version,
                 frequency=case((signed_up, frequency.value), else_=S.frequency),
                 timezone=case((signed_up, timezone), else_=S.timezone),
+                send_time=case((signed_up, _hh_mm(send_time)), else_=S.send_time),
+                send_weekday=case((signed_up, send_weekday), else_=S.send_weekday),
             )
 
     def pause(
@@ -449,7 +467,7 @@ class Store:
 
     def outlook(
         self, now: datetime, schedule: Schedule, max_lateness: timedelta | None
-    ) -> dict[tuple[Frequency, str], Outlook]:
+    ) -> dict[ReaderGroup, Outlook]:
         """domain.next_digest of every active reader, counted per group rather than per reader.
 
         In a group, a reader is due now when their anchor is before the sendable slot and they
@@ -458,10 +476,10 @@ class Store:
         """
         newest = self.newest_seq(now)
         outlook = {}
-        for frequency, timezone in self.active_groups():
-            zone = ZoneInfo(timezone)
-            sendable = sendable_slot(frequency, schedule, zone, now, max_lateness)
-            upcoming = next_slot(frequency, schedule, zone, now)
+        for key in self.active_groups():
+            frequency, zone, theirs = key.frequency, ZoneInfo(key.timezone), key.schedule(schedule)
+            sendable = sendable_slot(frequency, theirs, zone, now, max_lateness)
+            upcoming = next_slot(frequency, theirs, zone, now)
             due = (
                 false()
                 if sendable is None
@@ -470,11 +488,7 @@ class Store:
             group = (
                 select()
                 .select_from(S)
-                .where(
-                    S.status == SubscriberStatus.ACTIVE.value,
-                    S.frequency == frequency.value,
-                    S.timezone == timezone,
-                )
+                .where(S.status == SubscriberStatus.ACTIVE.value, *in_group(key))
             )
             counts = group.add_columns(
                 func.count().filter(due),
@@ -487,10 +501,10 @@ class Store:
                 first, at_first = upcoming, before_upcoming - due_now
                 if not at_first and later is not None:
                     # Nobody is left for the next slot: the earliest anchor names the first one.
-                    first = next_slot(frequency, schedule, zone, later)
+                    first = next_slot(frequency, theirs, zone, later)
                     then = group.add_columns(func.count()).where(S.anchor < first.at)
                     at_first = conn.scalar(then.where(S.anchor >= later)) or 0
-            outlook[frequency, timezone] = Outlook(due_now, first if at_first else None, at_first)
+            outlook[key] = Outlook(due_now, first if at_first else None, at_first)
         return outlook
 
     # -- feeds ----------------------------------------------------------------------------
@@ -574,6 +588,28 @@ def not_paused(at: datetime) -> ColumnElement[bool]:
     return or_(S.paused_until.is_(None), S.paused_until <= at)
 
 
+def in_group(group: ReaderGroup) -> tuple[ColumnElement[bool], ...]:
+    """The readers of a group: NULL send time and weekday are the site's, a group of their own."""
+    at, day = _hh_mm(group.send_time), _weekday_that_counts()
+    return (
+        S.frequency == group.frequency.value,
+        S.timezone == group.timezone,
+        S.send_time.is_(None) if at is None else S.send_time == at,
+        day.is_(None) if group.send_weekday is None else day == group.send_weekday,
+    )
+
+
+def _weekday_that_counts() -> ColumnElement[int | None]:
+    """A reader's weekday where it decides their slots (weekly), else NULL: a daily reader who
+    chose a day while weekly stays in the site's group, and keeps the day for coming back."""
+    return case((S.frequency == Frequency.WEEKLY.value, S.send_weekday), else_=None)
+
+
+def _hh_mm(at: time | None) -> str | None:
+    """A send time as the subscribers table keeps it."""
+    return None if at is None else at.strftime("%H:%M")
+
+
 def narrow(query: SelectT, only: Only) -> SelectT:
     if only.frequency is not None:
         query = query.where(S.frequency == only.frequency.value)
@@ -590,6 +626,8 @@ def _new_subscriber(
         "email_key": address_key(draft.email),
         "frequency": draft.frequency.value,
         "timezone": draft.timezone,
+        "send_time": _hh_mm(draft.send_time),
+        "send_weekday": draft.send_weekday,
         "status": status.value,
         "token_version": 1,
         "created_at": now,

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.app import Services
 from digest.config import sender_address
-from digest.domain import Clock
+from digest.domain import WEEKDAYS, Clock
 from digest.errors import DatabaseError, ExpiredToken, InvalidToken
 from digest.pages import Pages, PageSettings, ReaderPages
 from digest.ratelimit import RateLimiter
@@ -86,6 +86,7 @@ def _pages(services: Services) -> Pages:
             default_frequency=s.default_frequency,
             default_timezone=s.default_timezone,
             send_time=s.schedule.send_time.strftime("%H:%M"),
+            weekly_day=WEEKDAYS[s.schedule.weekly_day].capitalize(),
             confirm_days=s.confirm_max_age.days,
             dispatch_interval=s.dispatch_interval,
         ),

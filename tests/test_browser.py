@@ -14,7 +14,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,7 +143,7 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
         expect(less_often).to_be_visible()
         steps.shot("unsubscribe")
         less_often.click()
-        expect(page.locator("[role=status]")).to_contain_text("Saved: a monthly digest")
+        expect(page.locator("[role=status]")).to_contain_text("Saved. Monthly, on the 1st at 08:00")
         steps.shot("saved-monthly")
         monthly = web.reader("reader@example.org")
         assert (monthly.status, monthly.frequency) == (
@@ -595,3 +595,53 @@ def test_a_failed_launch_is_told_by_chromiums_own_last_complaint() -> None:
     assert _launch_failure("BrowserType.launch: Timeout 30000ms exceeded.\nCall log:") == (
         "BrowserType.launch: Timeout 30000ms exceeded."
     )
+
+
+@pytest.mark.parametrize(("width", "height"), [(375, 800), (1280, 900)], ids=["375px", "1280px"])
+def test_a_weekly_reader_chooses_their_hour_and_day_on_preferences_by_keyboard_in_chromium(
+    chromium: Browser, screenshots: Path, sqlite_web: Web, width: int, height: int
+) -> None:
+    from playwright.sync_api import expect
+
+    web = sqlite_web
+    draft = SubscriberDraft("hours@example.org", Frequency.WEEKLY, BROWSER_TIMEZONE)
+    web.store.add_subscriber(draft, confirmed=True, now=web.clock() - timedelta(hours=1))
+    context = chromium.new_context(
+        base_url=web.base_url,
+        viewport={"width": width, "height": height},
+        timezone_id=BROWSER_TIMEZONE,
+        locale="en-GB",
+    )
+    context.set_default_timeout(PATIENCE_MS)
+    page = context.new_page()
+    steps = Steps(page, screenshots, width)
+    try:
+        page.goto(web.link(Purpose.PREFERENCES, web.reader("hours@example.org")))
+        hour, day = page.get_by_label("Time of day"), page.get_by_label("Day of your weekly digest")
+        expect(hour).to_have_value("")
+        assert hour.locator("option:checked").inner_text() == "Site default (08:00)"
+        expect(day).to_have_value("")
+        assert day.locator("option:checked").inner_text() == "Site default (Monday)"
+        steps.shot("preferences-hour-and-day")
+
+        hour.focus()
+        hour.select_option("07:00")
+        page.keyboard.press("Tab")  # from the hour to the day, as a keyboard user would
+        expect(day).to_be_focused()
+        assert day.evaluate("s => getComputedStyle(s).outlineStyle") != "none"
+        day.select_option("sunday")
+        page.keyboard.press("Tab")
+        save = page.get_by_role("button", name="Save")
+        expect(save).to_be_focused()
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        expect(page.locator("[role=status]")).to_have_text(
+            "Saved. Weekly, on Sundays at 07:00, Madrid (Spain) time."
+        )
+        expect(page.get_by_label("Time of day")).to_have_value("07:00")
+        expect(page.get_by_label("Day of your weekly digest")).to_have_value("sunday")
+        steps.shot("preferences-saved-sunday-0700")
+        reader = web.reader("hours@example.org")
+        assert (reader.send_time, reader.send_weekday) == (time(7), 6)
+    finally:
+        context.close()

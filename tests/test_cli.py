@@ -261,6 +261,53 @@ def test_import_keeps_good_csv_rows_and_reports_bad_ones_by_line(
     assert "already subscribed 2" in again.out
 
 
+def test_readers_added_and_imported_with_their_own_time_and_day_get_digests_then(
+    upgraded: Cli, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    monday = "2026-11-30T00:00Z"  # Madrid is at UTC+1
+    madrid = ("--frequency", "daily", "--timezone", "Europe/Madrid", "--confirmed", "--now", monday)
+    early = upgraded("subscribers", "add", "early@example.org", *madrid, "--send-time", "06:00")
+    assert early.out.strip() == "added early@example.org: daily, Europe/Madrid, at 06:00, active"
+    assert upgraded("subscribers", "add", "site@example.org", *madrid).code == 0
+    csv = tmp_path / "readers.csv"
+    csv.write_text(
+        "email,frequency,timezone,send_time,weekday\n"
+        "late@example.org,daily,Europe/Madrid,21:00,\n"
+        "sunday@example.org,weekly,UTC,07:00,Sunday\n"
+        "typo@example.org,daily,UTC,25:00,\n"
+    )
+    imported = upgraded("subscribers", "import", str(csv), "--confirmed", "--now", monday)
+    assert imported.code == 1
+    assert imported.err.strip() == (
+        "line 4: send time: '25:00' is not a time of day (HH:MM, 00:00 to 23:59)"
+    )
+    articles = str(five_articles(tmp_path))
+    assert upgraded("articles", "import", articles, "--now", "2026-11-30T00:10Z").code == 0
+    status = upgraded("status", "--now", "2026-11-30T00:20Z").out
+    assert next_digests(status) == [
+        "2026-11-30 05:00 UTC, 1 reader(s)",  # the earliest of the daily readers' own hours
+        "2026-12-06 07:00 UTC, 1 reader(s)",  # Sunday's, not the site's Monday
+        "no active readers",
+    ]
+    preview = upgraded("preview", "late@example.org", "--now", "2026-11-30T00:20Z")
+    assert preview.err.splitlines()[0] == (
+        "late@example.org (daily): next digest 2026-11-30 21:00 CET"
+    )
+
+    def sent_at(now: str) -> list[str]:
+        before = len(smtp_server.messages)
+        assert upgraded("send", "--now", now).code == 0
+        return sorted(m.recipients[0] for m in smtp_server.messages[before:])
+
+    assert sent_at("2026-11-30T04:59Z") == []
+    assert sent_at("2026-11-30T05:00Z") == ["early@example.org"]  # 06:00 in Madrid
+    assert sent_at("2026-11-30T07:00Z") == ["site@example.org"]  # the site's 08:00
+    assert sent_at("2026-11-30T19:59Z") == []
+    assert sent_at("2026-11-30T20:00Z") == ["late@example.org"]
+    assert sent_at("2026-12-06T06:59Z") == []
+    assert sent_at("2026-12-06T07:00Z") == ["sunday@example.org"]  # not the site's Monday
+
+
 def test_import_reports_each_spelling_of_a_known_or_earlier_address_by_line_and_adds_it_once(
     three_readers: Cli, tmp_path: Path
 ) -> None:
@@ -308,6 +355,11 @@ def test_every_command_that_takes_an_address_finds_the_reader_whatever_the_case(
             "not a valid email address",
         ),
         (("subscribers", "add", "a@example.org", "--timezone", "Mars/Base"), "unknown timezone"),
+        (
+            ("subscribers", "add", "a@example.org", "--send-time", "24:00"),
+            "send time: '24:00' is not a time of day (HH:MM, 00:00 to 23:59)",
+        ),
+        (("subscribers", "add", "a@example.org", "--weekday", "9"), "weekday: '9' is not a day"),
         (("subscribers", "remove", "nobody@example.org"), "no subscriber"),
         (("send", "--now", "yesterday"), "--now must be an ISO 8601 instant"),
         (("preview", "nobody@example.org"), "no subscriber"),

@@ -29,10 +29,10 @@ from sqlalchemy import (
 )
 
 from digest import database
-from digest.domain import ArticleDraft, DeliveryStatus, Frequency, Schedule, SubscriberStatus
+from digest.domain import ArticleDraft, DeliveryStatus, Frequency, SubscriberStatus
 from digest.errors import DatabaseError
-from digest.ledger import Ledger, PlanRules
-from digest.models import ArticleRow, Base
+from digest.ledger import Ledger
+from digest.models import ArticleRow, Base, DeliveryRow, SubscriberRow
 from digest.store import Store
 
 # The tables as revision 0002 left them: no email_key yet.
@@ -317,10 +317,25 @@ def test_migration_0005_swaps_the_claim_indexes_both_ways_in_place_and_claims_wh
         "ix_deliveries_claimable",
         "ix_deliveries_subscriber_id",
     }
-    # As revision 0004 leaves it: one digest planned and another claimed by a worker that died.
+    # As revision 0004 leaves it: one digest planned and another claimed by a worker that died,
+    # written as rows (today's planning reads the readers' columns of 0007).
+    with engine.begin() as conn:
+        ids = list(conn.scalars(select(SubscriberRow.id).order_by(SubscriberRow.id)))
+        planned = {
+            "period_key": "2026-W49", "slot_at": monday - timedelta(hours=1), "cursor_from": 0,
+            "cursor_to": 1, "attempts": 0, "next_attempt_at": monday, "planned_at": monday,
+            "lease_owner": None, "lease_until": None,
+        }  # fmt: skip
+        conn.execute(
+            insert(DeliveryRow),
+            [
+                planned | {"subscriber_id": ids[0], "status": "pending", "message_id": "<a@x>"},
+                planned
+                | {"subscriber_id": ids[1], "status": "sending", "message_id": "<b@x>"}
+                | {"lease_owner": "gone", "lease_until": monday + timedelta(minutes=15)},
+            ],
+        )
     ledger = Ledger(Store(engine))
-    ledger.plan(monday, PlanRules(Schedule(), None, 100, "example.org"))
-    assert len(ledger.claim("gone", monday, timedelta(minutes=15), 1)) == 1
 
     database.upgrade(engine)
 

@@ -13,6 +13,7 @@ from digest.domain import (
     RunSummary,
     Schedule,
     SmtpStage,
+    Subscriber,
     SubscriberStatus,
     classify_reply,
     day_and_month,
@@ -199,6 +200,111 @@ def test_send_time_inside_a_dst_gap_resolves_forward_and_slots_stay_ordered() ->
         utc("2026-03-10T06:30"),
     ]
     assert slots == sorted(slots)
+
+
+# A reader's own send time, across Madrid's spring gap (2026-03-29, 02:00 → 03:00) and autumn
+# repeat (2026-10-25, 03:00 → 02:00): (their time, now, latest slot, next slot), all UTC.
+@pytest.mark.parametrize(
+    ("send_time", "now", "latest", "upcoming"),
+    [
+        (time(6), "2026-03-28T05:00", "2026-03-28T05:00", "2026-03-29T04:00"),  # 06:00 CET
+        (time(6), "2026-03-29T04:30", "2026-03-29T04:00", "2026-03-30T04:00"),  # 06:00 CEST
+        (time(21), "2026-03-28T21:00", "2026-03-28T20:00", "2026-03-29T19:00"),
+        (time(21), "2026-03-29T19:00", "2026-03-29T19:00", "2026-03-30T19:00"),
+        (time(6), "2026-10-25T04:30", "2026-10-24T04:00", "2026-10-25T05:00"),  # 06:00 CET again
+        (time(21), "2026-10-24T19:00", "2026-10-24T19:00", "2026-10-25T20:00"),
+        # 02:30 on 29 March does not exist: it comes once, where 02:30 CET would have been
+        (time(2, 30), "2026-03-29T01:30", "2026-03-29T01:30", "2026-03-30T00:30"),
+        # 02:30 on 25 October comes twice: the slot is the first one (CEST), once
+        (time(2, 30), "2026-10-25T01:29", "2026-10-25T00:30", "2026-10-26T01:30"),
+    ],
+)
+def test_a_readers_own_send_time_follows_their_local_clock_across_dst_changes(
+    send_time: time, now: str, latest: str, upcoming: str
+) -> None:
+    schedule = DEFAULT.for_reader(send_time, None)
+    assert latest_slot(D, schedule, MADRID, utc(now)).at == utc(latest)
+    assert next_slot(D, schedule, MADRID, utc(now)).at == utc(upcoming)
+
+
+@pytest.mark.parametrize(
+    ("send_time", "anchor", "now", "key"),
+    [
+        # On the day of the spring gap, at 12:00 UTC: the 06:00 reader's slot has passed, the
+        # 21:00 reader's has not, so only the first is due; after a downtime, one catch-up each.
+        (time(6), "2026-03-28T05:00", "2026-03-29T12:00", "2026-03-29"),
+        (time(21), "2026-03-28T20:00", "2026-03-29T12:00", None),
+        (time(21), "2026-03-25T20:00", "2026-03-29T12:00", "2026-03-28"),
+        (time(21), "2026-10-24T19:00", "2026-10-25T20:00", "2026-10-25"),
+        (time(21), "2026-10-24T19:00", "2026-10-25T19:59", None),  # 20:59 CET
+    ],
+)
+def test_each_reader_is_due_at_their_own_hour_and_catches_up_once(
+    send_time: time, anchor: str, now: str, key: str | None
+) -> None:
+    schedule = DEFAULT.for_reader(send_time, None)
+    slot = due_slot(SubscriberStatus.ACTIVE, D, MADRID, utc(anchor), utc(now), schedule)
+    assert (None if slot is None else slot.key) == key
+
+
+SUNDAY = 6
+
+
+@pytest.mark.parametrize(
+    ("zone", "now", "latest", "key", "upcoming", "upcoming_key"),
+    [
+        # ISO week 53 of 2026 runs from Monday 28 December to Sunday 3 January 2027
+        (UTC_ZONE, "2027-01-02T12:00", "2026-12-27T07:00", "2026-W52", "2027-01-03T07:00", "2026-W53"),
+        (UTC_ZONE, "2027-01-03T07:00", "2027-01-03T07:00", "2026-W53", "2027-01-10T07:00", "2027-W01"),
+        # Sunday 07:00 in Sydney is Saturday in UTC: the week is the reader's local one
+        (SYDNEY, "2027-01-02T21:00", "2027-01-02T20:00", "2026-W53", "2027-01-09T20:00", "2027-W01"),
+    ],
+)  # fmt: skip
+def test_a_weekly_reader_on_sunday_keeps_iso_weeks_across_the_year_boundary(
+    zone: ZoneInfo, now: str, latest: str, key: str, upcoming: str, upcoming_key: str
+) -> None:
+    schedule = DEFAULT.for_reader(time(7), SUNDAY)
+    slot = latest_slot(W, schedule, zone, utc(now))
+    assert (slot.at, slot.key) == (utc(latest), key)
+    after = next_slot(W, schedule, zone, utc(now))
+    assert (after.at, after.key) == (utc(upcoming), upcoming_key)
+
+
+@pytest.mark.parametrize(
+    ("now", "latest", "key"),
+    [
+        # 21:00 in New York on the 31st is 02:00 UTC the next day: the month is still the local one
+        ("2027-01-01T02:00", "2027-01-01T02:00", "2026-12"),
+        ("2027-01-01T01:59", "2026-12-01T02:00", "2026-11"),  # 30 November, its last day
+        ("2027-03-01T02:00", "2027-03-01T02:00", "2027-02"),  # 28 February
+        ("2028-03-01T02:00", "2028-03-01T02:00", "2028-02"),  # 29 February, a leap year
+        ("2027-04-01T01:00", "2027-04-01T01:00", "2027-03"),  # 31 March, in EDT
+    ],
+)
+def test_a_monthly_reader_at_21_on_the_31st_gets_each_months_last_day(
+    now: str, latest: str, key: str
+) -> None:
+    schedule = Schedule(monthly_day=31).for_reader(time(21), None)
+    slot = latest_slot(M, schedule, NEW_YORK, utc(now))
+    assert (slot.at, slot.key) == (utc(latest), key)
+
+
+def test_site_schedule_is_kept_where_the_reader_chose_nothing() -> None:
+    site = Schedule(send_time=time(9, 15), weekly_day=2, monthly_day=15)
+    assert site.for_reader(None, None) == site
+    assert site.for_reader(time(0), 0) == Schedule(time(0), 0, 15)  # midnight and Monday count
+
+
+def test_a_subscribers_next_digest_follows_their_own_hour_and_weekday() -> None:
+    reader = Subscriber(
+        id=1, email="a@example.org", frequency=W, status=SubscriberStatus.ACTIVE,
+        timezone="Europe/Madrid", token_version=1, created_at=utc("2026-11-01T00:00"),
+        confirmed_at=utc("2026-11-01T00:00"), cursor=0, anchor=utc("2026-11-01T00:00"),
+        bounces=0, send_time=time(21), send_weekday=SUNDAY,
+    )  # fmt: skip
+    upcoming = reader.next_digest(utc("2026-11-23T12:00"), DEFAULT, None, news=False)
+    assert upcoming is not None
+    assert upcoming.slot.at == utc("2026-11-29T20:00")  # Sunday 21:00 CET
 
 
 def test_weekly_slot_honours_the_configured_weekday() -> None:

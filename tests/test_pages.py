@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
@@ -502,7 +503,7 @@ def test_less_often_moves_the_reader_to_a_lower_frequency_and_keeps_them(web: We
     (target,) = {a for a in _parse(page.text).actions if a.startswith("/preferences/")}
     answer = web.post(target, {"frequency": "monthly"})
     assert answer.status_code == 200
-    assert "Saved: a monthly digest" in answer.text
+    assert "Saved. Monthly, on the 1st at 08:00" in answer.text
     after = web.reader("busy@example.org")
     assert (after.status, after.frequency) == (SubscriberStatus.ACTIVE, Frequency.MONTHLY)
     assert (after.cursor, after.anchor) == (
@@ -520,7 +521,7 @@ def test_preferences_change_frequency_and_timezone_and_refuse_a_bad_timezone(web
     assert "Your next digest arrives Monday 30 November at 08:00." in _visible_text(page.text)
     saved = web.post(link, {"frequency": "daily", "timezone": "Australia/Sydney"})
     assert saved.status_code == 200
-    assert "Saved: a daily digest, in Sydney (Australia Eastern) time." in saved.text
+    assert "Saved. Daily, at 08:00, Sydney (Australia Eastern) time." in saved.text
     assert "Your next digest arrives Wednesday 25 November at 08:00." in saved.text
     after = web.reader("prefs@example.org")
     assert (after.frequency, after.timezone, after.cursor) == (
@@ -549,9 +550,61 @@ def test_switching_weekly_to_daily_on_a_wednesday_tells_when_the_next_digest_rea
     reader = _active(web, "switch@example.org", Frequency.WEEKLY, confirmed=confirmed)
     link = web.link(Purpose.PREFERENCES, reader)
     saved = _visible_text(web.post(link, {"frequency": "daily"}).text)
-    assert "Saved: a daily digest, in Madrid (Spain) time." in saved
+    assert "Saved. Daily, at 08:00, Madrid (Spain) time." in saved
     assert f"Your next digest {next_digest}." in saved
     assert f"Your next digest {next_digest}." in _visible_text(web.get(link).text)
+
+
+def test_preferences_offer_the_send_hour_and_a_weekly_readers_day_and_say_what_comes_when(
+    web: Web,
+) -> None:
+    reader = _active(web, "sunday@example.org", Frequency.WEEKLY, confirmed=MONDAY_NOON)
+    link = web.link(Purpose.PREFERENCES, reader)
+    page = web.get(link).text
+    hours = select_options(page, "send_time")
+    assert hours[0] == ("", True, "Site default (08:00)")
+    assert [value for value, _, _ in hours[1:]] == [f"{h:02d}:00" for h in range(24)]
+    days = select_options(page, "weekday")
+    assert days[0] == ("", True, "Site default (Monday)")
+    assert [label for _, _, label in days[1:]][-1] == "Sunday"
+    with _statements(web.store.engine) as statements:
+        saved = web.post(link, {"frequency": "weekly", "send_time": "07:00", "weekday": "sunday"})
+    assert saved.status_code == 200
+    _one_change_that_returns_the_reader(statements)
+    text = _visible_text(saved.text)
+    assert "Saved. Weekly, on Sundays at 07:00, Madrid (Spain) time." in text
+    assert "Your next digest arrives Sunday 29 November at 07:00." in text
+    after = web.reader("sunday@example.org")
+    assert (after.send_time, after.send_weekday) == (time_of_day(7), 6)
+    again = web.get(link).text
+    assert ("07:00", True, "07:00") in select_options(again, "send_time")
+    assert ("sunday", True, "Sunday") in select_options(again, "weekday")
+    # Back to the site's hour; a daily reader is not asked for a day.
+    daily = web.post(link, {"frequency": "daily", "send_time": ""})
+    assert "Saved. Daily, at 08:00, Madrid (Spain) time." in _visible_text(daily.text)
+    assert 'id="weekday"' not in daily.text
+    assert web.reader("sunday@example.org").send_time is None
+
+
+@pytest.mark.parametrize(
+    ("form", "named"),
+    [
+        ({"send_time": "24:00"}, "Send time: '24:00' is not a time of day"),
+        ({"send_time": "7"}, "Send time: '7' is not a time of day"),
+        ({"weekday": "9"}, "Weekday: '9' is not a day"),
+        ({"send_time": "07:00", "weekday": "<b>funday</b>"}, "Weekday: '<b>funday</b>' is not"),
+    ],
+)
+def test_a_bad_send_hour_or_weekday_gets_a_400_naming_the_field_and_changes_nothing(
+    web: Web, form: dict[str, str], named: str
+) -> None:
+    reader = _active(web, "typo@example.org", Frequency.WEEKLY)
+    before = snapshot(web.store.engine)
+    answer = web.post(web.link(Purpose.PREFERENCES, reader), {"frequency": "daily", **form})
+    assert answer.status_code == 400
+    assert named in html.unescape(answer.text)
+    assert "<b>" not in answer.text
+    assert snapshot(web.store.engine) == before
 
 
 @pytest.mark.parametrize(
@@ -592,7 +645,7 @@ def test_a_pending_reader_may_change_preferences_and_is_told_digests_start_on_co
     page = _visible_text(web.get(link).text)
     assert "Your next digest starts once you confirm your address" in page
     saved = _visible_text(web.post(link, {"frequency": "daily"}).text)
-    assert "Saved: a daily digest" in saved
+    assert "Saved. Daily, at 08:00" in saved
     assert "Your next digest starts once you confirm your address" in saved
     after = web.reader("new@example.org")
     assert (after.status, after.frequency) == (SubscriberStatus.PENDING, Frequency.DAILY)
@@ -600,7 +653,12 @@ def test_a_pending_reader_may_change_preferences_and_is_told_digests_start_on_co
 
 def timezone_options(page: str) -> list[tuple[str, bool, str]]:
     """The timezone select's options: (value, selected, label)."""
-    select = re.search(r'<select id="timezone".*?</select>', page, re.DOTALL)
+    return select_options(page, "timezone")
+
+
+def select_options(page: str, select_id: str) -> list[tuple[str, bool, str]]:
+    """A select's options: (value, selected, label)."""
+    select = re.search(rf'<select id="{select_id}".*?</select>', page, re.DOTALL)
     assert select is not None
     return [
         (value, bool(selected), html.unescape(label))
@@ -630,7 +688,7 @@ def test_a_reader_in_a_zone_off_the_list_keeps_it_on_preferences_and_at_sign_up(
     ]
     assert 30 <= len(options) <= 61
     saved = web.post(link, {"frequency": "daily", "timezone": "Pacific/Chatham"})
-    assert "Saved: a daily digest, in Pacific/Chatham time." in saved.text
+    assert "Saved. Daily, at 08:00, Pacific/Chatham time." in saved.text
     assert web.reader("chatham@example.org").timezone == "Pacific/Chatham"
     # Any zone the database knows is taken at sign-up too, list or no list.
     web.post(

@@ -6,12 +6,12 @@ import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from db_fixtures import deliveries_of
 from sqlalchemy import insert
+from test_claims import statements_sent
 
 from digest import ledger as ledger_module
 from digest.domain import (
@@ -21,11 +21,11 @@ from digest.domain import (
     Frequency,
     NextDigest,
     Only,
+    ReaderGroup,
     RunSummary,
     Schedule,
     SubscriberDraft,
     SubscriberStatus,
-    next_digest,
 )
 from digest.errors import DuplicateSubscriber, NotFound
 from digest.ingest import MAX_URL_CHARS
@@ -103,6 +103,49 @@ def test_readers_are_not_due_before_their_slot(store: Store, ledger: Ledger) -> 
     assert deliveries_of(ledger.engine, "a@example.org") == []
 
 
+def test_readers_in_one_timezone_are_due_at_their_own_hour_with_one_query_a_group(
+    store: Store, ledger: Ledger
+) -> None:
+    def daily(email: str, at: time | None = None) -> SubscriberDraft:
+        return SubscriberDraft(email, Frequency.DAILY, "Europe/Madrid", send_time=at)
+
+    monday = datetime(2026, 11, 30, tzinfo=UTC)  # Madrid is at UTC+1: 06:00 there is 05:00 UTC
+    readers = [
+        daily("early@example.org", time(6)),
+        daily("site@example.org"),  # the site's 08:00
+        # A day kept from weekly does not count for a daily reader: still the site's group.
+        SubscriberDraft("was-weekly@example.org", Frequency.DAILY, "Europe/Madrid", None, 6),
+        daily("late@example.org", time(21)),
+        daily("late@example.com", time(21)),
+    ]
+    store.add_subscribers(readers, confirmed=True, now=monday)
+    store.upsert_articles([article(n) for n in range(3)], monday + timedelta(minutes=30))
+
+    def plan(hours: float) -> int:
+        """Plan at monday + hours; how many INSERTs of deliveries it took."""
+        with statements_sent(ledger.engine) as sent:
+            ledger.plan(monday + timedelta(hours=hours), RULES)
+        return sum(statement.startswith("INSERT INTO deliveries") for statement, _ in sent)
+
+    def planned() -> list[str]:
+        return [r.email for r in readers if deliveries_of(ledger.engine, r.email)]
+
+    # One statement a group (06:00, the site's, 21:00), not one a reader.
+    assert plan(5.5) == 3
+    assert planned() == ["early@example.org"]
+    assert plan(7.5) == 3
+    by_eight = ["early@example.org", "site@example.org", "was-weekly@example.org"]
+    assert planned() == by_eight
+    assert plan(19.99) == 3
+    assert planned() == by_eight
+    assert plan(20) == 3
+    assert planned() == [r.email for r in readers]
+    for r in readers:
+        assert deliveries_of(ledger.engine, r.email) == [
+            ("2026-11-30", DeliveryStatus.PENDING, 0, None)
+        ]
+
+
 def test_claim_snapshot_carries_window_message_id_and_date_fixed_at_planning(
     store: Store, ledger: Ledger
 ) -> None:
@@ -151,6 +194,8 @@ def test_the_outlook_counts_each_group_as_next_digest_says_of_each_reader(store:
     add("due@example.org", weekly, WEEK_BEFORE)  # confirmed before any article: news
     add("gone@example.org", weekly, WEEK_BEFORE)
     add("due@example.com", madrid, WEEK_BEFORE)
+    evening = SubscriberDraft("evening@example.com", Frequency.DAILY, "Europe/Madrid", time(21))
+    store.add_subscriber(evening, confirmed=True, now=wednesday - timedelta(hours=1))
     store.upsert_articles([article(n) for n in range(3)], WEEK_BEFORE + timedelta(hours=1))
     add("far@example.org", weekly, datetime(2030, 6, 5, tzinfo=UTC))  # as after a far --now
     add("no-news@example.com", madrid, WEEK_BEFORE + timedelta(hours=2))
@@ -161,23 +206,20 @@ def test_the_outlook_counts_each_group_as_next_digest_says_of_each_reader(store:
     outlook = store.outlook(wednesday, RULES.schedule, None)
 
     newest = store.newest_seq(wednesday)
-    each: dict[tuple[Frequency, str], list[NextDigest]] = {}
+    each: dict[ReaderGroup, list[NextDigest]] = {}
     for s in store.subscribers(SubscriberStatus.ACTIVE):
-        zone = ZoneInfo(s.timezone)
-        upcoming = next_digest(
-            s.status, s.frequency, zone, s.anchor, wednesday, RULES.schedule,
-            news=s.cursor < newest,
-        )  # fmt: skip
+        upcoming = s.next_digest(wednesday, RULES.schedule, None, news=s.cursor < newest)
         assert upcoming is not None
-        each.setdefault((s.frequency, s.timezone), []).append(upcoming)
-    assert sorted(outlook) == sorted(each)
+        group = ReaderGroup(s.frequency, s.timezone, s.send_time, s.send_weekday)
+        each.setdefault(group, []).append(upcoming)
+    assert set(outlook) == set(each)
     for group, upcomings in each.items():
         slots = [u.slot for u in upcomings if not u.due_now]
         first = min(slots, key=lambda slot: slot.at)
         due = sum(u.due_now for u in upcomings)
         assert outlook[group] == Outlook(due, first, slots.count(first))
     # The far-future reader's next digest is the Monday after their anchor, not next Monday.
-    weekly_outlook, madrid_outlook = outlook[weekly], outlook[madrid]
+    weekly_outlook, madrid_outlook = outlook[ReaderGroup(*weekly)], outlook[ReaderGroup(*madrid)]
     assert weekly_outlook.first is not None and madrid_outlook.first is not None
     assert (weekly_outlook.due_now, weekly_outlook.first.at, weekly_outlook.at_first) == (
         1, datetime(2030, 6, 10, 8, 0, tzinfo=UTC), 1
