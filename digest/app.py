@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from digest import database, ingest, logs
-from digest.addresses import check_timezone, normalise_address
+from digest.addresses import check_timezone, normalise_address, parse_topics
 from digest.config import LogFormat, Settings, origin_of, sender_address
 from digest.dispatch import DigestMail, Job, dry_run, run_once
 from digest.domain import (
@@ -72,6 +72,7 @@ class Status:
     """What `digest status` shows, as of one instant."""
 
     readers: dict[tuple[Frequency, SubscriberStatus], int]
+    topic_mix: dict[frozenset[str] | None, int]  # active readers per topic set; None: every topic
     outlook: dict[tuple[Frequency, str], Outlook]  # by (frequency, timezone) group
     deliveries: dict[DeliveryStatus, int]
     retries: int  # deliveries pending a retry
@@ -226,12 +227,19 @@ class Services:
         subscriber = self.store.find_subscriber(normalise_address(email))
         newest = self.store.newest_seq(now)
         news = subscriber.cursor < newest
+        if news and subscriber.topics is not None:  # news in their topics, that is
+            news = bool(self.store.articles(subscriber.cursor, newest, subscriber.topics))
         next_one = subscriber.next_digest(now, s.schedule, s.max_lateness, news=news)
         if next_one is None or not news:
             return Preview(subscriber, news, None)
         mail = self.digest_mail()
         body = mail.body(
-            subscriber.frequency, subscriber.cursor, newest, next_one.slot.key, web_version=False
+            subscriber.frequency,
+            subscriber.cursor,
+            newest,
+            next_one.slot.key,
+            topics=subscriber.topics,
+            web_version=False,
         )
         links = mail.links(subscriber.id, subscriber.token_version)
         text = preview_html(body, links) if html else preview_text(body, links)
@@ -250,6 +258,7 @@ class Services:
         states = self.store.feed_states(s.feeds)
         return Status(
             readers=self.store.subscriber_counts(),
+            topic_mix=self.store.topic_mix(),
             outlook=self.store.outlook(now, s.schedule, s.max_lateness),
             deliveries=self.ledger.delivery_counts(),
             retries=self.ledger.retry_count(),
@@ -267,12 +276,14 @@ class Services:
         *,
         confirmed: bool,
         now: datetime,
+        topics: str = "",
     ) -> SubscriberDraft:
         s = self.settings
         draft = SubscriberDraft(
             normalise_address(email),
             frequency or s.default_frequency,
             check_timezone(timezone or s.default_timezone),
+            parse_topics(topics),
         )
         self.store.add_subscriber(draft, confirmed=confirmed, now=now)
         return draft

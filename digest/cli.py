@@ -265,21 +265,31 @@ def subscribers_add(
     frequency: Annotated[Frequency | None, typer.Option(help="daily, weekly or monthly.")] = None,
     timezone: Annotated[str | None, typer.Option(help="IANA timezone, e.g. Europe/Madrid.")] = None,
     confirmed: Annotated[bool, typer.Option(help="The reader has already opted in.")] = False,
+    topics: Annotated[
+        str,
+        typer.Option(
+            help='Categories, comma-separated, e.g. "Nutrition, Public Health"; none: every topic.'
+        ),
+    ] = "",
     now: NowOption = None,
 ) -> None:
     """Add one reader (pending until confirmed, unless --confirmed)."""
     draft = _services(ctx).add_subscriber(
-        email, frequency, timezone, confirmed=confirmed, now=_instant(now)
+        email, frequency, timezone, confirmed=confirmed, now=_instant(now), topics=topics
     )
     state = "active" if confirmed else "pending confirmation"
-    typer.echo(f"added {draft.email}: {draft.frequency}, {draft.timezone}, {state}")
+    chosen = "every topic" if draft.topics is None else ", ".join(sorted(draft.topics))
+    typer.echo(f"added {draft.email}: {draft.frequency}, {draft.timezone}, {chosen}, {state}")
 
 
 @subscribers_cli.command("import")
 def subscribers_import(
     ctx: typer.Context,
     file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="CSV with the header email,frequency[,timezone].")
+        Path,
+        typer.Argument(
+            metavar="FILE", help="CSV with the header email,frequency[,timezone[,topics]]."
+        ),
     ],
     confirmed: Annotated[bool, typer.Option(help="The readers have already opted in.")] = False,
     now: NowOption = None,

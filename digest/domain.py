@@ -335,6 +335,7 @@ class SubscriberDraft:
     email: str  # normalised
     frequency: Frequency
     timezone: str  # a valid IANA name
+    topics: frozenset[str] | None = None  # topic keys; None: every topic, later ones too
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +353,7 @@ class Claim:
     message_id: str  # fixed at planning, the same on every retry
     planned_at: datetime  # the Date header, fixed at planning
     attempts: int
+    topics: frozenset[str] | None = None  # the reader's (Subscriber.topics): their body's articles
 
     @property
     def window(self) -> tuple[Frequency, int, int]:

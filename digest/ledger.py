@@ -61,8 +61,10 @@ from digest.store import (
     SelectT,
     Store,
     articles_between,
+    in_topics,
     is_address,
     narrow,
+    read_topics,
 )
 
 S, D = SubscriberRow, DeliveryRow
@@ -125,16 +127,17 @@ class Ledger:
         yields how many it planned to send and how many it skipped.
         """
         snapshot = self._store.newest_seq(now)
-        for slot, due in self._due_groups(now, rules, only):
-            yield from self._plan_group(slot, due, snapshot, now, rules)
+        for slot, due, topics in self._due_groups(now, rules, only):
+            yield from self._plan_group(slot, due, snapshot, now, rules, topics)
 
     def count_due(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> int:
         """What a run at now sends, before it has planned: the deliveries claimable now, and the
         due readers with news (the ones without are skipped)."""
         snapshot = self._store.newest_seq(now)
         waiting = 0
-        for _slot, due in self._due_groups(now, rules, only):
-            with_news = select(func.count()).select_from(due.where(S.cursor < snapshot).subquery())
+        for _slot, due, topics in self._due_groups(now, rules, only):
+            news = _news(snapshot, topics)
+            with_news = select(func.count()).select_from(due.where(news).subquery())
             with reading(self.engine) as conn:
                 waiting += conn.scalar(with_news) or 0
         return waiting + self.count_claimable(now, only)
@@ -144,7 +147,7 @@ class Ledger:
     ) -> Iterator[list[Claim]]:
         """What plan would do, as would-be claims (delivery_id 0), in batches; writes nothing."""
         snapshot = self._store.newest_seq(now)
-        for slot, due in self._due_groups(now, rules, only):
+        for slot, due, topics in self._due_groups(now, rules, only):
             for batch in self._batches(due, rules.batch_size):
                 yield [
                     Claim(
@@ -159,19 +162,25 @@ class Ledger:
                         message_id=f"<{uuid.uuid4().hex}@{rules.message_domain}>",
                         planned_at=now,
                         attempts=0,
+                        topics=read_topics(topics),
                     )
                     for row in batch
                 ]
 
     def _due_groups(
         self, now: datetime, rules: PlanRules, only: Only
-    ) -> Iterator[tuple[Slot, Select[*tuple[Any, ...]]]]:
-        """Each (frequency, timezone) group with a sendable slot, and the query of its due readers."""
-        for frequency, timezone in self._store.active_groups(only):
+    ) -> Iterator[tuple[Slot, Select[*tuple[Any, ...]], str | None]]:
+        """Each (frequency, timezone, topic set) group with a sendable slot, the query of its due
+        readers, and the topic set as stored (None: every topic)."""
+        for (frequency, timezone), topic_sets in self._store.active_topic_sets(only).items():
             zone = ZoneInfo(timezone)
             slot = sendable_slot(frequency, rules.schedule, zone, now, rules.max_lateness)
             if slot is not None:
-                yield slot, _due(frequency, timezone, slot.at, only)
+                for topics in topic_sets:
+                    due = _due(frequency, timezone, slot.at, only).where(
+                        S.topics.is_(None) if topics is None else S.topics == topics
+                    )
+                    yield slot, due, topics
 
     def _batches(self, due: Select[*tuple[Any, ...]], size: int) -> Iterator[list[AnyRow]]:
         # Keyset on (anchor, id) rides ix_subscribers_due: a run with nobody due costs one index
@@ -194,6 +203,7 @@ class Ledger:
         snapshot: int,
         now: datetime,
         rules: PlanRules,
+        topics: str | None,
     ) -> Iterator[Planned]:
         """Plan one group's due readers, PLAN_CHUNK at a time."""
         key = tuple_(S.anchor, S.id)
@@ -212,14 +222,19 @@ class Ledger:
                 if last is not None:
                     chunk = chunk.where(key <= tuple_(last.anchor, last.id))
                 made = conn.execute(
-                    self._deliveries_of(chunk, slot, snapshot, now, rules).returning(
+                    self._deliveries_of(chunk, slot, snapshot, now, rules, topics).returning(
                         D.subscriber_id, D.status
                     )
                 ).all()
                 skipped = [sid for sid, status in made if status == DeliveryStatus.SKIPPED.value]
                 if skipped:
-                    # No mail for an empty window, but the slot is done: advance the anchor only.
-                    conn.execute(update(S).where(S.id.in_(skipped)).values(anchor=slot.at))
+                    # No mail for an empty window, but the slot is done: advance the anchor, and
+                    # the cursor past a window with nothing in the reader's topics (they did not
+                    # want those articles; with every topic, the cursor is there already).
+                    caught_up = case((S.cursor < snapshot, snapshot), else_=S.cursor)
+                    conn.execute(
+                        update(S).where(S.id.in_(skipped)).values(anchor=slot.at, cursor=caught_up)
+                    )
             if made:
                 yield Planned(pending=len(made) - len(skipped), skipped=len(skipped))
             if last is None:
@@ -233,10 +248,11 @@ class Ledger:
         snapshot: int,
         now: datetime,
         rules: PlanRules,
+        topics: str | None,
     ) -> Insert:
         """INSERT … SELECT: a pending delivery for each reader with news, a skipped one for the rest."""
         status = case(
-            (S.cursor < snapshot, DeliveryStatus.PENDING.value),
+            (_news(snapshot, topics), DeliveryStatus.PENDING.value),
             else_=DeliveryStatus.SKIPPED.value,
         )
         message_id = "<" + random_hex(self.engine) + f"@{rules.message_domain}>"
@@ -308,6 +324,7 @@ class Ledger:
                     S.email,
                     S.frequency,
                     S.token_version,
+                    S.topics,
                     S.status.label("subscriber_status"),
                 )
                 .join(S, S.id == D.subscriber_id)
@@ -341,6 +358,7 @@ class Ledger:
                 message_id=r.message_id,
                 planned_at=r.planned_at,
                 attempts=r.attempts,
+                topics=read_topics(r.topics),
             )
             for r in rows
             if r.subscriber_status == active
@@ -636,6 +654,16 @@ def _due(
         ~outstanding,
     )
     return narrow(due, only)
+
+
+def _news(snapshot: int, topics: str | None) -> ColumnElement[bool]:
+    """Whether a reader's window (cursor, snapshot] holds news for them: any article for a reader
+    of every topic, one in their topics (as stored) for the others."""
+    if topics is None:
+        return S.cursor < snapshot
+    return and_(
+        S.cursor < snapshot, in_topics(S.cursor, snapshot, read_topics(topics) or frozenset())
+    )
 
 
 def _batch(ids: list[int], conn: Connection) -> BindParameter[list[int]]:

@@ -49,6 +49,7 @@ from digest.domain import (
     Validators,
     next_slot,
     sendable_slot,
+    topic_key,
 )
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
 from digest.models import ArticleRow, FeedRow, SubscriberRow
@@ -125,7 +126,7 @@ def _subscriber(row: AnyRow) -> Subscriber:
         cursor=row.cursor,
         anchor=row.anchor,
         bounces=row.bounces,
-        topics=None if row.topics is None else frozenset(row.topics.split(",")),
+        topics=read_topics(row.topics),
         paused_until=row.paused_until,
         send_time=None if row.send_time is None else time.fromisoformat(row.send_time),
         send_weekday=row.send_weekday,
@@ -211,9 +212,13 @@ class Store:
                 )
         return Upserted(added=len(fresh), updated=len(changed))
 
-    def articles(self, after: int, upto: int) -> list[Article]:
-        """The window (after, upto], newest first."""
+    def articles(
+        self, after: int, upto: int, topics: frozenset[str] | None = None
+    ) -> list[Article]:
+        """The window (after, upto], newest first; only those in topics, unless it is None."""
         query = select(*ARTICLE_COLUMNS).where(A.id > after, A.id <= upto).order_by(A.id.desc())
+        if topics is not None:
+            query = query.where(A.topic.in_(sorted(topics)))
         with reading(self.engine) as conn:
             return [_article(row) for row in conn.execute(query)]
 
@@ -415,6 +420,43 @@ class Store:
         ).one_or_none()
         return None if row is None else _subscriber(row)
 
+    def set_topics(
+        self, subscriber_id: int, token_version: int, topics: frozenset[str] | None
+    ) -> Subscriber | None:
+        """Choose the reader's topics (topic keys; None: every topic, later ones too), and return
+        the reader; None if gone. The cursor stays: the next digest holds their new topics."""
+        with writing(self.engine) as conn:
+            return self._change(conn, subscriber_id, token_version, topics=stored_topics(topics))
+
+    def active_topic_sets(
+        self, only: Only = EVERYONE
+    ) -> dict[tuple[Frequency, str], list[str | None]]:
+        """The distinct topic sets (as stored) of active readers, per (frequency, timezone):
+        readers share few, so planning takes each as a group of its own."""
+        query = (
+            select(S.frequency, S.timezone, S.topics)
+            .where(S.status == SubscriberStatus.ACTIVE.value)
+            .distinct()
+        )
+        groups: dict[tuple[Frequency, str], list[str | None]] = {}
+        with reading(self.engine) as conn:
+            for frequency, timezone, topics in conn.execute(narrow(query, only)):
+                groups.setdefault((Frequency(frequency), timezone), []).append(topics)
+        return {
+            group: sorted(sets, key=lambda t: (t is not None, t or ""))
+            for group, sets in groups.items()
+        }
+
+    def topic_mix(self) -> dict[frozenset[str] | None, int]:
+        """Active readers counted by topic set (None: every topic), for `status`."""
+        query = (
+            select(S.topics, func.count())
+            .where(S.status == SubscriberStatus.ACTIVE.value)
+            .group_by(S.topics)
+        )
+        with reading(self.engine) as conn:
+            return {read_topics(topics): n for topics, n in conn.execute(query)}
+
     def subscriber_counts(self) -> dict[tuple[Frequency, SubscriberStatus], int]:
         query = select(S.frequency, S.status, func.count()).group_by(S.frequency, S.status)
         with reading(self.engine) as conn:
@@ -534,6 +576,24 @@ def articles_between(
     return select(func.count()).where(A.id > after, A.id <= upto).scalar_subquery()
 
 
+def stored_topics(topics: frozenset[str] | None) -> str | None:
+    """How subscribers.topics holds a topic set: its sorted keys joined by "," (keys hold no
+    comma), so equal sets are equal text; NULL for every topic."""
+    return None if topics is None else ",".join(sorted(topics))
+
+
+def read_topics(stored: str | None) -> frozenset[str] | None:
+    return None if stored is None else frozenset(stored.split(","))
+
+
+def in_topics(
+    after: InstrumentedAttribute[int], upto: int, topics: frozenset[str]
+) -> ColumnElement[bool]:
+    """Whether the window (after, upto] holds an article in topics: a look-up per topic on
+    ix_articles_topic, however long the window."""
+    return select(A.id).where(A.topic.in_(sorted(topics)), A.id > after, A.id <= upto).exists()
+
+
 def is_address(email: str) -> ColumnElement[bool]:
     """The reader with this address, whatever its case: every look-up by address goes here."""
     return S.email_key == address_key(email)
@@ -562,6 +622,7 @@ def _new_subscriber(
         "cursor": cursor,
         "anchor": now,
         "bounces": 0,
+        "topics": stored_topics(draft.topics),
     }
 
 
@@ -576,6 +637,7 @@ def _article_values(draft: ArticleDraft, now: datetime) -> dict[str, object]:
         "title": draft.title,
         "summary": draft.summary,
         "category": draft.category,
+        "topic": topic_key(draft.category),
         "reading_minutes": draft.reading_minutes,
         "published_at": draft.published_at,
         "image_url": draft.image_url,

@@ -6,19 +6,31 @@ import csv
 import io
 from functools import partial
 
-from digest.addresses import address_key, check_timezone, normalise_address, parse_frequency
+from digest.addresses import (
+    address_key,
+    check_timezone,
+    normalise_address,
+    parse_frequency,
+    parse_topics,
+)
 from digest.domain import SubscriberDraft
 from digest.errors import InvalidInput
 from digest.rows import Collector, Parsed
 from digest.text import one_line, shown
 
-CSV_HEADER = "email,frequency[,timezone]"
+CSV_HEADER = "email,frequency[,timezone[,topics]]"
+HEADERS = (
+    ["email", "frequency"],
+    ["email", "frequency", "timezone"],
+    ["email", "frequency", "timezone", "topics"],
+)
 
 
 def parse_subscribers_csv(
     data: bytes | str, *, default_timezone: str = "UTC"
 ) -> Parsed[SubscriberDraft]:
-    """Drafts from CSV with the header email,frequency[,timezone]; rows are physical line numbers."""
+    """Drafts from CSV with the header email,frequency[,timezone[,topics]]; rows are physical
+    line numbers. topics is one field of comma-separated topics (quoted); empty is every topic."""
     default_timezone = check_timezone(default_timezone)
     text = _decode_csv(data) if isinstance(data, bytes) else data.removeprefix("\ufeff")
     # newline="": a quoted field may hold a line break; line_num still counts physical lines.
@@ -56,7 +68,7 @@ def _decode_csv(data: bytes) -> str:
 
 def _check_header(row: list[str]) -> list[str]:
     names = [cell.strip().lower() for cell in row]
-    if names not in (["email", "frequency"], ["email", "frequency", "timezone"]):
+    if names not in HEADERS:
         found = shown(one_line(",".join(row)))
         raise InvalidInput(f"CSV header must be {CSV_HEADER}, found {found}")
     return names
@@ -65,9 +77,10 @@ def _check_header(row: list[str]) -> list[str]:
 def _subscriber(row: list[str], header: list[str], default_timezone: str) -> SubscriberDraft:
     if len(row) > len(header):
         raise InvalidInput(f"expected {len(header)} fields, found {len(row)}")
-    email, frequency, timezone = [*row, "", ""][:3]
+    email, frequency, timezone, topics = [*row, "", "", ""][:4]
     return SubscriberDraft(
         email=normalise_address(email),
         frequency=parse_frequency(frequency),
         timezone=check_timezone(timezone) if timezone.strip() else default_timezone,
+        topics=parse_topics(topics),
     )

@@ -29,9 +29,9 @@ from sqlalchemy import (
 )
 
 from digest import database
-from digest.domain import ArticleDraft, DeliveryStatus, Frequency, Schedule, SubscriberStatus
+from digest.domain import ArticleDraft, DeliveryStatus, Frequency, SubscriberStatus
 from digest.errors import DatabaseError
-from digest.ledger import Ledger, PlanRules
+from digest.ledger import Ledger
 from digest.models import ArticleRow, Base
 from digest.store import Store
 
@@ -305,6 +305,30 @@ def test_migration_0007_gives_existing_readers_every_topic_no_pause_and_the_site
     engine.dispose()
 
 
+def test_migration_0008_gives_existing_articles_their_topic_key_and_goes_back(
+    database_url: str,
+) -> None:
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    seed(database_url, {}, [1, 2], confirmed_at=monday, imported_at=monday)
+    engine = database.connect(database_url)
+    migrate(engine, command.downgrade, "0007")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE articles SET category = 'Public Health' WHERE id = 2"))
+    migrate(engine, command.upgrade, "0008")
+    with engine.connect() as conn:
+        topics = conn.execute(text("SELECT id, topic FROM articles ORDER BY id")).all()
+    assert [tuple(row) for row in topics] == [
+        (1, "medical news and research"),
+        (2, "public health"),
+    ]
+    assert "ix_articles_topic" in {
+        index["name"] for index in inspect(engine).get_indexes("articles")
+    }
+    migrate(engine, command.downgrade, "0007")
+    assert "topic" not in {column["name"] for column in inspect(engine).get_columns("articles")}
+    engine.dispose()
+
+
 def test_migration_0005_swaps_the_claim_indexes_both_ways_in_place_and_claims_what_0004_left(
     database_url: str,
 ) -> None:
@@ -318,9 +342,21 @@ def test_migration_0005_swaps_the_claim_indexes_both_ways_in_place_and_claims_wh
         "ix_deliveries_subscriber_id",
     }
     # As revision 0004 leaves it: one digest planned and another claimed by a worker that died.
+    # Written in SQL: today's ledger reads reader columns that 0004 has not got.
+    naive = monday.replace(tzinfo=None)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (subscriber_id, period_key, status, slot_at, cursor_from,"
+                " cursor_to, attempts, next_attempt_at, lease_owner, lease_until, message_id,"
+                " planned_at) SELECT id, '2026-W49', CASE WHEN email = 'a@example.org' THEN"
+                " 'sending' ELSE 'pending' END, :at, 0, 1, 0, :at, CASE WHEN email ="
+                " 'a@example.org' THEN 'gone' END, CASE WHEN email = 'a@example.org' THEN :until"
+                " END, '<' || email || '>', :at FROM subscribers"
+            ),
+            {"at": naive, "until": naive + timedelta(minutes=15)},
+        )
     ledger = Ledger(Store(engine))
-    ledger.plan(monday, PlanRules(Schedule(), None, 100, "example.org"))
-    assert len(ledger.claim("gone", monday, timedelta(minutes=15), 1)) == 1
 
     database.upgrade(engine)
 

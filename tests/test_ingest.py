@@ -876,7 +876,7 @@ def test_csv_bad_rows_are_reported_by_physical_line_and_good_rows_import() -> No
     ["", "\n\n", "mia@example.org,weekly\n", "mail,freq\nmia@example.org,weekly\n", "email\n"],
 )
 def test_csv_without_the_expected_header_is_refused_naming_it(text: str) -> None:
-    with pytest.raises(InvalidInput, match=r"email,frequency\[,timezone\]"):
+    with pytest.raises(InvalidInput, match=r"email,frequency\[,timezone\[,topics\]\]"):
         parse_subscribers_csv(text)
 
 

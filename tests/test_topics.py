@@ -1,0 +1,132 @@
+"""Topics (issue 15, item 1): a reader's chosen categories, written through the CLI, honoured by
+planning and rendering, and shown by status. On SQLite and PostgreSQL, through the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_fixtures import CONFIRMED, MONDAY_0900, Cli, five_articles
+from smtp_server import SmtpServer
+from test_cli import parsed, plain_text
+
+from digest import database
+from digest.store import Store
+
+NEXT_MONDAY = "2026-12-07T09:00Z"
+
+
+def topics_of(database_url: str, email: str) -> frozenset[str] | None:
+    engine = database.connect(database_url)
+    try:
+        return Store(engine).find_subscriber(email).topics
+    finally:
+        engine.dispose()
+
+
+def add(cli: Cli, email: str, *options: str) -> None:
+    result = cli(
+        "subscribers", "add", email, "--frequency", "weekly", "--confirmed", "--now", CONFIRMED,
+        *options,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+
+
+def texts_by_reader(smtp_server: SmtpServer) -> dict[str, str]:
+    return {m.recipients[0]: plain_text(parsed(m.data)) for m in smtp_server.messages}
+
+
+def test_subscribers_add_keeps_topic_keys_and_refuses_an_empty_or_overlong_topic_in_one_line(
+    upgraded: Cli, database_url: str
+) -> None:
+    result = upgraded(
+        "subscribers", "add", "a@example.org", "--topics", "Nutrition,  MEDICAL news & Research "
+    )
+    assert result.code == 0, result.err
+    assert "medical news and research, nutrition" in result.out
+    assert topics_of(database_url, "a@example.org") == {"nutrition", "medical news and research"}
+    assert upgraded("subscribers", "add", "b@example.org").code == 0
+    assert topics_of(database_url, "b@example.org") is None  # every topic, later ones too
+    for bad in ("Nutrition,,Sleep", "!!!", "x" * 81):
+        refused = upgraded("subscribers", "add", "c@example.org", "--topics", bad)
+        assert refused.code == 2
+        assert len(refused.err.strip().splitlines()) == 1
+        assert "bad topic" in refused.err
+        assert "Traceback" not in refused.err
+    assert upgraded("subscribers", "list").out.count("c@example.org") == 0
+
+
+def test_subscribers_import_reads_a_topics_column_and_reports_a_bad_topic_by_line(
+    upgraded: Cli, database_url: str, tmp_path: Path
+) -> None:
+    csv = tmp_path / "readers.csv"
+    csv.write_text(
+        "email,frequency,timezone,topics\n"
+        'chosen@example.org,weekly,UTC,"Public Health, Nutrition"\n'
+        "everything@example.org,weekly,UTC,\n"
+        'bad@example.org,weekly,UTC,"Nutrition,,"\n'
+        "short@example.org,daily\n"
+    )
+    result = upgraded("subscribers", "import", str(csv), "--confirmed")
+    assert result.code == 1
+    assert "line 4:" in result.err and "bad topic" in result.err
+    assert result.out.strip().endswith("imported 3, already subscribed 0, bad rows 1")
+    assert topics_of(database_url, "chosen@example.org") == {"public health", "nutrition"}
+    assert topics_of(database_url, "everything@example.org") is None
+    assert topics_of(database_url, "short@example.org") is None
+
+
+def test_a_digest_holds_only_the_readers_topics_and_and_n_more_counts_only_theirs(
+    upgraded: Cli, smtp_server: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add(upgraded, "nutrition@example.org", "--topics", "nutrition")
+    add(upgraded, "everything@example.org")
+    # Articles 0 to 9: the even ones are Nutrition, the odd ones Medical News & Research.
+    imported = upgraded("articles", "import", str(five_articles(tmp_path, count=10)))
+    assert imported.code == 0, imported.err
+    monkeypatch.setenv("DIGEST_MAX_ARTICLES", "2")
+    result = upgraded("send", "--now", MONDAY_0900)
+    assert result.last_line == "sent 2, skipped 0, retrying 0, failed 0"
+    texts = texts_by_reader(smtp_server)
+    nutrition = texts["nutrition@example.org"]
+    assert "Study 1:" not in nutrition and "Study 3:" not in nutrition
+    assert "and 3 more on the site" in nutrition  # 5 in their topics, 2 shown
+    assert "and 8 more on the site" in texts["everything@example.org"]
+
+
+def test_a_window_with_nothing_in_the_readers_topics_is_skipped_and_their_cursor_moves_on(
+    upgraded: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    add(upgraded, "sleep@example.org", "--topics", "Sleep")  # no article has it yet
+    add(upgraded, "everything@example.org")
+    assert upgraded("articles", "import", str(five_articles(tmp_path))).code == 0
+    result = upgraded("send", "--now", MONDAY_0900)
+    assert result.last_line == "sent 1, skipped 1, retrying 0, failed 0"
+    assert [m.recipients for m in smtp_server.messages] == [["everything@example.org"]]
+    # They choose Nutrition now: the next digest holds the Nutrition article published since,
+    # not the ones of the window they skipped.
+    engine = database.connect(database_url)
+    store = Store(engine)
+    sleeper = store.find_subscriber("sleep@example.org")
+    assert store.set_topics(sleeper.id, sleeper.token_version, frozenset({"nutrition"}))
+    engine.dispose()
+    assert upgraded("articles", "import", str(five_articles(tmp_path, start=10, count=1))).code == 0
+    assert upgraded("send", "--now", NEXT_MONDAY).code == 0
+    latest = plain_text(parsed(smtp_server.messages[-1].data))
+    assert smtp_server.messages[-1].recipients == ["sleep@example.org"]
+    assert "Study 10:" in latest
+    assert "Study 0:" not in latest and "Study 2:" not in latest
+
+
+def test_status_shows_the_topic_mix_of_active_readers(upgraded: Cli) -> None:
+    add(upgraded, "a@example.org", "--topics", "Nutrition")
+    add(upgraded, "b@example.org", "--topics", "nutrition")
+    add(upgraded, "c@example.org")
+    shown = upgraded("status", "--now", MONDAY_0900)
+    assert shown.code == 0, shown.err
+    lines = shown.out.splitlines()
+    topics = lines.index("Topics (active readers)")
+    assert [line.split() for line in lines[topics + 1 : topics + 3]] == [
+        ["2", "nutrition"],
+        ["1", "every", "topic"],
+    ]
