@@ -3,14 +3,19 @@ planning and rendering, and shown by status. On SQLite and PostgreSQL, through t
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cli_fixtures import CONFIRMED, MONDAY_0900, Cli, five_articles
 from smtp_server import SmtpServer
+from sqlalchemy import text
+from test_claims import statements_sent
 from test_cli import parsed, plain_text
 
 from digest import database
+from digest.domain import ArticleDraft, Claim, Frequency, Schedule, SubscriberDraft
+from digest.ledger import Ledger, PlanRules
 from digest.store import Store
 
 NEXT_MONDAY = "2026-12-07T09:00Z"
@@ -130,3 +135,50 @@ def test_status_shows_the_topic_mix_of_active_readers(upgraded: Cli) -> None:
         ["2", "nutrition"],
         ["1", "every", "topic"],
     ]
+
+
+def plan_readers(store: Store, count: int) -> tuple[int, list[Claim]]:
+    """Plan `count` weekly readers, a third of them each of every topic, Nutrition, Sleep; return
+    the statements planning sent and the claims of the readers it made pending."""
+    drafts = [
+        SubscriberDraft(f"r{n}@example.org", Frequency.WEEKLY, "UTC", TOPIC_SETS[n % 3])
+        for n in range(count)
+    ]
+    store.add_subscribers(drafts, confirmed=True, now=MONDAY - timedelta(days=7))
+    news = [
+        ArticleDraft(
+            url=f"https://miasfeed.example/articles/{category}",
+            title=category,
+            summary="Findings.",
+            category=category,
+            reading_minutes=2,
+            published_at=MONDAY - timedelta(days=1),
+        )
+        for category in ("NUTRITION", "Public Health")
+    ]
+    store.upsert_articles(news, MONDAY - timedelta(days=1))
+    ledger = Ledger(store)
+    with statements_sent(store.engine) as sent:
+        planned = ledger.plan(MONDAY, PlanRules(Schedule(), None, 100, "example.org"))
+    assert planned.skipped == count // 3  # the Sleep readers: nothing in their topics
+    return len(sent), ledger.claim("w", MONDAY, timedelta(minutes=5), count)
+
+
+TOPIC_SETS = (None, frozenset({"nutrition"}), frozenset({"sleep"}))
+MONDAY = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+def test_planning_sends_as_many_statements_for_many_readers_as_for_few_and_claims_carry_topics(
+    store: Store,
+) -> None:
+    few, _ = plan_readers(store, 6)
+    engine = store.engine
+    with engine.begin() as conn:
+        for table in ("deliveries", "subscribers", "articles"):
+            conn.execute(text(f"DELETE FROM {table}"))
+    many, claims = plan_readers(store, 300)
+    assert many == few  # one group per topic set, not one query per reader
+    assert len(claims) == 200
+    assert {c.topics for c in claims} == {None, frozenset({"nutrition"})}
+    sleeper = store.find_subscriber("r2@example.org")
+    assert sleeper.cursor == store.newest_seq(MONDAY)  # moved past what they did not want
