@@ -251,7 +251,7 @@ class Services:
         included, as in the mail). Changes nothing."""
         mail = self.digest_mail()  # one a page: its bodies are not kept beyond it
         links = mail.links(sent.subscriber_id, sent.token_version, sent.delivery_id)
-        return preview_html(mail.body(*sent.window, sent.period_key), links)
+        return preview_html(mail.body(*sent.window, sent.period_key, topics=sent.topics), links)
 
     def status(self, now: datetime, runs: int) -> Status:
         s = self.settings

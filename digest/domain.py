@@ -374,6 +374,7 @@ class SentDigest:
     cursor_to: int  # inclusive
     sent_at: datetime
     articles: int  # in the window, as the digest counted them
+    topics: frozenset[str] | None = None  # the reader's at planning (Claim.topics)
 
     @property
     def frequency(self) -> Frequency:

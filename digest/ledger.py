@@ -267,10 +267,11 @@ class Ledger:
             literal(now, UtcDateTime()),
             message_id,
             literal(now, UtcDateTime()),
+            S.topics,
         )
         columns = (
             "subscriber_id", "period_key", "status", "slot_at", "cursor_from", "cursor_to",
-            "attempts", "next_attempt_at", "message_id", "planned_at",
+            "attempts", "next_attempt_at", "message_id", "planned_at", "topics",
         )  # fmt: skip
         return insert_ignoring_conflicts(self.engine, D).from_select(columns, rows)
 
@@ -324,7 +325,7 @@ class Ledger:
                     S.email,
                     S.frequency,
                     S.token_version,
-                    S.topics,
+                    D.topics,
                     S.status.label("subscriber_status"),
                 )
                 .join(S, S.id == D.subscriber_id)
@@ -546,7 +547,7 @@ class Ledger:
         """The digest this delivery sent; None if it was not sent, or no longer exists."""
         with reading(self.engine) as conn:
             row = conn.execute(_sent_digests().where(D.id == delivery_id)).one_or_none()
-        return None if row is None else SentDigest(**row._mapping)
+        return None if row is None else _sent_digest(row)
 
     def history(self, subscriber_id: int, limit: int) -> list[SentDigest]:
         """The reader's last digests sent, newest first: one query, on their deliveries' index."""
@@ -557,7 +558,7 @@ class Ledger:
             .limit(limit)
         )
         with reading(self.engine) as conn:
-            return [SentDigest(**row._mapping) for row in conn.execute(query)]
+            return [_sent_digest(row) for row in conn.execute(query)]
 
     def remove_subscriber(self, email: str) -> str:
         """Erase the person, found whatever the case: the subscriber row and every delivery of
@@ -573,7 +574,7 @@ class Ledger:
 
 def _sent_digests() -> Select[*tuple[Any, ...]]:
     """Sent deliveries with what SentDigest holds: their reader's token_version now (a reader
-    who is erased takes their deliveries along) and the count of their window."""
+    who is erased takes their deliveries along), and the count of their window in their topics."""
     return (
         select(
             D.id.label("delivery_id"),
@@ -583,11 +584,16 @@ def _sent_digests() -> Select[*tuple[Any, ...]]:
             D.cursor_from,
             D.cursor_to,
             D.sent_at,
-            articles_between(D.cursor_from, D.cursor_to).label("articles"),
+            articles_between(D.cursor_from, D.cursor_to, D.topics).label("articles"),
+            D.topics,
         )
         .join(S, S.id == D.subscriber_id)
         .where(D.status == DeliveryStatus.SENT.value)
     )
+
+
+def _sent_digest(row: AnyRow) -> SentDigest:
+    return SentDigest(**(dict(row._mapping) | {"topics": read_topics(row.topics)}))
 
 
 def _claim_queries(now: datetime, only: Only = EVERYONE) -> tuple[Select[int], ...]:

@@ -144,6 +144,9 @@ class DeliveryRow(Base):
     planned_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The reader's topics at planning, as subscribers.topics holds them: fixed with the window,
+    # so a retry or the web version shows the articles the digest held.
+    topics: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class RunRow(Base):

@@ -568,12 +568,20 @@ def _newest(at: datetime) -> Select[int]:
 
 
 def articles_between(
-    after: InstrumentedAttribute[int], upto: InstrumentedAttribute[int]
+    after: InstrumentedAttribute[int],
+    upto: InstrumentedAttribute[int],
+    topics: InstrumentedAttribute[str | None],
 ) -> ScalarSelect[int]:
-    """How many articles the window (after, upto] holds, as a subquery: the ledger counts each
-    digest's window in the query that lists them. Counted, not upto - after: on PostgreSQL an
-    insert that is rolled back or loses a conflict still takes an id."""
-    return select(func.count()).where(A.id > after, A.id <= upto).scalar_subquery()
+    """How many articles the window (after, upto] holds in topics (as stored_topics keeps them;
+    NULL: every topic), as a subquery: the ledger counts each digest's window in the query that
+    lists them. Counted, not upto - after: on PostgreSQL an insert that is rolled back or loses a
+    conflict still takes an id. A topic key holds no "," nor LIKE's wildcards."""
+    listed = ("," + topics + ",").contains("," + A.topic + ",")
+    return (
+        select(func.count())
+        .where(A.id > after, A.id <= upto, or_(topics.is_(None), listed))
+        .scalar_subquery()
+    )
 
 
 def stored_topics(topics: frozenset[str] | None) -> str | None:

@@ -305,7 +305,7 @@ def test_migration_0007_gives_existing_readers_every_topic_no_pause_and_the_site
     engine.dispose()
 
 
-def test_migration_0008_gives_existing_articles_their_topic_key_and_goes_back(
+def test_migration_0008_gives_articles_their_topic_key_and_deliveries_topics_and_goes_back(
     database_url: str,
 ) -> None:
     monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -324,8 +324,10 @@ def test_migration_0008_gives_existing_articles_their_topic_key_and_goes_back(
     assert "ix_articles_topic" in {
         index["name"] for index in inspect(engine).get_indexes("articles")
     }
+    assert "topics" in {column["name"] for column in inspect(engine).get_columns("deliveries")}
     migrate(engine, command.downgrade, "0007")
     assert "topic" not in {column["name"] for column in inspect(engine).get_columns("articles")}
+    assert "topics" not in {c["name"] for c in inspect(engine).get_columns("deliveries")}
     engine.dispose()
 
 

@@ -15,7 +15,7 @@ from test_cli import parsed, plain_text
 
 from digest import database
 from digest.domain import ArticleDraft, Claim, Frequency, Schedule, SubscriberDraft
-from digest.ledger import Ledger, PlanRules
+from digest.ledger import FinishRules, Ledger, PlanRules
 from digest.store import Store
 
 NEXT_MONDAY = "2026-12-07T09:00Z"
@@ -145,6 +145,16 @@ def plan_readers(store: Store, count: int) -> tuple[int, list[Claim]]:
         for n in range(count)
     ]
     store.add_subscribers(drafts, confirmed=True, now=MONDAY - timedelta(days=7))
+    publish_two(store)
+    ledger = Ledger(store)
+    with statements_sent(store.engine) as sent:
+        planned = ledger.plan(MONDAY, PlanRules(Schedule(), None, 100, "example.org"))
+    assert planned.skipped == count // 3  # the Sleep readers: nothing in their topics
+    return len(sent), ledger.claim("w", MONDAY, timedelta(minutes=5), count)
+
+
+def publish_two(store: Store) -> None:
+    """A Nutrition article and a Public Health one, the day before MONDAY."""
     news = [
         ArticleDraft(
             url=f"https://miasfeed.example/articles/{category}",
@@ -157,11 +167,6 @@ def plan_readers(store: Store, count: int) -> tuple[int, list[Claim]]:
         for category in ("NUTRITION", "Public Health")
     ]
     store.upsert_articles(news, MONDAY - timedelta(days=1))
-    ledger = Ledger(store)
-    with statements_sent(store.engine) as sent:
-        planned = ledger.plan(MONDAY, PlanRules(Schedule(), None, 100, "example.org"))
-    assert planned.skipped == count // 3  # the Sleep readers: nothing in their topics
-    return len(sent), ledger.claim("w", MONDAY, timedelta(minutes=5), count)
 
 
 TOPIC_SETS = (None, frozenset({"nutrition"}), frozenset({"sleep"}))
@@ -182,3 +187,31 @@ def test_planning_sends_as_many_statements_for_many_readers_as_for_few_and_claim
     assert {c.topics for c in claims} == {None, frozenset({"nutrition"})}
     sleeper = store.find_subscriber("r2@example.org")
     assert sleeper.cursor == store.newest_seq(MONDAY)  # moved past what they did not want
+
+
+def test_a_digests_topics_are_fixed_at_planning_for_its_retries_web_version_and_count(
+    store: Store,
+) -> None:
+    publish_two(store)
+    store.add_subscribers(
+        [SubscriberDraft("n@example.org", Frequency.WEEKLY, "UTC", frozenset({"nutrition"}))],
+        confirmed=False,
+        now=MONDAY - timedelta(days=7),
+    )
+    engine = store.engine
+    with engine.begin() as conn:  # confirmed before both articles
+        conn.execute(text("UPDATE subscribers SET status = 'active', cursor = 0"))
+    ledger = Ledger(store)
+    rules = PlanRules(Schedule(), None, 100, "example.org")
+    ledger.plan(MONDAY, rules)
+    reader = store.find_subscriber("n@example.org")
+    store.set_topics(reader.id, reader.token_version, None)  # everything, after planning
+    (claim,) = ledger.claim("w", MONDAY, timedelta(minutes=5), 10)
+    assert claim.topics == {"nutrition"}
+    ledger.record("w", MONDAY, [claim], [], FINISH)
+    (sent,) = ledger.history(reader.id, 10)
+    assert (sent.topics, sent.articles) == ({"nutrition"}, 1)
+    assert store.find_subscriber("n@example.org").topics is None
+
+
+FINISH = FinishRules(3, timedelta(minutes=1), timedelta(hours=1), 3)

@@ -1,5 +1,5 @@
-"""article topics: each article's topic key, indexed, so planning can ask whether a reader's
-window holds anything in their topics
+"""topics: each article's topic key, indexed, so planning can ask whether a reader's window
+holds anything in their topics; and each delivery's topics, fixed at planning as its window is
 
 Revision ID: 0008
 Revises: 0007
@@ -40,9 +40,13 @@ def upgrade() -> None:
             .values(topic=_topic_key(category))
         )
     op.create_index("ix_articles_topic", "articles", ["topic", "id"])
+    # NULL for the deliveries already planned: every topic, as their readers had.
+    op.add_column("deliveries", sa.Column("topics", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("deliveries") as batch:
+        batch.drop_column("topics")
     op.drop_index("ix_articles_topic", table_name="articles")
     with op.batch_alter_table("articles") as batch:  # SQLite rebuilds the table
         batch.drop_column("topic")
