@@ -63,7 +63,7 @@ class Sent:
 @dataclass(frozen=True, slots=True)
 class Preview:
     subscriber: Subscriber
-    news: bool  # articles after the reader's cursor exist at the instant previewed
+    news: bool  # articles in their topics after the reader's cursor exist at the instant
     text: str | None  # the digest as it would go out; None when none would
 
 

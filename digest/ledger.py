@@ -148,7 +148,8 @@ class Ledger:
         """What plan would do, as would-be claims (delivery_id 0), in batches; writes nothing."""
         snapshot = self._store.newest_seq(now)
         for slot, due, topics in self._due_groups(now, rules, only):
-            for batch in self._batches(due, rules.batch_size):
+            with_news = due.add_columns(_news(snapshot, topics).label("news"))
+            for batch in self._batches(with_news, rules.batch_size):
                 yield [
                     Claim(
                         delivery_id=0,
@@ -158,7 +159,8 @@ class Ledger:
                         token_version=row.token_version,
                         period_key=slot.key,
                         cursor_from=row.cursor,
-                        cursor_to=snapshot,
+                        # Nothing in their topics: an empty window, which dry_run counts skipped.
+                        cursor_to=snapshot if row.news else row.cursor,
                         message_id=f"<{uuid.uuid4().hex}@{rules.message_domain}>",
                         planned_at=now,
                         attempts=0,

@@ -479,7 +479,7 @@ class Store:
             zone = ZoneInfo(timezone)
             sendable = sendable_slot(frequency, schedule, zone, now, max_lateness)
             upcoming = next_slot(frequency, schedule, zone, now)
-            due = false() if sendable is None else and_(S.anchor < sendable.at, S.cursor < newest)
+            due = false() if sendable is None else and_(S.anchor < sendable.at, _has_news(newest))
             group = (
                 select()
                 .select_from(S)
@@ -600,6 +600,14 @@ def in_topics(
     """Whether the window (after, upto] holds an article in topics: a look-up per topic on
     ix_articles_topic, however long the window."""
     return select(A.id).where(A.topic.in_(sorted(topics)), A.id > after, A.id <= upto).exists()
+
+
+def _has_news(newest: int) -> ColumnElement[bool]:
+    """Whether a reader's window (cursor, newest] holds an article in their topics, their topics
+    read in SQL: for status, which counts readers per group rather than per topic set."""
+    chosen = ("," + S.topics + ",").contains("," + A.topic + ",")
+    window = select(A.id).where(A.id > S.cursor, A.id <= newest, chosen).exists()
+    return and_(S.cursor < newest, or_(S.topics.is_(None), window))
 
 
 def is_address(email: str) -> ColumnElement[bool]:

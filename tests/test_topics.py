@@ -215,3 +215,31 @@ def test_a_digests_topics_are_fixed_at_planning_for_its_retries_web_version_and_
 
 
 FINISH = FinishRules(3, timedelta(minutes=1), timedelta(hours=1), 3)
+
+
+def test_preview_and_status_count_as_news_only_articles_in_the_readers_topics(
+    upgraded: Cli, tmp_path: Path
+) -> None:
+    add(upgraded, "sleep@example.org", "--topics", "Sleep")
+    add(upgraded, "nutrition@example.org", "--topics", "Nutrition")
+    assert upgraded("articles", "import", str(five_articles(tmp_path))).code == 0
+    sleeper = upgraded("preview", "sleep@example.org", "--now", MONDAY_0900)
+    assert sleeper.code == 0, sleeper.err
+    assert "is due now" not in sleeper.err
+    eater = upgraded("preview", "nutrition@example.org", "--now", MONDAY_0900, "--format", "text")
+    assert "is due now" in eater.err
+    assert "Study 0:" in eater.out and "Study 1:" not in eater.out
+    status = upgraded("status", "--now", MONDAY_0900).out
+    assert "weekly    due now, 1 reader(s)" in status
+
+
+def test_a_dry_run_counts_a_reader_with_nothing_in_their_topics_as_skipped(
+    upgraded: Cli, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    add(upgraded, "sleep@example.org", "--topics", "Sleep")
+    add(upgraded, "nutrition@example.org", "--topics", "Nutrition")
+    assert upgraded("articles", "import", str(five_articles(tmp_path))).code == 0
+    result = upgraded("send", "--dry-run", "--now", MONDAY_0900)
+    assert result.code == 0, result.err
+    assert "would send 1, skip 1" in result.out
+    assert smtp_server.messages == []
