@@ -667,11 +667,10 @@ def _due(
 def _news(snapshot: int, topics: str | None) -> ColumnElement[bool]:
     """Whether a reader's window (cursor, snapshot] holds news for them: any article for a reader
     of every topic, one in their topics (as stored) for the others."""
-    if topics is None:
+    chosen = read_topics(topics)
+    if chosen is None:
         return S.cursor < snapshot
-    return and_(
-        S.cursor < snapshot, in_topics(S.cursor, snapshot, read_topics(topics) or frozenset())
-    )
+    return and_(S.cursor < snapshot, in_topics(S.cursor, snapshot, chosen))
 
 
 def _batch(ids: list[int], conn: Connection) -> BindParameter[list[int]]:

@@ -22,11 +22,13 @@ from sqlalchemy import (
     ScalarSelect,
     Select,
     String,
+    Text,
     and_,
     bindparam,
     case,
     false,
     func,
+    literal,
     or_,
     select,
     update,
@@ -423,10 +425,15 @@ class Store:
     def set_topics(
         self, subscriber_id: int, token_version: int, topics: frozenset[str] | None
     ) -> Subscriber | None:
-        """Choose the reader's topics (topic keys; None: every topic, later ones too), and return
-        the reader; None if gone. The cursor stays: the next digest holds their new topics."""
+        """Choose the topics of a reader who is signed up (topic keys; None: every topic, later
+        ones too), and return the reader (a stopped one unchanged); None if gone. The cursor
+        stays: the next digest holds their new topics from where the last one ended."""
+        signed_up = S.status.in_([s.value for s in SIGNED_UP])
+        chosen = literal(stored_topics(topics), Text())
         with writing(self.engine) as conn:
-            return self._change(conn, subscriber_id, token_version, topics=stored_topics(topics))
+            return self._change(
+                conn, subscriber_id, token_version, topics=case((signed_up, chosen), else_=S.topics)
+            )
 
     def active_topic_sets(
         self, only: Only = EVERYONE
@@ -437,15 +444,13 @@ class Store:
             select(S.frequency, S.timezone, S.topics)
             .where(S.status == SubscriberStatus.ACTIVE.value)
             .distinct()
+            .order_by(S.frequency, S.timezone, S.topics)
         )
         groups: dict[tuple[Frequency, str], list[str | None]] = {}
         with reading(self.engine) as conn:
             for frequency, timezone, topics in conn.execute(narrow(query, only)):
                 groups.setdefault((Frequency(frequency), timezone), []).append(topics)
-        return {
-            group: sorted(sets, key=lambda t: (t is not None, t or ""))
-            for group, sets in groups.items()
-        }
+        return groups
 
     def topic_mix(self) -> dict[frozenset[str] | None, int]:
         """Active readers counted by topic set (None: every topic), for `status`."""
@@ -575,11 +580,10 @@ def articles_between(
     """How many articles the window (after, upto] holds in topics (as stored_topics keeps them;
     NULL: every topic), as a subquery: the ledger counts each digest's window in the query that
     lists them. Counted, not upto - after: on PostgreSQL an insert that is rolled back or loses a
-    conflict still takes an id. A topic key holds no "," nor LIKE's wildcards."""
-    listed = ("," + topics + ",").contains("," + A.topic + ",")
+    conflict still takes an id."""
     return (
         select(func.count())
-        .where(A.id > after, A.id <= upto, or_(topics.is_(None), listed))
+        .where(A.id > after, A.id <= upto, or_(topics.is_(None), _listed_in(topics)))
         .scalar_subquery()
     )
 
@@ -605,9 +609,14 @@ def in_topics(
 def _has_news(newest: int) -> ColumnElement[bool]:
     """Whether a reader's window (cursor, newest] holds an article in their topics, their topics
     read in SQL: for status, which counts readers per group rather than per topic set."""
-    chosen = ("," + S.topics + ",").contains("," + A.topic + ",")
-    window = select(A.id).where(A.id > S.cursor, A.id <= newest, chosen).exists()
+    window = select(A.id).where(A.id > S.cursor, A.id <= newest, _listed_in(S.topics)).exists()
     return and_(S.cursor < newest, or_(S.topics.is_(None), window))
+
+
+def _listed_in(topics: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:
+    """Whether the article's topic is one of a topic set as stored_topics keeps it, read in SQL
+    (a topic key holds no "," nor LIKE's wildcards)."""
+    return ("," + topics + ",").contains("," + A.topic + ",")
 
 
 def is_address(email: str) -> ColumnElement[bool]:

@@ -117,8 +117,8 @@ def test_a_window_with_nothing_in_the_readers_topics_is_skipped_and_their_cursor
     engine.dispose()
     assert upgraded("articles", "import", str(five_articles(tmp_path, start=10, count=1))).code == 0
     assert upgraded("send", "--now", NEXT_MONDAY).code == 0
-    latest = plain_text(parsed(smtp_server.messages[-1].data))
-    assert smtp_server.messages[-1].recipients == ["sleep@example.org"]
+    assert len(smtp_server.messages) == 3
+    latest = texts_by_reader(smtp_server)["sleep@example.org"]
     assert "Study 10:" in latest
     assert "Study 0:" not in latest and "Study 2:" not in latest
 
@@ -243,3 +243,19 @@ def test_a_dry_run_counts_a_reader_with_nothing_in_their_topics_as_skipped(
     assert result.code == 0, result.err
     assert "would send 1, skip 1" in result.out
     assert smtp_server.messages == []
+
+
+def test_set_topics_changes_a_signed_up_reader_and_leaves_a_stopped_one_or_an_old_link_alone(
+    store: Store,
+) -> None:
+    drafts = [SubscriberDraft(f"{name}@example.org", Frequency.WEEKLY, "UTC") for name in "ab"]
+    store.add_subscribers(drafts, confirmed=True, now=MONDAY)
+    a, b = (store.find_subscriber(d.email) for d in drafts)
+    changed = store.set_topics(a.id, a.token_version, frozenset({"sleep", "nutrition"}))
+    assert changed is not None and changed.topics == {"sleep", "nutrition"}
+    assert store.set_topics(a.id, a.token_version + 1, None) is None  # an old link
+    store.unsubscribe(b.id, b.token_version, MONDAY)
+    stopped = store.set_topics(b.id, b.token_version, frozenset({"sleep"}))
+    assert stopped is not None and stopped.topics is None
+    back = store.set_topics(a.id, a.token_version, None)
+    assert back is not None and back.topics is None
