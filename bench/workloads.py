@@ -33,6 +33,18 @@ NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # a Monday 09:00 UTC: weekly rea
 ZONES = ("UTC", "Europe/London", "Europe/Madrid", "America/New_York", "Asia/Kolkata")
 FREQUENCIES = tuple(Frequency)
 SEED_BATCH = 5000
+# What readers choose with --topics (issue 15): a quarter every topic, the rest one of six sets
+# of the seeded categories, and one a category no article has (their windows are skipped).
+TOPIC_MIX: tuple[frozenset[str] | None, ...] = (
+    None,
+    None,
+    frozenset({"nutrition"}),
+    frozenset({"fitness", "nutrition"}),
+    frozenset({"mental health"}),
+    frozenset({"medical news and research"}),
+    frozenset({"medical news and research", "mental health"}),
+    frozenset({"public health"}),
+)
 SUMMARY = (
     "Researchers followed 4,000 adults for a decade and found that a regular sleep schedule "
     "matters as much as its length. <em>Small, steady habits</em> made the largest difference. "
@@ -54,15 +66,24 @@ def environment(database_url: str, port: int, connections: int) -> dict[str, str
     }
 
 
-def seed(env: dict[str, str], readers: int, articles: int, now: datetime = NOW) -> None:
+def seed(
+    env: dict[str, str], readers: int, articles: int, now: datetime = NOW, *, topics: bool = False
+) -> None:
     """N confirmed readers over the three frequencies and a few timezones, all due at now, and M
-    articles, through the store's bulk path (5,000 readers a statement)."""
+    articles, through the store's bulk path (5,000 readers a statement). With topics, readers
+    hold TOPIC_MIX's topic sets in turn; else every reader gets every topic."""
     services = composition.build(load(None, env), check_schema=False)
     database.upgrade(services.store.engine)
     confirmed = now - timedelta(days=40)  # everyone confirmed long ago: every reader is due
     for start in range(0, readers, SEED_BATCH):
         batch = [
-            SubscriberDraft(f"reader{n}@example.org", FREQUENCIES[n % 3], ZONES[n % len(ZONES)])
+            SubscriberDraft(
+                f"reader{n}@example.org",
+                FREQUENCIES[n % 3],
+                ZONES[n % len(ZONES)],
+                # By n // 15, so that each (frequency, timezone) group holds every topic set.
+                topics=TOPIC_MIX[n // 15 % len(TOPIC_MIX)] if topics else None,
+            )
             for n in range(start, min(start + SEED_BATCH, readers))
         ]
         services.store.add_subscribers(batch, confirmed=True, now=confirmed)

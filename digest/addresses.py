@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-from digest.domain import WEEKDAYS, Frequency
+from digest.domain import WEEKDAYS, Frequency, topic_key
 from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.text import CONTROLS, shown
 
@@ -126,6 +126,27 @@ def parse_weekday(text: str) -> int | None:
     if candidate not in WEEKDAYS:
         raise InvalidInput(f"weekday: {shown(text, 40)} is not a day (monday to sunday)")
     return WEEKDAYS.index(candidate)
+
+
+# A topic is a category's name: the column holds 80 characters, so more is a mistake.
+TOPIC_LIMIT = 80
+
+
+def parse_topics(text: str) -> frozenset[str] | None:
+    """Topics as a reader or an editor types them, comma-separated, as topic keys; blank is
+    every topic (None). A topic no article has yet is kept: its category may appear later."""
+    if not text.strip():
+        return None
+    keys = set()
+    for name in text.split(","):
+        key = topic_key(name)
+        if not key or len(name.strip()) > TOPIC_LIMIT:
+            raise InvalidInput(
+                f"bad topic: {shown(name.strip())} (topics are category names of 1 to "
+                f"{TOPIC_LIMIT} characters, separated by commas)"
+            )
+        keys.add(key)
+    return frozenset(keys)
 
 
 def mask_address(email: str) -> str:

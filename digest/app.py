@@ -17,7 +17,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from digest import database, ingest, logs
-from digest.addresses import check_timezone, normalise_address, parse_send_time, parse_weekday
+from digest.addresses import (
+    check_timezone,
+    normalise_address,
+    parse_send_time,
+    parse_topics,
+    parse_weekday,
+)
 from digest.config import LogFormat, Settings, origin_of, sender_address
 from digest.dispatch import DigestMail, Job, dry_run, run_once
 from digest.domain import (
@@ -67,7 +73,7 @@ class Sent:
 @dataclass(frozen=True, slots=True)
 class Preview:
     subscriber: Subscriber
-    news: bool  # articles after the reader's cursor exist at the instant previewed
+    news: bool  # articles in their topics after the reader's cursor exist at the instant
     text: str | None  # the digest as it would go out; None when none would
 
 
@@ -76,6 +82,7 @@ class Status:
     """What `digest status` shows, as of one instant."""
 
     readers: dict[tuple[Frequency, SubscriberStatus], int]
+    topic_mix: dict[frozenset[str] | None, int]  # active readers per topic set; None: every topic
     outlook: dict[ReaderGroup, Outlook]
     paused: int  # active readers whose pause is on
     deliveries: dict[DeliveryStatus, int]
@@ -231,12 +238,19 @@ class Services:
         subscriber = self.store.find_subscriber(normalise_address(email))
         newest = self.store.newest_seq(now)
         news = subscriber.cursor < newest
+        if news and subscriber.topics is not None:  # news in their topics, that is
+            news = bool(self.store.articles(subscriber.cursor, newest, subscriber.topics))
         next_one = subscriber.next_digest(now, s.schedule, s.max_lateness, news=news)
         if next_one is None or not news:
             return Preview(subscriber, news, None)
         mail = self.digest_mail()
         body = mail.body(
-            subscriber.frequency, subscriber.cursor, newest, next_one.slot.key, web_version=False
+            subscriber.frequency,
+            subscriber.cursor,
+            newest,
+            next_one.slot.key,
+            topics=subscriber.topics,
+            web_version=False,
         )
         links = mail.links(subscriber.id, subscriber.token_version)
         text = preview_html(body, links) if html else preview_text(body, links)
@@ -248,13 +262,14 @@ class Services:
         included, as in the mail). Changes nothing."""
         mail = self.digest_mail()  # one a page: its bodies are not kept beyond it
         links = mail.links(sent.subscriber_id, sent.token_version, sent.delivery_id)
-        return preview_html(mail.body(*sent.window, sent.period_key), links)
+        return preview_html(mail.body(*sent.window, sent.period_key, topics=sent.topics), links)
 
     def status(self, now: datetime, runs: int) -> Status:
         s = self.settings
         states = self.store.feed_states(s.feeds)
         return Status(
             readers=self.store.subscriber_counts(),
+            topic_mix=self.store.topic_mix(),
             outlook=self.store.outlook(now, s.schedule, s.max_lateness),
             paused=self.store.paused_count(now),
             deliveries=self.ledger.delivery_counts(),
@@ -275,6 +290,7 @@ class Services:
         *,
         confirmed: bool,
         now: datetime,
+        topics: str = "",
     ) -> SubscriberDraft:
         """send_time (HH:MM) and weekday (a name) None: the site's."""
         s = self.settings
@@ -284,6 +300,7 @@ class Services:
             check_timezone(timezone or s.default_timezone),
             parse_send_time(send_time or ""),
             parse_weekday(weekday or ""),
+            parse_topics(topics),
         )
         self.store.add_subscriber(draft, confirmed=confirmed, now=now)
         return draft

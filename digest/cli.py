@@ -277,6 +277,12 @@ def subscribers_add(
         ),
     ] = None,
     confirmed: Annotated[bool, typer.Option(help="The reader has already opted in.")] = False,
+    topics: Annotated[
+        str,
+        typer.Option(
+            help='Categories, comma-separated, e.g. "Nutrition, Public Health"; none: every topic.'
+        ),
+    ] = "",
     now: NowOption = None,
 ) -> None:
     """Add one reader (pending until confirmed, unless --confirmed)."""
@@ -288,6 +294,7 @@ def subscribers_add(
         weekday,
         confirmed=confirmed,
         now=_instant(now),
+        topics=topics,
     )
     state = "active" if confirmed else "pending confirmation"
     own = "".join(
@@ -296,7 +303,8 @@ def subscribers_add(
             "" if draft.send_weekday is None else f", on {WEEKDAYS[draft.send_weekday]}s",
         ]
     )
-    typer.echo(f"added {draft.email}: {draft.frequency}, {draft.timezone}{own}, {state}")
+    chosen = "every topic" if draft.topics is None else ", ".join(sorted(draft.topics))
+    typer.echo(f"added {draft.email}: {draft.frequency}, {draft.timezone}{own}, {chosen}, {state}")
 
 
 @subscribers_cli.command("import")
@@ -306,7 +314,7 @@ def subscribers_import(
         Path,
         typer.Argument(
             metavar="FILE",
-            help="CSV with the header email,frequency[,timezone][,send_time][,weekday].",
+            help="CSV with the header email,frequency[,timezone][,send_time][,weekday][,topics].",
         ),
     ],
     confirmed: Annotated[bool, typer.Option(help="The readers have already opted in.")] = False,

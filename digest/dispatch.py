@@ -70,7 +70,9 @@ class DigestMail:
         self._base_url = base_url
         self._envelope_sender = envelope_sender
         self._one_click = one_click
-        self._bodies: dict[tuple[Frequency, int, int, str, bool], DigestBody] = {}
+        self._bodies: dict[
+            tuple[Frequency, int, int, str, frozenset[str] | None, bool], DigestBody
+        ] = {}
 
     def body(
         self,
@@ -79,13 +81,15 @@ class DigestMail:
         cursor_to: int,
         period_key: str,
         *,
+        topics: frozenset[str] | None = None,
         web_version: bool = True,
     ) -> DigestBody:
         """The shared body of a window (cursor_from, cursor_to] in the edition period_key names
-        (the reader's own period: readers in other timezones may get another edition)."""
-        key = (frequency, cursor_from, cursor_to, period_key, web_version)
+        (the reader's own period: readers in other timezones may get another edition), with the
+        articles in topics only (None: every topic), so readers of one topic set share it."""
+        key = (frequency, cursor_from, cursor_to, period_key, topics, web_version)
         if key not in self._bodies:
-            articles: list[Article] = self._store.articles(cursor_from, cursor_to)
+            articles: list[Article] = self._store.articles(cursor_from, cursor_to, topics)
             self._bodies[key] = self._renderer.digest_body(
                 frequency, articles, period_key, web_version=web_version
             )
@@ -108,7 +112,7 @@ class DigestMail:
 
     def outgoing(self, claim: Claim) -> Outgoing:
         message = self._renderer.digest_message(
-            self.body(*claim.window, claim.period_key),
+            self.body(*claim.window, claim.period_key, topics=claim.topics),
             claim.email,
             self.links(claim.subscriber_id, claim.token_version, claim.delivery_id),
             message_id=claim.message_id,

@@ -397,6 +397,7 @@ class SubscriberDraft:
     timezone: str  # a valid IANA name
     send_time: time | None = None  # the reader's own, in their timezone; None: the site's
     send_weekday: int | None = None  # a weekly reader's own day, 0 = Monday; None: the site's
+    topics: frozenset[str] | None = None  # topic keys; None: every topic, later ones too
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +415,7 @@ class Claim:
     message_id: str  # fixed at planning, the same on every retry
     planned_at: datetime  # the Date header, fixed at planning
     attempts: int
+    topics: frozenset[str] | None = None  # the reader's (Subscriber.topics): their body's articles
 
     @property
     def window(self) -> tuple[Frequency, int, int]:
@@ -434,6 +436,7 @@ class SentDigest:
     cursor_to: int  # inclusive
     sent_at: datetime
     articles: int  # in the window, as the digest counted them
+    topics: frozenset[str] | None = None  # the reader's at planning (Claim.topics)
 
     @property
     def frequency(self) -> Frequency:

@@ -63,9 +63,11 @@ from digest.store import (
     Store,
     articles_between,
     in_group,
+    in_topics,
     is_address,
     narrow,
     not_paused,
+    read_topics,
 )
 
 S, D = SubscriberRow, DeliveryRow
@@ -128,16 +130,17 @@ class Ledger:
         yields how many it planned to send and how many it skipped.
         """
         snapshot = self._store.newest_seq(now)
-        for slot, due in self._due_groups(now, rules, only):
-            yield from self._plan_group(slot, due, snapshot, now, rules)
+        for slot, due, topics in self._due_groups(now, rules, only):
+            yield from self._plan_group(slot, due, snapshot, now, rules, topics)
 
     def count_due(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> int:
         """What a run at now sends, before it has planned: the deliveries claimable now, and the
         due readers with news (the ones without are skipped)."""
         snapshot = self._store.newest_seq(now)
         waiting = 0
-        for _slot, due in self._due_groups(now, rules, only):
-            with_news = select(func.count()).select_from(due.where(S.cursor < snapshot).subquery())
+        for _slot, due, topics in self._due_groups(now, rules, only):
+            news = _news(snapshot, topics)
+            with_news = select(func.count()).select_from(due.where(news).subquery())
             with reading(self.engine) as conn:
                 waiting += conn.scalar(with_news) or 0
         return waiting + self.count_claimable(now, only)
@@ -147,8 +150,9 @@ class Ledger:
     ) -> Iterator[list[Claim]]:
         """What plan would do, as would-be claims (delivery_id 0), in batches; writes nothing."""
         snapshot = self._store.newest_seq(now)
-        for slot, due in self._due_groups(now, rules, only):
-            for batch in self._batches(due, rules.batch_size):
+        for slot, due, topics in self._due_groups(now, rules, only):
+            with_news = due.add_columns(_news(snapshot, topics).label("news"))
+            for batch in self._batches(with_news, rules.batch_size):
                 yield [
                     Claim(
                         delivery_id=0,
@@ -158,24 +162,33 @@ class Ledger:
                         token_version=row.token_version,
                         period_key=slot.key,
                         cursor_from=row.cursor,
-                        cursor_to=snapshot,
+                        # Nothing in their topics: an empty window, which dry_run counts skipped.
+                        cursor_to=snapshot if row.news else row.cursor,
                         message_id=f"<{uuid.uuid4().hex}@{rules.message_domain}>",
                         planned_at=now,
                         attempts=0,
+                        topics=read_topics(topics),
                     )
                     for row in batch
                 ]
 
     def _due_groups(
         self, now: datetime, rules: PlanRules, only: Only
-    ) -> Iterator[tuple[Slot, Select[*tuple[Any, ...]]]]:
-        """Each group (frequency, timezone, send time and weekday) with a sendable slot, and the
-        query of its due readers: one query a group, however many readers share it."""
+    ) -> Iterator[tuple[Slot, Select[*tuple[Any, ...]], str | None]]:
+        """Each group (frequency, timezone, send time and weekday) with a sendable slot, and for
+        each topic set its readers hold (as stored; None: every topic) the query of its due
+        readers: one query a group and topic set, however many readers share them."""
+        topic_sets = self._store.active_topic_sets(only)
         for group in self._store.active_groups(only):
             zone, schedule = ZoneInfo(group.timezone), group.schedule(rules.schedule)
             slot = sendable_slot(group.frequency, schedule, zone, now, rules.max_lateness)
-            if slot is not None:
-                yield slot, _due(group, slot.at, only)
+            if slot is None:
+                continue
+            for topics in topic_sets.get((group.frequency, group.timezone), [None]):
+                due = _due(group, slot.at, only).where(
+                    S.topics.is_(None) if topics is None else S.topics == topics
+                )
+                yield slot, due, topics
 
     def _batches(self, due: Select[*tuple[Any, ...]], size: int) -> Iterator[list[AnyRow]]:
         # Keyset on (anchor, id) rides ix_subscribers_due: a run with nobody due costs one index
@@ -198,6 +211,7 @@ class Ledger:
         snapshot: int,
         now: datetime,
         rules: PlanRules,
+        topics: str | None,
     ) -> Iterator[Planned]:
         """Plan one group's due readers, PLAN_CHUNK at a time."""
         key = tuple_(S.anchor, S.id)
@@ -216,14 +230,19 @@ class Ledger:
                 if last is not None:
                     chunk = chunk.where(key <= tuple_(last.anchor, last.id))
                 made = conn.execute(
-                    self._deliveries_of(chunk, slot, snapshot, now, rules).returning(
+                    self._deliveries_of(chunk, slot, snapshot, now, rules, topics).returning(
                         D.subscriber_id, D.status
                     )
                 ).all()
                 skipped = [sid for sid, status in made if status == DeliveryStatus.SKIPPED.value]
                 if skipped:
-                    # No mail for an empty window, but the slot is done: advance the anchor only.
-                    conn.execute(update(S).where(S.id.in_(skipped)).values(anchor=slot.at))
+                    # No mail for an empty window, but the slot is done: advance the anchor, and
+                    # the cursor past a window with nothing in the reader's topics (they did not
+                    # want those articles; with every topic, the cursor is there already).
+                    caught_up = case((S.cursor < snapshot, snapshot), else_=S.cursor)
+                    conn.execute(
+                        update(S).where(S.id.in_(skipped)).values(anchor=slot.at, cursor=caught_up)
+                    )
             if made:
                 yield Planned(pending=len(made) - len(skipped), skipped=len(skipped))
             if last is None:
@@ -237,10 +256,11 @@ class Ledger:
         snapshot: int,
         now: datetime,
         rules: PlanRules,
+        topics: str | None,
     ) -> Insert:
         """INSERT … SELECT: a pending delivery for each reader with news, a skipped one for the rest."""
         status = case(
-            (S.cursor < snapshot, DeliveryStatus.PENDING.value),
+            (_news(snapshot, topics), DeliveryStatus.PENDING.value),
             else_=DeliveryStatus.SKIPPED.value,
         )
         message_id = "<" + random_hex(self.engine) + f"@{rules.message_domain}>"
@@ -255,10 +275,11 @@ class Ledger:
             literal(now, UtcDateTime()),
             message_id,
             literal(now, UtcDateTime()),
+            S.topics,
         )
         columns = (
             "subscriber_id", "period_key", "status", "slot_at", "cursor_from", "cursor_to",
-            "attempts", "next_attempt_at", "message_id", "planned_at",
+            "attempts", "next_attempt_at", "message_id", "planned_at", "topics",
         )  # fmt: skip
         return insert_ignoring_conflicts(self.engine, D).from_select(columns, rows)
 
@@ -312,6 +333,7 @@ class Ledger:
                     S.email,
                     S.frequency,
                     S.token_version,
+                    D.topics,
                     S.status.label("subscriber_status"),
                 )
                 .join(S, S.id == D.subscriber_id)
@@ -345,6 +367,7 @@ class Ledger:
                 message_id=r.message_id,
                 planned_at=r.planned_at,
                 attempts=r.attempts,
+                topics=read_topics(r.topics),
             )
             for r in rows
             if r.subscriber_status == active
@@ -532,7 +555,7 @@ class Ledger:
         """The digest this delivery sent; None if it was not sent, or no longer exists."""
         with reading(self.engine) as conn:
             row = conn.execute(_sent_digests().where(D.id == delivery_id)).one_or_none()
-        return None if row is None else SentDigest(**row._mapping)
+        return None if row is None else _sent_digest(row)
 
     def history(self, subscriber_id: int, limit: int) -> list[SentDigest]:
         """The reader's last digests sent, newest first: one query, on their deliveries' index."""
@@ -543,7 +566,7 @@ class Ledger:
             .limit(limit)
         )
         with reading(self.engine) as conn:
-            return [SentDigest(**row._mapping) for row in conn.execute(query)]
+            return [_sent_digest(row) for row in conn.execute(query)]
 
     def remove_subscriber(self, email: str) -> str:
         """Erase the person, found whatever the case: the subscriber row and every delivery of
@@ -559,7 +582,7 @@ class Ledger:
 
 def _sent_digests() -> Select[*tuple[Any, ...]]:
     """Sent deliveries with what SentDigest holds: their reader's token_version now (a reader
-    who is erased takes their deliveries along) and the count of their window."""
+    who is erased takes their deliveries along), and the count of their window in their topics."""
     return (
         select(
             D.id.label("delivery_id"),
@@ -569,11 +592,16 @@ def _sent_digests() -> Select[*tuple[Any, ...]]:
             D.cursor_from,
             D.cursor_to,
             D.sent_at,
-            articles_between(D.cursor_from, D.cursor_to).label("articles"),
+            articles_between(D.cursor_from, D.cursor_to, D.topics).label("articles"),
+            D.topics,
         )
         .join(S, S.id == D.subscriber_id)
         .where(D.status == DeliveryStatus.SENT.value)
     )
+
+
+def _sent_digest(row: AnyRow) -> SentDigest:
+    return SentDigest(**(dict(row._mapping) | {"topics": read_topics(row.topics)}))
 
 
 def _claim_queries(now: datetime, only: Only = EVERYONE) -> tuple[Select[int], ...]:
@@ -639,6 +667,15 @@ def _due(group: ReaderGroup, slot_at: datetime, only: Only) -> Select[*tuple[Any
         ~outstanding,
     )
     return narrow(due, only)
+
+
+def _news(snapshot: int, topics: str | None) -> ColumnElement[bool]:
+    """Whether a reader's window (cursor, snapshot] holds news for them: any article for a reader
+    of every topic, one in their topics (as stored) for the others."""
+    chosen = read_topics(topics)
+    if chosen is None:
+        return S.cursor < snapshot
+    return and_(S.cursor < snapshot, in_topics(S.cursor, snapshot, chosen))
 
 
 def _batch(ids: list[int], conn: Connection) -> BindParameter[list[int]]:

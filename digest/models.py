@@ -52,12 +52,18 @@ class Base(DeclarativeBase):
 
 class ArticleRow(Base):
     __tablename__ = "articles"
+    __table_args__ = (
+        # Planning asks, per reader, whether their window holds an article in one of their topics.
+        Index("ix_articles_topic", "topic", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     url: Mapped[str] = mapped_column(String(2000), unique=True)
     title: Mapped[str] = mapped_column(String(300))
     summary: Mapped[str] = mapped_column(Text)
     category: Mapped[str] = mapped_column(String(80))
+    # domain.topic_key(category), set on import: casefold() and "&" to " and " make it longer.
+    topic: Mapped[str] = mapped_column(String(400), server_default="")
     reading_minutes: Mapped[int] = mapped_column(Integer)
     published_at: Mapped[datetime] = mapped_column(UtcDateTime)
     image_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
@@ -138,6 +144,9 @@ class DeliveryRow(Base):
     planned_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The reader's topics at planning, as subscribers.topics holds them: fixed with the window,
+    # so a retry or the web version shows the articles the digest held.
+    topics: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class RunRow(Base):

@@ -95,6 +95,8 @@ def status(services: Services, now: datetime) -> str:
             "digest subscribers list --status bounced"
         )
 
+    lines += ["", "Topics (active readers)", *_topic_lines(facts.topic_mix)]
+
     lines += ["", "Next digests"]
     for frequency in Frequency:
         groups = [o for g, o in facts.outlook.items() if g.frequency is frequency]
@@ -115,6 +117,23 @@ def status(services: Services, now: datetime) -> str:
         for run in facts.runs
     ] or ["  none yet"]
     return "\n".join(lines + _feed_lines(facts.feeds, services.settings.feed_poll_interval, now))
+
+
+TOPIC_SETS_SHOWN = 8
+
+
+def _topic_lines(mix: dict[frozenset[str] | None, int]) -> list[str]:
+    """Readers per topic set, the largest first; the rest summed in one line."""
+    if not mix:
+        return ["  no active readers"]
+    ranked = sorted(mix.items(), key=lambda item: (-item[1], sorted(item[0] or ())))
+    lines = [
+        f"  {n:>8}  {'every topic' if topics is None else ', '.join(sorted(topics))}"
+        for topics, n in ranked[:TOPIC_SETS_SHOWN]
+    ]
+    if rest := ranked[TOPIC_SETS_SHOWN:]:
+        lines.append(f"  {sum(n for _, n in rest):>8}  in {len(rest)} other topic set(s)")
+    return lines
 
 
 def _feed_lines(

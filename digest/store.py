@@ -22,6 +22,7 @@ from sqlalchemy import (
     ScalarSelect,
     Select,
     String,
+    Text,
     and_,
     bindparam,
     case,
@@ -51,6 +52,7 @@ from digest.domain import (
     Validators,
     next_slot,
     sendable_slot,
+    topic_key,
 )
 from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
 from digest.models import ArticleRow, FeedRow, SubscriberRow, UtcDateTime
@@ -127,7 +129,7 @@ def _subscriber(row: AnyRow) -> Subscriber:
         cursor=row.cursor,
         anchor=row.anchor,
         bounces=row.bounces,
-        topics=None if row.topics is None else frozenset(row.topics.split(",")),
+        topics=read_topics(row.topics),
         paused_until=row.paused_until,
         send_time=None if row.send_time is None else time.fromisoformat(row.send_time),
         send_weekday=row.send_weekday,
@@ -220,9 +222,13 @@ class Store:
                 )
         return Upserted(added=len(fresh), updated=len(changed))
 
-    def articles(self, after: int, upto: int) -> list[Article]:
-        """The window (after, upto], newest first."""
+    def articles(
+        self, after: int, upto: int, topics: frozenset[str] | None = None
+    ) -> list[Article]:
+        """The window (after, upto], newest first; only those in topics, unless it is None."""
         query = select(*ARTICLE_COLUMNS).where(A.id > after, A.id <= upto).order_by(A.id.desc())
+        if topics is not None:
+            query = query.where(A.topic.in_(sorted(topics)))
         with reading(self.engine) as conn:
             return [_article(row) for row in conn.execute(query)]
 
@@ -458,6 +464,46 @@ class Store:
         ).one_or_none()
         return None if row is None else _subscriber(row)
 
+    def set_topics(
+        self, subscriber_id: int, token_version: int, topics: frozenset[str] | None
+    ) -> Subscriber | None:
+        """Choose the topics of a reader who is signed up (topic keys; None: every topic, later
+        ones too), and return the reader (a stopped one unchanged); None if gone. The cursor
+        stays: the next digest holds their new topics from where the last one ended."""
+        signed_up = S.status.in_([s.value for s in SIGNED_UP])
+        chosen = literal(stored_topics(topics), Text())
+        with writing(self.engine) as conn:
+            return self._change(
+                conn, subscriber_id, token_version, topics=case((signed_up, chosen), else_=S.topics)
+            )
+
+    def active_topic_sets(
+        self, only: Only = EVERYONE
+    ) -> dict[tuple[Frequency, str], list[str | None]]:
+        """The distinct topic sets (as stored) of active readers, per (frequency, timezone):
+        readers share few, so planning takes each as a group of its own."""
+        query = (
+            select(S.frequency, S.timezone, S.topics)
+            .where(S.status == SubscriberStatus.ACTIVE.value)
+            .distinct()
+            .order_by(S.frequency, S.timezone, S.topics)
+        )
+        groups: dict[tuple[Frequency, str], list[str | None]] = {}
+        with reading(self.engine) as conn:
+            for frequency, timezone, topics in conn.execute(narrow(query, only)):
+                groups.setdefault((Frequency(frequency), timezone), []).append(topics)
+        return groups
+
+    def topic_mix(self) -> dict[frozenset[str] | None, int]:
+        """Active readers counted by topic set (None: every topic), for `status`."""
+        query = (
+            select(S.topics, func.count())
+            .where(S.status == SubscriberStatus.ACTIVE.value)
+            .group_by(S.topics)
+        )
+        with reading(self.engine) as conn:
+            return {read_topics(topics): n for topics, n in conn.execute(query)}
+
     def subscriber_counts(self) -> dict[tuple[Frequency, SubscriberStatus], int]:
         query = select(S.frequency, S.status, func.count()).group_by(S.frequency, S.status)
         with reading(self.engine) as conn:
@@ -483,7 +529,7 @@ class Store:
             due = (
                 false()
                 if sendable is None
-                else and_(S.anchor < sendable.at, S.cursor < newest, not_paused(sendable.at))
+                else and_(S.anchor < sendable.at, _has_news(newest), not_paused(sendable.at))
             )
             group = (
                 select()
@@ -570,12 +616,50 @@ def _newest(at: datetime) -> Select[int]:
 
 
 def articles_between(
-    after: InstrumentedAttribute[int], upto: InstrumentedAttribute[int]
+    after: InstrumentedAttribute[int],
+    upto: InstrumentedAttribute[int],
+    topics: InstrumentedAttribute[str | None],
 ) -> ScalarSelect[int]:
-    """How many articles the window (after, upto] holds, as a subquery: the ledger counts each
-    digest's window in the query that lists them. Counted, not upto - after: on PostgreSQL an
-    insert that is rolled back or loses a conflict still takes an id."""
-    return select(func.count()).where(A.id > after, A.id <= upto).scalar_subquery()
+    """How many articles the window (after, upto] holds in topics (as stored_topics keeps them;
+    NULL: every topic), as a subquery: the ledger counts each digest's window in the query that
+    lists them. Counted, not upto - after: on PostgreSQL an insert that is rolled back or loses a
+    conflict still takes an id."""
+    return (
+        select(func.count())
+        .where(A.id > after, A.id <= upto, or_(topics.is_(None), _listed_in(topics)))
+        .scalar_subquery()
+    )
+
+
+def stored_topics(topics: frozenset[str] | None) -> str | None:
+    """How subscribers.topics holds a topic set: its sorted keys joined by "," (keys hold no
+    comma), so equal sets are equal text; NULL for every topic."""
+    return None if topics is None else ",".join(sorted(topics))
+
+
+def read_topics(stored: str | None) -> frozenset[str] | None:
+    return None if stored is None else frozenset(stored.split(","))
+
+
+def in_topics(
+    after: InstrumentedAttribute[int], upto: int, topics: frozenset[str]
+) -> ColumnElement[bool]:
+    """Whether the window (after, upto] holds an article in topics: a look-up per topic on
+    ix_articles_topic, however long the window."""
+    return select(A.id).where(A.topic.in_(sorted(topics)), A.id > after, A.id <= upto).exists()
+
+
+def _has_news(newest: int) -> ColumnElement[bool]:
+    """Whether a reader's window (cursor, newest] holds an article in their topics, their topics
+    read in SQL: for status, which counts readers per group rather than per topic set."""
+    window = select(A.id).where(A.id > S.cursor, A.id <= newest, _listed_in(S.topics)).exists()
+    return and_(S.cursor < newest, or_(S.topics.is_(None), window))
+
+
+def _listed_in(topics: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:
+    """Whether the article's topic is one of a topic set as stored_topics keeps it, read in SQL
+    (a topic key holds no "," nor LIKE's wildcards)."""
+    return ("," + topics + ",").contains("," + A.topic + ",")
 
 
 def is_address(email: str) -> ColumnElement[bool]:
@@ -635,6 +719,7 @@ def _new_subscriber(
         "cursor": cursor,
         "anchor": now,
         "bounces": 0,
+        "topics": stored_topics(draft.topics),
     }
 
 
@@ -649,6 +734,7 @@ def _article_values(draft: ArticleDraft, now: datetime) -> dict[str, object]:
         "title": draft.title,
         "summary": draft.summary,
         "category": draft.category,
+        "topic": topic_key(draft.category),
         "reading_minutes": draft.reading_minutes,
         "published_at": draft.published_at,
         "image_url": draft.image_url,

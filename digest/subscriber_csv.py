@@ -12,6 +12,7 @@ from digest.addresses import (
     normalise_address,
     parse_frequency,
     parse_send_time,
+    parse_topics,
     parse_weekday,
 )
 from digest.domain import SubscriberDraft
@@ -19,8 +20,9 @@ from digest.errors import InvalidInput
 from digest.rows import Collector, Parsed
 from digest.text import one_line, shown
 
-CSV_HEADER = "email,frequency[,timezone][,send_time][,weekday]"
-OPTIONAL_COLUMNS = ("timezone", "send_time", "weekday")  # in any order, each at most once
+CSV_HEADER = "email,frequency[,timezone][,send_time][,weekday][,topics]"
+# in any order, each at most once; topics is one field of comma-separated topics (quoted)
+OPTIONAL_COLUMNS = ("timezone", "send_time", "weekday", "topics")
 
 
 def parse_subscribers_csv(
@@ -86,4 +88,5 @@ def _subscriber(row: list[str], header: list[str], default_timezone: str) -> Sub
         timezone=check_timezone(timezone) if timezone.strip() else default_timezone,
         send_time=parse_send_time(cells.get("send_time", "")),
         send_weekday=parse_weekday(cells.get("weekday", "")),
+        topics=parse_topics(cells.get("topics", "")),
     )

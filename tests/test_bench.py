@@ -45,6 +45,14 @@ def test_one_round_measures_every_configuration_and_prints_the_ratios() -> None:
         assert re.search(r"^  2×PostgreSQL ÷ smtp-source: [\d.]+ % \(", output, re.MULTILINE)
 
 
+def test_with_topics_readers_hold_eight_topic_sets_and_those_of_no_seeded_category_get_none() -> (
+    None
+):
+    output = bench("--readers", "240", "--rounds", "1", "--only", "digest", "--topics")
+    assert "readers in 8 topic sets" in output
+    assert measured(output, "digest", 210)  # the 30 readers of "public health" are skipped
+
+
 def test_the_latency_mode_sends_through_the_delaying_relay_at_each_connection_count() -> None:
     output = bench(
         "--latency", "5", "--readers", "40", "--rounds", "1", "--latency-connections", "2,8"

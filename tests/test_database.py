@@ -305,6 +305,32 @@ def test_migration_0007_gives_existing_readers_every_topic_no_pause_and_the_site
     engine.dispose()
 
 
+def test_migration_0008_gives_articles_their_topic_key_and_deliveries_topics_and_goes_back(
+    database_url: str,
+) -> None:
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    seed(database_url, {}, [1, 2], confirmed_at=monday, imported_at=monday)
+    engine = database.connect(database_url)
+    migrate(engine, command.downgrade, "0007")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE articles SET category = 'Public Health' WHERE id = 2"))
+    migrate(engine, command.upgrade, "0008")
+    with engine.connect() as conn:
+        topics = conn.execute(text("SELECT id, topic FROM articles ORDER BY id")).all()
+    assert [tuple(row) for row in topics] == [
+        (1, "medical news and research"),
+        (2, "public health"),
+    ]
+    assert "ix_articles_topic" in {
+        index["name"] for index in inspect(engine).get_indexes("articles")
+    }
+    assert "topics" in {column["name"] for column in inspect(engine).get_columns("deliveries")}
+    migrate(engine, command.downgrade, "0007")
+    assert "topic" not in {column["name"] for column in inspect(engine).get_columns("articles")}
+    assert "topics" not in {c["name"] for c in inspect(engine).get_columns("deliveries")}
+    engine.dispose()
+
+
 def test_migration_0005_swaps_the_claim_indexes_both_ways_in_place_and_claims_what_0004_left(
     database_url: str,
 ) -> None:

@@ -69,7 +69,9 @@ def mail(store: Store) -> tuple[DigestMail, CountingRenderer]:
     return digest_mail, renderer
 
 
-def claim(delivery_id: int, subscriber_id: int, period_key: str) -> Claim:
+def claim(
+    delivery_id: int, subscriber_id: int, period_key: str, topics: frozenset[str] | None = None
+) -> Claim:
     return Claim(
         delivery_id=delivery_id,
         subscriber_id=subscriber_id,
@@ -82,6 +84,7 @@ def claim(delivery_id: int, subscriber_id: int, period_key: str) -> Claim:
         message_id=f"<{delivery_id}@example.org>",
         planned_at=NOW,
         attempts=0,
+        topics=topics,
     )
 
 
@@ -119,6 +122,17 @@ def test_readers_of_one_window_and_edition_share_a_body_and_another_edition_gets
         "Your daily digest · Tuesday 1 December",
         "Your daily digest · Monday 30 November",
     ]
+
+
+def test_bodies_rendered_grow_with_the_distinct_topic_sets_not_the_readers(
+    mail: tuple[DigestMail, CountingRenderer],
+) -> None:
+    digest_mail, renderer = mail
+    research, wider = frozenset({"research"}), frozenset({"research", "sleep"})
+    sets = [None, research, None, wider, research, None, research, wider]
+    for n, topics in enumerate(sets, start=1):
+        digest_mail.outgoing(claim(10 + n, n, "2026-11-30", topics))
+    assert len(renderer.rendered) == 3
 
 
 def test_each_mail_links_the_web_version_of_its_own_delivery_and_a_preview_none(

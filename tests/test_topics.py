@@ -1,0 +1,269 @@
+"""Topics (issue 15, item 1): a reader's chosen categories, written through the CLI, honoured by
+planning and rendering, and shown by status. On SQLite and PostgreSQL, through the entry point."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cli_fixtures import CONFIRMED, MONDAY_0900, Cli, five_articles
+from smtp_server import SmtpServer
+from sqlalchemy import text
+from test_claims import statements_sent
+from test_cli import parsed, plain_text
+
+from digest import database
+from digest.domain import ArticleDraft, Claim, Frequency, Schedule, SubscriberDraft
+from digest.ledger import FinishRules, Ledger, PlanRules
+from digest.store import Store
+
+NEXT_MONDAY = "2026-12-07T09:00Z"
+
+
+def topics_of(database_url: str, email: str) -> frozenset[str] | None:
+    engine = database.connect(database_url)
+    try:
+        return Store(engine).find_subscriber(email).topics
+    finally:
+        engine.dispose()
+
+
+def add(cli: Cli, email: str, *options: str) -> None:
+    result = cli(
+        "subscribers", "add", email, "--frequency", "weekly", "--confirmed", "--now", CONFIRMED,
+        *options,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+
+
+def texts_by_reader(smtp_server: SmtpServer) -> dict[str, str]:
+    return {m.recipients[0]: plain_text(parsed(m.data)) for m in smtp_server.messages}
+
+
+def test_subscribers_add_keeps_topic_keys_and_refuses_an_empty_or_overlong_topic_in_one_line(
+    upgraded: Cli, database_url: str
+) -> None:
+    result = upgraded(
+        "subscribers", "add", "a@example.org", "--topics", "Nutrition,  MEDICAL news & Research "
+    )
+    assert result.code == 0, result.err
+    assert "medical news and research, nutrition" in result.out
+    assert topics_of(database_url, "a@example.org") == frozenset(
+        {"nutrition", "medical news and research"}
+    )
+    assert upgraded("subscribers", "add", "b@example.org").code == 0
+    assert topics_of(database_url, "b@example.org") is None  # every topic, later ones too
+    for bad in ("Nutrition,,Sleep", "!!!", "x" * 81):
+        refused = upgraded("subscribers", "add", "c@example.org", "--topics", bad)
+        assert refused.code == 2
+        assert len(refused.err.strip().splitlines()) == 1
+        assert "bad topic" in refused.err
+        assert "Traceback" not in refused.err
+    assert upgraded("subscribers", "list").out.count("c@example.org") == 0
+
+
+def test_subscribers_import_reads_a_topics_column_and_reports_a_bad_topic_by_line(
+    upgraded: Cli, database_url: str, tmp_path: Path
+) -> None:
+    csv = tmp_path / "readers.csv"
+    csv.write_text(
+        "email,frequency,timezone,topics\n"
+        'chosen@example.org,weekly,UTC,"Public Health, Nutrition"\n'
+        "everything@example.org,weekly,UTC,\n"
+        'bad@example.org,weekly,UTC,"Nutrition,,"\n'
+        "short@example.org,daily\n"
+    )
+    result = upgraded("subscribers", "import", str(csv), "--confirmed")
+    assert result.code == 1
+    assert "line 4:" in result.err and "bad topic" in result.err
+    assert result.out.strip().endswith("imported 3, already subscribed 0, bad rows 1")
+    assert topics_of(database_url, "chosen@example.org") == frozenset(
+        {"public health", "nutrition"}
+    )
+    assert topics_of(database_url, "everything@example.org") is None
+    assert topics_of(database_url, "short@example.org") is None
+
+
+def test_a_digest_holds_only_the_readers_topics_and_and_n_more_counts_only_theirs(
+    upgraded: Cli, smtp_server: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add(upgraded, "nutrition@example.org", "--topics", "nutrition")
+    add(upgraded, "everything@example.org")
+    # Articles 0 to 9: the even ones are Nutrition, the odd ones Medical News & Research.
+    imported = upgraded("articles", "import", str(five_articles(tmp_path, count=10)))
+    assert imported.code == 0, imported.err
+    monkeypatch.setenv("DIGEST_MAX_ARTICLES", "2")
+    result = upgraded("send", "--now", MONDAY_0900)
+    assert result.last_line == "sent 2, skipped 0, retrying 0, failed 0"
+    texts = texts_by_reader(smtp_server)
+    nutrition = texts["nutrition@example.org"]
+    assert "Study 1:" not in nutrition and "Study 3:" not in nutrition
+    assert "and 3 more on the site" in nutrition  # 5 in their topics, 2 shown
+    assert "and 8 more on the site" in texts["everything@example.org"]
+
+
+def test_a_window_with_nothing_in_the_readers_topics_is_skipped_and_their_cursor_moves_on(
+    upgraded: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    add(upgraded, "sleep@example.org", "--topics", "Sleep")  # no article has it yet
+    add(upgraded, "everything@example.org")
+    assert upgraded("articles", "import", str(five_articles(tmp_path))).code == 0
+    result = upgraded("send", "--now", MONDAY_0900)
+    assert result.last_line == "sent 1, skipped 1, retrying 0, failed 0"
+    assert [m.recipients for m in smtp_server.messages] == [["everything@example.org"]]
+    # They choose Nutrition now: the next digest holds the Nutrition article published since,
+    # not the ones of the window they skipped.
+    engine = database.connect(database_url)
+    store = Store(engine)
+    sleeper = store.find_subscriber("sleep@example.org")
+    assert store.set_topics(sleeper.id, sleeper.token_version, frozenset({"nutrition"}))
+    engine.dispose()
+    assert upgraded("articles", "import", str(five_articles(tmp_path, start=10, count=1))).code == 0
+    assert upgraded("send", "--now", NEXT_MONDAY).code == 0
+    assert len(smtp_server.messages) == 3
+    latest = texts_by_reader(smtp_server)["sleep@example.org"]
+    assert "Study 10:" in latest
+    assert "Study 0:" not in latest and "Study 2:" not in latest
+
+
+def test_status_shows_the_topic_mix_of_active_readers(upgraded: Cli) -> None:
+    add(upgraded, "a@example.org", "--topics", "Nutrition")
+    add(upgraded, "b@example.org", "--topics", "nutrition")
+    add(upgraded, "c@example.org")
+    shown = upgraded("status", "--now", MONDAY_0900)
+    assert shown.code == 0, shown.err
+    lines = shown.out.splitlines()
+    topics = lines.index("Topics (active readers)")
+    assert [line.split() for line in lines[topics + 1 : topics + 3]] == [
+        ["2", "nutrition"],
+        ["1", "every", "topic"],
+    ]
+
+
+def plan_readers(store: Store, count: int) -> tuple[int, list[Claim]]:
+    """Plan `count` weekly readers, a third of them each of every topic, Nutrition, Sleep; return
+    the statements planning sent and the claims of the readers it made pending."""
+    drafts = [
+        SubscriberDraft(f"r{n}@example.org", Frequency.WEEKLY, "UTC", topics=TOPIC_SETS[n % 3])
+        for n in range(count)
+    ]
+    store.add_subscribers(drafts, confirmed=True, now=MONDAY - timedelta(days=7))
+    publish_two(store)
+    ledger = Ledger(store)
+    with statements_sent(store.engine) as sent:
+        planned = ledger.plan(MONDAY, PlanRules(Schedule(), None, 100, "example.org"))
+    assert planned.skipped == count // 3  # the Sleep readers: nothing in their topics
+    return len(sent), ledger.claim("w", MONDAY, timedelta(minutes=5), count)
+
+
+def publish_two(store: Store) -> None:
+    """A Nutrition article and a Public Health one, the day before MONDAY."""
+    news = [
+        ArticleDraft(
+            url=f"https://miasfeed.example/articles/{category}",
+            title=category,
+            summary="Findings.",
+            category=category,
+            reading_minutes=2,
+            published_at=MONDAY - timedelta(days=1),
+        )
+        for category in ("NUTRITION", "Public Health")
+    ]
+    store.upsert_articles(news, MONDAY - timedelta(days=1))
+
+
+TOPIC_SETS = (None, frozenset({"nutrition"}), frozenset({"sleep"}))
+MONDAY = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+def test_planning_sends_as_many_statements_for_many_readers_as_for_few_and_claims_carry_topics(
+    store: Store,
+) -> None:
+    few, _ = plan_readers(store, 6)
+    engine = store.engine
+    with engine.begin() as conn:
+        for table in ("deliveries", "subscribers", "articles"):
+            conn.execute(text(f"DELETE FROM {table}"))
+    many, claims = plan_readers(store, 300)
+    assert many == few  # one group per topic set, not one query per reader
+    assert len(claims) == 200
+    assert {c.topics for c in claims} == {None, frozenset({"nutrition"})}
+    sleeper = store.find_subscriber("r2@example.org")
+    assert sleeper.cursor == store.newest_seq(MONDAY)  # moved past what they did not want
+
+
+def test_a_digests_topics_are_fixed_at_planning_for_its_retries_web_version_and_count(
+    store: Store,
+) -> None:
+    publish_two(store)
+    store.add_subscribers(
+        [
+            SubscriberDraft(
+                "n@example.org", Frequency.WEEKLY, "UTC", topics=frozenset({"nutrition"})
+            )
+        ],
+        confirmed=False,
+        now=MONDAY - timedelta(days=7),
+    )
+    engine = store.engine
+    with engine.begin() as conn:  # confirmed before both articles
+        conn.execute(text("UPDATE subscribers SET status = 'active', cursor = 0"))
+    ledger = Ledger(store)
+    rules = PlanRules(Schedule(), None, 100, "example.org")
+    ledger.plan(MONDAY, rules)
+    reader = store.find_subscriber("n@example.org")
+    store.set_topics(reader.id, reader.token_version, None)  # everything, after planning
+    (claim,) = ledger.claim("w", MONDAY, timedelta(minutes=5), 10)
+    assert claim.topics == frozenset({"nutrition"})
+    ledger.record("w", MONDAY, [claim], [], FINISH)
+    (sent,) = ledger.history(reader.id, 10)
+    assert (sent.topics, sent.articles) == (frozenset({"nutrition"}), 1)
+    assert store.find_subscriber("n@example.org").topics is None
+
+
+FINISH = FinishRules(3, timedelta(minutes=1), timedelta(hours=1), 3)
+
+
+def test_preview_and_status_count_as_news_only_articles_in_the_readers_topics(
+    upgraded: Cli, tmp_path: Path
+) -> None:
+    add(upgraded, "sleep@example.org", "--topics", "Sleep")
+    add(upgraded, "nutrition@example.org", "--topics", "Nutrition")
+    assert upgraded("articles", "import", str(five_articles(tmp_path))).code == 0
+    sleeper = upgraded("preview", "sleep@example.org", "--now", MONDAY_0900)
+    assert sleeper.code == 0, sleeper.err
+    assert "is due now" not in sleeper.err
+    eater = upgraded("preview", "nutrition@example.org", "--now", MONDAY_0900, "--format", "text")
+    assert "is due now" in eater.err
+    assert "Study 0:" in eater.out and "Study 1:" not in eater.out
+    status = upgraded("status", "--now", MONDAY_0900).out
+    assert "weekly    due now, 1 reader(s)" in status
+
+
+def test_a_dry_run_counts_a_reader_with_nothing_in_their_topics_as_skipped(
+    upgraded: Cli, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    add(upgraded, "sleep@example.org", "--topics", "Sleep")
+    add(upgraded, "nutrition@example.org", "--topics", "Nutrition")
+    assert upgraded("articles", "import", str(five_articles(tmp_path))).code == 0
+    result = upgraded("send", "--dry-run", "--now", MONDAY_0900)
+    assert result.code == 0, result.err
+    assert "would send 1, skip 1" in result.out
+    assert smtp_server.messages == []
+
+
+def test_set_topics_changes_a_signed_up_reader_and_leaves_a_stopped_one_or_an_old_link_alone(
+    store: Store,
+) -> None:
+    drafts = [SubscriberDraft(f"{name}@example.org", Frequency.WEEKLY, "UTC") for name in "ab"]
+    store.add_subscribers(drafts, confirmed=True, now=MONDAY)
+    a, b = (store.find_subscriber(d.email) for d in drafts)
+    changed = store.set_topics(a.id, a.token_version, frozenset({"sleep", "nutrition"}))
+    assert changed is not None and changed.topics == frozenset({"sleep", "nutrition"})
+    assert store.set_topics(a.id, a.token_version + 1, None) is None  # an old link
+    store.unsubscribe(b.id, b.token_version, MONDAY)
+    stopped = store.set_topics(b.id, b.token_version, frozenset({"sleep"}))
+    assert stopped is not None and stopped.topics is None
+    back = store.set_topics(a.id, a.token_version, None)
+    assert back is not None and back.topics is None
