@@ -41,7 +41,7 @@ from digest.store import Store
 from digest.tokens import Purpose
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 BROWSER_TIMEZONE = "Europe/Madrid"  # not the app's default (UTC): the script must pick it
 PATIENCE_MS = 10_000
@@ -53,6 +53,20 @@ def sqlite_web(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[Web]:
     database.upgrade(engine)
     yield from _web("http", Store(engine), smtp_server, {})
     engine.dispose()
+
+
+def reader_page(
+    chromium: Browser, base_url: str, width: int, height: int, zone: str = BROWSER_TIMEZONE
+) -> tuple[BrowserContext, Page]:
+    """A reader's browser on the daemon's pages: their screen, their timezone, British English."""
+    context = chromium.new_context(
+        base_url=base_url,
+        viewport={"width": width, "height": height},
+        timezone_id=zone,
+        locale="en-GB",
+    )
+    context.set_default_timeout(PATIENCE_MS)
+    return context, context.new_page()
 
 
 class Steps:
@@ -80,14 +94,7 @@ def test_a_reader_signs_up_confirms_goes_monthly_and_unsubscribes_in_chromium(
     from playwright.sync_api import expect
 
     web = sqlite_web
-    context = chromium.new_context(
-        base_url=web.base_url,
-        viewport={"width": width, "height": height},
-        timezone_id=BROWSER_TIMEZONE,
-        locale="en-GB",
-    )
-    context.set_default_timeout(PATIENCE_MS)
-    page = context.new_page()
+    context, page = reader_page(chromium, web.base_url, width, height)
     steps = Steps(page, screenshots, width)
     try:
         page.goto("/subscribe")
@@ -173,11 +180,7 @@ def test_a_monthly_reader_pauses_from_the_unsubscribe_page_by_keyboard_and_resum
 
     web = sqlite_web
     reader = _active(web, "monthly@example.org", Frequency.MONTHLY)
-    context = chromium.new_context(
-        base_url=web.base_url, viewport={"width": width, "height": height}, locale="en-GB"
-    )
-    context.set_default_timeout(PATIENCE_MS)
-    page = context.new_page()
+    context, page = reader_page(chromium, web.base_url, width, height)
     steps = Steps(page, screenshots, width)
     try:
         page.goto(web.link(Purpose.UNSUBSCRIBE, reader))
@@ -219,14 +222,7 @@ def test_the_sign_up_page_preselects_the_browsers_own_timezone_on_the_short_list
 ) -> None:
     from playwright.sync_api import expect
 
-    context = chromium.new_context(
-        base_url=sqlite_web.base_url,
-        viewport={"width": 375, "height": 800},
-        timezone_id=zone,
-        locale="en-GB",
-    )
-    context.set_default_timeout(PATIENCE_MS)
-    page = context.new_page()
+    context, page = reader_page(chromium, sqlite_web.base_url, 375, 800, zone)
     try:
         page.goto("/subscribe")
         select = page.locator("#timezone")
@@ -268,11 +264,7 @@ def test_the_preferences_history_and_a_digests_web_version_fit_the_screen_in_chr
         )
         web.store.upsert_articles([article], monday - timedelta(hours=1))
         assert len(record_sent(web.services, monday)) == 1
-    context = chromium.new_context(
-        base_url=web.base_url, viewport={"width": width, "height": height}, locale="en-GB"
-    )
-    context.set_default_timeout(PATIENCE_MS)
-    page = context.new_page()
+    context, page = reader_page(chromium, web.base_url, width, height)
     steps = Steps(page, screenshots, width)
     try:
         page.goto(web.link(Purpose.PREFERENCES, web.reader(LONG_ADDRESS)))
@@ -606,14 +598,7 @@ def test_a_weekly_reader_chooses_their_hour_and_day_on_preferences_by_keyboard_i
     web = sqlite_web
     draft = SubscriberDraft("hours@example.org", Frequency.WEEKLY, BROWSER_TIMEZONE)
     web.store.add_subscriber(draft, confirmed=True, now=web.clock() - timedelta(hours=1))
-    context = chromium.new_context(
-        base_url=web.base_url,
-        viewport={"width": width, "height": height},
-        timezone_id=BROWSER_TIMEZONE,
-        locale="en-GB",
-    )
-    context.set_default_timeout(PATIENCE_MS)
-    page = context.new_page()
+    context, page = reader_page(chromium, web.base_url, width, height)
     steps = Steps(page, screenshots, width)
     try:
         page.goto(web.link(Purpose.PREFERENCES, web.reader("hours@example.org")))

@@ -267,7 +267,10 @@ def test_readers_added_and_imported_with_their_own_time_and_day_get_digests_then
     monday = "2026-11-30T00:00Z"  # Madrid is at UTC+1
     madrid = ("--frequency", "daily", "--timezone", "Europe/Madrid", "--confirmed", "--now", monday)
     early = upgraded("subscribers", "add", "early@example.org", *madrid, "--send-time", "06:00")
-    assert early.out.strip() == "added early@example.org: daily, Europe/Madrid, at 06:00, every topic, active"
+    assert (
+        early.out.strip()
+        == "added early@example.org: daily, Europe/Madrid, at 06:00, every topic, active"
+    )
     assert upgraded("subscribers", "add", "site@example.org", *madrid).code == 0
     csv = tmp_path / "readers.csv"
     csv.write_text(
