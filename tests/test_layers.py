@@ -8,6 +8,7 @@ layering review found it (cli reaching into ledger, app importing the web layer.
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,7 +81,10 @@ def _imports(tree: ast.AST) -> set[str]:
     return found
 
 
+@functools.cache
 def import_graph() -> Graph:
+    """Read once a session: CPython 3.11.7's ast.parse can fail with "AST constructor recursion
+    depth mismatch" (a CPython 3.11 bug in its AST state), so the fewer parses, the better."""
     return {
         _name(path): _imports(ast.parse(path.read_text(encoding="utf-8")))
         for path in sorted(PACKAGE.rglob("*.py"))
@@ -193,6 +197,6 @@ BREACHES = [
 def test_an_import_across_the_floors_breaks_its_rule(
     module: str, imported: str, rule: Callable[[Graph], list[str]]
 ) -> None:
-    graph = import_graph()
+    graph = dict(import_graph())  # a copy: the real graph is read once and shared
     graph[module] = graph[module] | {imported}
     assert rule(graph) != []
