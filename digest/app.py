@@ -236,10 +236,7 @@ class Services:
         """
         s = self.settings
         subscriber = self.store.find_subscriber(normalise_address(email))
-        newest = self.store.newest_seq(now)
-        news = subscriber.cursor < newest
-        if news and subscriber.topics is not None:  # news in their topics, that is
-            news = bool(self.store.articles(subscriber.cursor, newest, subscriber.topics))
+        newest, news = self.store.news_for(subscriber, now)
         next_one = subscriber.next_digest(now, s.schedule, s.max_lateness, news=news)
         if next_one is None or not news:
             return Preview(subscriber, news, None)

@@ -62,8 +62,8 @@ from digest.store import (
     SelectT,
     Store,
     articles_between,
+    has_news,
     in_group,
-    in_topics,
     is_address,
     narrow,
     not_paused,
@@ -130,17 +130,18 @@ class Ledger:
         yields how many it planned to send and how many it skipped.
         """
         snapshot = self._store.newest_seq(now)
-        for slot, due, topics in self._due_groups(now, rules, only):
-            yield from self._plan_group(slot, due, snapshot, now, rules, topics)
+        for slot, group in self._due_groups(now, rules, only):
+            due = _due(group, slot.at, only)
+            yield from self._plan_group(slot, due, snapshot, now, rules, group.topics)
 
     def count_due(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> int:
         """What a run at now sends, before it has planned: the deliveries claimable now, and the
         due readers with news (the ones without are skipped)."""
         snapshot = self._store.newest_seq(now)
         waiting = 0
-        for _slot, due, topics in self._due_groups(now, rules, only):
-            news = _news(snapshot, topics)
-            with_news = select(func.count()).select_from(due.where(news).subquery())
+        for slot, group in self._due_groups(now, rules, only):
+            due = _due(group, slot.at, only).where(has_news(snapshot, group.topics))
+            with_news = select(func.count()).select_from(due.subquery())
             with reading(self.engine) as conn:
                 waiting += conn.scalar(with_news) or 0
         return waiting + self.count_claimable(now, only)
@@ -150,8 +151,9 @@ class Ledger:
     ) -> Iterator[list[Claim]]:
         """What plan would do, as would-be claims (delivery_id 0), in batches; writes nothing."""
         snapshot = self._store.newest_seq(now)
-        for slot, due, topics in self._due_groups(now, rules, only):
-            with_news = due.add_columns(_news(snapshot, topics).label("news"))
+        for slot, group in self._due_groups(now, rules, only):
+            news = has_news(snapshot, group.topics).label("news")
+            with_news = _due(group, slot.at, only).add_columns(news)
             for batch in self._batches(with_news, rules.batch_size):
                 yield [
                     Claim(
@@ -167,28 +169,23 @@ class Ledger:
                         message_id=f"<{uuid.uuid4().hex}@{rules.message_domain}>",
                         planned_at=now,
                         attempts=0,
-                        topics=read_topics(topics),
+                        topics=group.topics,
                     )
                     for row in batch
                 ]
 
     def _due_groups(
         self, now: datetime, rules: PlanRules, only: Only
-    ) -> Iterator[tuple[Slot, Select[*tuple[Any, ...]], str | None]]:
-        """Each group (frequency, timezone, send time and weekday) with a sendable slot, and for
-        each topic set its readers hold (as stored; None: every topic) the query of its due
-        readers: one query a group and topic set, however many readers share them."""
-        topic_sets = self._store.active_topic_sets(only)
+    ) -> Iterator[tuple[Slot, ReaderGroup]]:
+        """Each group (frequency, timezone, send time, weekday and topic set) with a sendable
+        slot: planning takes one query a group, however many readers share it."""
         for group in self._store.active_groups(only):
-            zone, schedule = ZoneInfo(group.timezone), group.schedule(rules.schedule)
-            slot = sendable_slot(group.frequency, schedule, zone, now, rules.max_lateness)
-            if slot is None:
-                continue
-            for topics in topic_sets.get((group.frequency, group.timezone), [None]):
-                due = _due(group, slot.at, only).where(
-                    S.topics.is_(None) if topics is None else S.topics == topics
-                )
-                yield slot, due, topics
+            schedule = group.schedule(rules.schedule)
+            slot = sendable_slot(
+                group.frequency, schedule, ZoneInfo(group.timezone), now, rules.max_lateness
+            )
+            if slot is not None:
+                yield slot, group
 
     def _batches(self, due: Select[*tuple[Any, ...]], size: int) -> Iterator[list[AnyRow]]:
         # Keyset on (anchor, id) rides ix_subscribers_due: a run with nobody due costs one index
@@ -211,7 +208,7 @@ class Ledger:
         snapshot: int,
         now: datetime,
         rules: PlanRules,
-        topics: str | None,
+        topics: frozenset[str] | None,
     ) -> Iterator[Planned]:
         """Plan one group's due readers, PLAN_CHUNK at a time."""
         key = tuple_(S.anchor, S.id)
@@ -256,11 +253,11 @@ class Ledger:
         snapshot: int,
         now: datetime,
         rules: PlanRules,
-        topics: str | None,
+        topics: frozenset[str] | None,
     ) -> Insert:
         """INSERT … SELECT: a pending delivery for each reader with news, a skipped one for the rest."""
         status = case(
-            (_news(snapshot, topics), DeliveryStatus.PENDING.value),
+            (has_news(snapshot, topics), DeliveryStatus.PENDING.value),
             else_=DeliveryStatus.SKIPPED.value,
         )
         message_id = "<" + random_hex(self.engine) + f"@{rules.message_domain}>"
@@ -667,15 +664,6 @@ def _due(group: ReaderGroup, slot_at: datetime, only: Only) -> Select[*tuple[Any
         ~outstanding,
     )
     return narrow(due, only)
-
-
-def _news(snapshot: int, topics: str | None) -> ColumnElement[bool]:
-    """Whether a reader's window (cursor, snapshot] holds news for them: any article for a reader
-    of every topic, one in their topics (as stored) for the others."""
-    chosen = read_topics(topics)
-    if chosen is None:
-        return S.cursor < snapshot
-    return and_(S.cursor < snapshot, in_topics(S.cursor, snapshot, chosen))
 
 
 def _batch(ids: list[int], conn: Connection) -> BindParameter[list[int]]:

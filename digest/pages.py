@@ -33,6 +33,7 @@ from digest.addresses import (
     normalise_address,
     parse_frequency,
     parse_send_time,
+    parse_topics,
     parse_weekday,
 )
 from digest.domain import (
@@ -50,7 +51,7 @@ from digest.domain import (
 )
 from digest.errors import AddressProblem, InvalidAddress, InvalidInput
 from digest.ratelimit import RateLimiter
-from digest.readers import ConfirmationMail, Readers, WelcomeMail
+from digest.readers import OFFERED_TOPICS, ConfirmationMail, Readers, WelcomeMail
 from digest.store import SIGNED_UP
 from digest.timezones import COMMON, LABELS, label
 from digest.tokens import Purpose
@@ -62,7 +63,7 @@ PAUSE_LENGTHS = {value: (months, weeks) for value, _, months, weeks in PAUSES}
 URLENCODED = "application/x-www-form-urlencoded"
 HOURS = tuple(f"{hour:02d}:00" for hour in range(24))  # the send times the page offers
 HOUR = timedelta(hours=1)
-MAX_FORM_FIELDS = 10
+MAX_FORM_FIELDS = 10 + 2 * OFFERED_TOPICS  # the fields, and a reader's topics (theirs may be more)
 STOPPED = {
     SubscriberStatus.UNSUBSCRIBED: "This address is unsubscribed and gets no digests.",
     SubscriberStatus.BOUNCED: "This address gets no digests: mail to it kept bouncing.",
@@ -231,13 +232,15 @@ class ReaderPages:
             **{"Retry-After": str(seconds)},
         )
 
-    def _subscribe_form(
+    async def _subscribe_form(
         self,
         email: str = "",
         error: str = "",
         frequency: Frequency | None = None,
         timezone: str = "",
+        topics: frozenset[str] | None = None,
     ) -> Response:
+        offered = await run_in_threadpool(self._readers.topics)
         return self._pages.render(
             "subscribe",
             "Get the digest",
@@ -249,10 +252,11 @@ class ReaderPages:
                 timezone or self._settings.default_timezone,
                 guess_timezone=not timezone,
             ),
+            **_topic_choices(offered, topics),
         )
 
     async def subscribe_page(self, request: Request) -> Response:
-        return self._subscribe_form()
+        return await self._subscribe_form()
 
     async def subscribe(self, request: Request) -> Response:
         if not self._same_site(request):
@@ -262,10 +266,15 @@ class ReaderPages:
             _field(form, name) for name in ("email", "frequency", "timezone")
         )
         try:
+            topics = _ticked_topics(form)
+        except InvalidInput as exc:
+            return await self._subscribe_form(email, _sentence(str(exc)))
+        try:
             draft = SubscriberDraft(
                 normalise_address(email),
                 parse_frequency(frequency or self._settings.default_frequency),
                 check_timezone(timezone or self._settings.default_timezone),
+                topics=topics,
             )
         except InvalidInput as exc:
             error = (
@@ -274,7 +283,9 @@ class ReaderPages:
                 else _sentence(str(exc))
             )
             # The form again as the reader filled it in, but for a choice that was not valid.
-            return self._subscribe_form(email, error, *_still_valid(frequency, timezone))
+            return await self._subscribe_form(
+                email, error, *_still_valid(frequency, timezone), topics
+            )
         client = request.client.host if request.client else "unknown"
         # Keyed without regard to case, as readers are: READER@ and reader@ share one inbox.
         wait = self._per_client.hit(client) or self._per_address.hit(address_key(draft.email))
@@ -324,7 +335,9 @@ class ReaderPages:
         wait = self._per_address.hit(address_key(reader.email))
         if wait is not None:
             return self._too_many(wait)
-        return await self._sign_up(SubscriberDraft(reader.email, reader.frequency, reader.timezone))
+        return await self._sign_up(
+            SubscriberDraft(reader.email, reader.frequency, reader.timezone, topics=reader.topics)
+        )
 
     async def _confirmed(self, reader: Subscriber, *, welcome: bool = False) -> Response:
         """welcome: this click made the reader active, so the welcome mail follows (once)."""
@@ -420,6 +433,7 @@ class ReaderPages:
         paused = is_paused(reader.paused_until, self._readers.now())
         site = self._pages.settings
         own_time = "" if reader.send_time is None else f"{reader.send_time:%H:%M}"
+        offered = await run_in_threadpool(self._readers.topics)
         return self._pages.render(
             "preferences",
             "Your digest",
@@ -449,7 +463,8 @@ class ReaderPages:
                 "chosen_weekday": ""
                 if reader.send_weekday is None
                 else WEEKDAYS[reader.send_weekday],
-            },
+            }
+            | _topic_choices(offered, reader.topics),
         )
 
     async def preferences_page(self, request: Request) -> Response:
@@ -480,15 +495,18 @@ class ReaderPages:
             weekday = (
                 parse_weekday(_field(form, "weekday")) if "weekday" in form else reader.send_weekday
             )
+            topics = _ticked_topics(form) if "topics" in form else reader.topics
         except InvalidInput as exc:
             return await self._preferences_form(reader, error=_sentence(str(exc)))
         changed = await run_in_threadpool(
-            self._readers.set_preferences, token, frequency, timezone, send_time, weekday
+            self._readers.set_preferences, token, frequency, timezone, send_time, weekday, topics
         )
         if changed.status not in SIGNED_UP:  # unsubscribed meanwhile: nothing was saved
             return await self._preferences_form(changed)
-        saved = f"Saved. {self._readers.when(changed)}, {label(changed.timezone)} time."
-        return await self._preferences_form(changed, saved=saved)
+        names = await run_in_threadpool(self._readers.topics)
+        return await self._preferences_form(
+            changed, saved=f"Saved. {self._readers.when(changed, names)}."
+        )
 
     async def _act(self, request: Request, token: str, form: FormData) -> Response | None:
         """The preferences page's buttons other than Save: unsubscribe, a pause, resume."""
@@ -531,6 +549,21 @@ async def _form(request: Request) -> FormData:
 def _field(form: FormData, name: str) -> str:
     value = form.get(name)
     return value.strip() if isinstance(value, str) else ""
+
+
+def _ticked_topics(form: FormData) -> frozenset[str] | None:
+    """The topics ticked, as topic keys; none is every topic (None). A value that is no topic (a
+    form made by hand) is InvalidInput; one no article has now is kept, as the CLI keeps it."""
+    ticked = [value for value in form.getlist("topics") if isinstance(value, str)]
+    return parse_topics(",".join(value for value in ticked if value.strip()))
+
+
+def _topic_choices(offered: Mapping[str, str], chosen: frozenset[str] | None) -> dict[str, Any]:
+    """What the topics field needs: the topics offered (key, name) and any the reader chose that
+    no new article has, sorted by name, and the ones ticked (none for every topic)."""
+    theirs = {key: key.capitalize() for key in chosen or () if key not in offered}
+    listed = sorted({**offered, **theirs}.items(), key=lambda topic: topic[1].casefold())
+    return {"topics": listed, "chosen_topics": chosen or frozenset()}
 
 
 def _still_valid(frequency: str, timezone: str) -> tuple[Frequency | None, str]:

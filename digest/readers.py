@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -40,6 +40,9 @@ from digest.tokens import Purpose, Tokens, TokenSubject, address_hash
 log = logging.getLogger("digest.readers")
 NOT_VALID = "this link is not valid"
 HISTORY = 10  # the last digests the preferences page lists
+# The topics the pages offer: those of the newest articles, so that a dead category drops out.
+TOPICS_AMONG = 5_000
+OFFERED_TOPICS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,14 @@ def in_words(frequency: Frequency, schedule: Schedule) -> str:
     return f"Monthly, on the {_ordinal(day)}{_or_last_day(day)} {at}"
 
 
+def topics_in_words(topics: frozenset[str] | None, names: Mapping[str, str]) -> str:
+    """A reader's topics as the pages name them: "Nutrition and Public Health", "all topics"."""
+    if topics is None:
+        return "all topics"
+    named = sorted((names.get(key) or key.capitalize() for key in topics), key=str.casefold)
+    return " and ".join(named) if len(named) < 3 else f"{', '.join(named[:-1])} and {named[-1]}"
+
+
 def _ordinal(day: int) -> str:
     suffix = "th" if 11 <= day <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
     return f"{day}{suffix}"
@@ -215,12 +226,18 @@ class Readers:
     def next_digest(self, reader: Subscriber) -> NextDigest | None:
         """When the reader's next digest goes out, as `digest status` and `preview` say it."""
         now = self._clock()
-        news = reader.cursor < self._store.newest_seq(now)
+        _, news = self._store.news_for(reader, now)
         return reader.next_digest(now, self._schedule, self._max_lateness, news=news)
 
-    def when(self, reader: Subscriber) -> str:
-        """What the reader gets and when, in their words: "Weekly, on Sundays at 07:00"."""
-        return in_words(reader.frequency, schedule_of(reader, self._schedule))
+    def topics(self) -> dict[str, str]:
+        """The topics the pages offer, by key (domain.topic_key) and name, sorted by name."""
+        return self._store.topic_names(TOPICS_AMONG, OFFERED_TOPICS)
+
+    def when(self, reader: Subscriber, names: Mapping[str, str]) -> str:
+        """What the reader gets and when, in their words, their topics named as in names:
+        "Weekly, on Sundays at 07:00, Madrid (Spain) time: Nutrition and Public Health"."""
+        at = in_words(reader.frequency, schedule_of(reader, self._schedule))
+        return f"{at}, {label(reader.timezone)} time: {topics_in_words(reader.topics, names)}"
 
     def web_version(self, token: str) -> str:
         """The HTML of the sent digest a link names, while its reader's links are valid."""
@@ -268,9 +285,10 @@ class Readers:
         timezone: str,
         send_time: time | None,
         send_weekday: int | None,
+        topics: frozenset[str] | None,
     ) -> Subscriber:
         """Save the choices of a reader who is signed up (a send time or weekday of None is the
-        site's); a stopped one comes back unchanged."""
+        site's, topics of None every topic); a stopped one comes back unchanged."""
         subject = self._tokens.read(Purpose.PREFERENCES, token, self._clock())
         changed = self._store.set_preferences(
             subject.subscriber_id,
@@ -279,6 +297,7 @@ class Readers:
             timezone,
             send_time=send_time,
             send_weekday=send_weekday,
+            topics=topics,
         )
         return _named(subject, changed)
 

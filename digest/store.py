@@ -169,20 +169,24 @@ class Store:
             return newest_article(conn, at)
 
     def active_groups(self, only: Only = EVERYONE) -> dict[ReaderGroup, int]:
-        """Active readers counted by group (frequency, timezone, send time and, for weekly
-        readers, weekday): each group shares its slots, and readers share few distinct choices."""
+        """Active readers counted by group (frequency, timezone, send time, for weekly readers
+        weekday, and topic set): each group shares its slots and its digests' articles."""
         weekday = _weekday_that_counts()
         query = (
-            select(S.frequency, S.timezone, S.send_time, weekday, func.count())
+            select(S.frequency, S.timezone, S.send_time, weekday, S.topics, func.count())
             .where(S.status == SubscriberStatus.ACTIVE.value)
-            .group_by(S.frequency, S.timezone, S.send_time, weekday)
+            .group_by(S.frequency, S.timezone, S.send_time, weekday, S.topics)
         )
         with reading(self.engine) as conn:
             return {
                 ReaderGroup(
-                    Frequency(f), tz, None if at is None else time.fromisoformat(at), day
+                    Frequency(f),
+                    tz,
+                    None if at is None else time.fromisoformat(at),
+                    day,
+                    read_topics(topics),
                 ): n
-                for f, tz, at, day, n in conn.execute(narrow(query, only))
+                for f, tz, at, day, topics, n in conn.execute(narrow(query, only))
             }
 
     # -- articles -------------------------------------------------------------------------
@@ -231,6 +235,36 @@ class Store:
             query = query.where(A.topic.in_(sorted(topics)))
         with reading(self.engine) as conn:
             return [_article(row) for row in conn.execute(query)]
+
+    def topic_names(self, among: int, limit: int) -> dict[str, str]:
+        """The topics of the `among` newest articles, the `limit` most recent of them, each named
+        as its newest article's category and sorted by name: the topics the pages offer. Only
+        the newest articles are read, so that a sign-up page costs the same however many exist."""
+        recent = select(A.id, A.topic).order_by(A.id.desc()).limit(among).subquery()
+        newest = func.max(recent.c.id)
+        last_of_each = (
+            select(newest.label("id"))
+            .where(recent.c.topic != "")
+            .group_by(recent.c.topic)
+            .order_by(newest.desc())
+            .limit(limit)
+            .subquery()
+        )
+        query = select(A.topic, A.category).join(last_of_each, A.id == last_of_each.c.id)
+        with reading(self.engine) as conn:
+            named: list[tuple[str, str]] = [(key, name) for key, name in conn.execute(query)]
+        return dict(sorted(named, key=lambda topic: topic[1].casefold()))
+
+    def news_for(self, reader: Subscriber, at: datetime) -> tuple[int, bool]:
+        """The newest article at `at`, and whether the reader's window up to it (after their
+        cursor) holds one in their topics: whether their next digest has anything to send."""
+        with reading(self.engine) as conn:
+            newest = newest_article(conn, at)
+            if reader.cursor >= newest or reader.topics is None:
+                return newest, reader.cursor < newest
+            return newest, bool(
+                conn.scalar(select(in_topics(reader.cursor, newest, reader.topics)))
+            )
 
     def recent_articles(self, limit: int) -> list[Article]:
         with reading(self.engine) as conn:
@@ -308,8 +342,9 @@ class Store:
         """Record a sign-up as pending; say whether a confirmation mail should go out.
 
         A new address is added; a pending one takes the latest choices; an unsubscribed or bounced
-        one starts over with a new token_version; an active one is left exactly as it is. Known
-        means without regard to case, and a known reader keeps the address as first typed.
+        one starts over with them, a new token_version and no pause; an active one is left exactly
+        as it is. Known means without regard to case, and a known reader keeps the address as
+        first typed.
         """
         with writing(self.engine) as conn:
             new_id = conn.scalar(
@@ -334,6 +369,8 @@ class Store:
                     status=SubscriberStatus.PENDING.value,
                     frequency=draft.frequency.value,
                     timezone=draft.timezone,
+                    topics=stored_topics(draft.topics),
+                    paused_until=None,
                     token_version=version,
                 )
             )
@@ -409,11 +446,14 @@ class Store:
         *,
         send_time: time | None,
         send_weekday: int | None,
+        topics: frozenset[str] | None,
     ) -> Subscriber | None:
-        """Change frequency, timezone, send time and weekday (None: the site's) of a reader who is
-        signed up, and return the reader (a stopped one unchanged); None if gone. The cursor
-        stays: no article is lost or sent twice."""
+        """Change frequency, timezone, send time and weekday (None: the site's) and topics (topic
+        keys; None: every topic, later ones too) of a reader who is signed up, and return the
+        reader (a stopped one unchanged); None if gone. The cursor stays: no article is sent
+        twice, and the next digest holds their new topics from where the last one ended."""
         signed_up = S.status.in_([s.value for s in SIGNED_UP])
+        chosen_topics = literal(stored_topics(topics), Text())
         with writing(self.engine) as conn:
             return self._change(
                 conn,
@@ -423,6 +463,7 @@ class Store:
                 timezone=case((signed_up, timezone), else_=S.timezone),
                 send_time=case((signed_up, _hh_mm(send_time)), else_=S.send_time),
                 send_weekday=case((signed_up, send_weekday), else_=S.send_weekday),
+                topics=case((signed_up, chosen_topics), else_=S.topics),
             )
 
     def pause(
@@ -464,36 +505,6 @@ class Store:
         ).one_or_none()
         return None if row is None else _subscriber(row)
 
-    def set_topics(
-        self, subscriber_id: int, token_version: int, topics: frozenset[str] | None
-    ) -> Subscriber | None:
-        """Choose the topics of a reader who is signed up (topic keys; None: every topic, later
-        ones too), and return the reader (a stopped one unchanged); None if gone. The cursor
-        stays: the next digest holds their new topics from where the last one ended."""
-        signed_up = S.status.in_([s.value for s in SIGNED_UP])
-        chosen = literal(stored_topics(topics), Text())
-        with writing(self.engine) as conn:
-            return self._change(
-                conn, subscriber_id, token_version, topics=case((signed_up, chosen), else_=S.topics)
-            )
-
-    def active_topic_sets(
-        self, only: Only = EVERYONE
-    ) -> dict[tuple[Frequency, str], list[str | None]]:
-        """The distinct topic sets (as stored) of active readers, per (frequency, timezone):
-        readers share few, so planning takes each as a group of its own."""
-        query = (
-            select(S.frequency, S.timezone, S.topics)
-            .where(S.status == SubscriberStatus.ACTIVE.value)
-            .distinct()
-            .order_by(S.frequency, S.timezone, S.topics)
-        )
-        groups: dict[tuple[Frequency, str], list[str | None]] = {}
-        with reading(self.engine) as conn:
-            for frequency, timezone, topics in conn.execute(narrow(query, only)):
-                groups.setdefault((Frequency(frequency), timezone), []).append(topics)
-        return groups
-
     def topic_mix(self) -> dict[frozenset[str] | None, int]:
         """Active readers counted by topic set (None: every topic), for `status`."""
         query = (
@@ -529,7 +540,9 @@ class Store:
             due = (
                 false()
                 if sendable is None
-                else and_(S.anchor < sendable.at, _has_news(newest), not_paused(sendable.at))
+                else and_(
+                    S.anchor < sendable.at, has_news(newest, key.topics), not_paused(sendable.at)
+                )
             )
             group = (
                 select()
@@ -642,18 +655,19 @@ def read_topics(stored: str | None) -> frozenset[str] | None:
 
 
 def in_topics(
-    after: InstrumentedAttribute[int], upto: int, topics: frozenset[str]
+    after: InstrumentedAttribute[int] | int, upto: int, topics: frozenset[str]
 ) -> ColumnElement[bool]:
     """Whether the window (after, upto] holds an article in topics: a look-up per topic on
     ix_articles_topic, however long the window."""
     return select(A.id).where(A.topic.in_(sorted(topics)), A.id > after, A.id <= upto).exists()
 
 
-def _has_news(newest: int) -> ColumnElement[bool]:
-    """Whether a reader's window (cursor, newest] holds an article in their topics, their topics
-    read in SQL: for status, which counts readers per group rather than per topic set."""
-    window = select(A.id).where(A.id > S.cursor, A.id <= newest, _listed_in(S.topics)).exists()
-    return and_(S.cursor < newest, or_(S.topics.is_(None), window))
+def has_news(upto: int, topics: frozenset[str] | None) -> ColumnElement[bool]:
+    """Whether a reader's window (cursor, upto] holds news for a reader of topics: any article
+    for a reader of every topic (None), one in their topics for the others."""
+    if topics is None:
+        return S.cursor < upto
+    return and_(S.cursor < upto, in_topics(S.cursor, upto, topics))
 
 
 def _listed_in(topics: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:
@@ -673,13 +687,15 @@ def not_paused(at: datetime) -> ColumnElement[bool]:
 
 
 def in_group(group: ReaderGroup) -> tuple[ColumnElement[bool], ...]:
-    """The readers of a group: NULL send time and weekday are the site's, a group of their own."""
-    at, day = _hh_mm(group.send_time), _weekday_that_counts()
+    """The readers of a group: NULL send time and weekday are the site's and NULL topics every
+    topic, each a group of its own."""
+    at, day, topics = _hh_mm(group.send_time), _weekday_that_counts(), stored_topics(group.topics)
     return (
         S.frequency == group.frequency.value,
         S.timezone == group.timezone,
         S.send_time.is_(None) if at is None else S.send_time == at,
         day.is_(None) if group.send_weekday is None else day == group.send_weekday,
+        S.topics.is_(None) if topics is None else S.topics == topics,
     )
 
 

@@ -621,7 +621,7 @@ def test_a_weekly_reader_chooses_their_hour_and_day_on_preferences_by_keyboard_i
         with page.expect_navigation():
             page.keyboard.press("Enter")
         expect(page.locator("[role=status]")).to_have_text(
-            "Saved. Weekly, on Sundays at 07:00, Madrid (Spain) time."
+            "Saved. Weekly, on Sundays at 07:00, Madrid (Spain) time: all topics."
         )
         expect(page.get_by_label("Time of day")).to_have_value("07:00")
         expect(page.get_by_label("Day of your weekly digest")).to_have_value("sunday")

@@ -13,7 +13,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -75,7 +75,9 @@ class Web:
     def get(self, path: str) -> httpx.Response:
         return self.client.get(path)
 
-    def post(self, path: str, data: dict[str, str] | None = None, **headers: str) -> httpx.Response:
+    def post(
+        self, path: str, data: Mapping[str, str | list[str]] | None = None, **headers: str
+    ) -> httpx.Response:
         headers = {"Origin": self.base_url} | headers
         return self.client.post(path, data=data, headers=headers)
 
@@ -521,7 +523,7 @@ def test_preferences_change_frequency_and_timezone_and_refuse_a_bad_timezone(web
     assert "Your next digest arrives Monday 30 November at 08:00." in _visible_text(page.text)
     saved = web.post(link, {"frequency": "daily", "timezone": "Australia/Sydney"})
     assert saved.status_code == 200
-    assert "Saved. Daily, at 08:00, Sydney (Australia Eastern) time." in saved.text
+    assert "Saved. Daily, at 08:00, Sydney (Australia Eastern) time: all topics." in saved.text
     assert "Your next digest arrives Wednesday 25 November at 08:00." in saved.text
     after = web.reader("prefs@example.org")
     assert (after.frequency, after.timezone, after.cursor) == (
@@ -550,7 +552,7 @@ def test_switching_weekly_to_daily_on_a_wednesday_tells_when_the_next_digest_rea
     reader = _active(web, "switch@example.org", Frequency.WEEKLY, confirmed=confirmed)
     link = web.link(Purpose.PREFERENCES, reader)
     saved = _visible_text(web.post(link, {"frequency": "daily"}).text)
-    assert "Saved. Daily, at 08:00, Madrid (Spain) time." in saved
+    assert "Saved. Daily, at 08:00, Madrid (Spain) time: all topics." in saved
     assert f"Your next digest {next_digest}." in saved
     assert f"Your next digest {next_digest}." in _visible_text(web.get(link).text)
 
@@ -572,7 +574,7 @@ def test_preferences_offer_the_send_hour_and_a_weekly_readers_day_and_say_what_c
     assert saved.status_code == 200
     _one_change_that_returns_the_reader(statements)
     text = _visible_text(saved.text)
-    assert "Saved. Weekly, on Sundays at 07:00, Madrid (Spain) time." in text
+    assert "Saved. Weekly, on Sundays at 07:00, Madrid (Spain) time: all topics." in text
     assert "Your next digest arrives Sunday 29 November at 07:00." in text
     after = web.reader("sunday@example.org")
     assert (after.send_time, after.send_weekday) == (time_of_day(7), 6)
@@ -581,7 +583,7 @@ def test_preferences_offer_the_send_hour_and_a_weekly_readers_day_and_say_what_c
     assert ("sunday", True, "Sunday") in select_options(again, "weekday")
     # Back to the site's hour; a daily reader is not asked for a day.
     daily = web.post(link, {"frequency": "daily", "send_time": ""})
-    assert "Saved. Daily, at 08:00, Madrid (Spain) time." in _visible_text(daily.text)
+    assert "Saved. Daily, at 08:00, Madrid (Spain) time: all topics." in _visible_text(daily.text)
     assert 'id="weekday"' not in daily.text
     assert web.reader("sunday@example.org").send_time is None
 
@@ -688,7 +690,7 @@ def test_a_reader_in_a_zone_off_the_list_keeps_it_on_preferences_and_at_sign_up(
     ]
     assert 30 <= len(options) <= 61
     saved = web.post(link, {"frequency": "daily", "timezone": "Pacific/Chatham"})
-    assert "Saved. Daily, at 08:00, Pacific/Chatham time." in saved.text
+    assert "Saved. Daily, at 08:00, Pacific/Chatham time: all topics." in saved.text
     assert web.reader("chatham@example.org").timezone == "Pacific/Chatham"
     # Any zone the database knows is taken at sign-up too, list or no list.
     web.post(

@@ -3,7 +3,7 @@ planning and rendering, and shown by status. On SQLite and PostgreSQL, through t
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,14 @@ from test_claims import statements_sent
 from test_cli import parsed, plain_text
 
 from digest import database
-from digest.domain import ArticleDraft, Claim, Frequency, Schedule, SubscriberDraft
+from digest.domain import (
+    ArticleDraft,
+    Claim,
+    Frequency,
+    Schedule,
+    Subscriber,
+    SubscriberDraft,
+)
 from digest.ledger import FinishRules, Ledger, PlanRules
 from digest.store import Store
 
@@ -35,6 +42,20 @@ def add(cli: Cli, email: str, *options: str) -> None:
         *options,
     )  # fmt: skip
     assert result.code == 0, result.err
+
+
+def choose_topics(store: Store, email: str, topics: frozenset[str] | None) -> Subscriber | None:
+    """Save a reader's topics as the preferences page does, their other choices as they are."""
+    reader = store.find_subscriber(email)
+    return store.set_preferences(
+        reader.id,
+        reader.token_version,
+        reader.frequency,
+        reader.timezone,
+        send_time=reader.send_time,
+        send_weekday=reader.send_weekday,
+        topics=topics,
+    )
 
 
 def texts_by_reader(smtp_server: SmtpServer) -> dict[str, str]:
@@ -116,8 +137,7 @@ def test_a_window_with_nothing_in_the_readers_topics_is_skipped_and_their_cursor
     # not the ones of the window they skipped.
     engine = database.connect(database_url)
     store = Store(engine)
-    sleeper = store.find_subscriber("sleep@example.org")
-    assert store.set_topics(sleeper.id, sleeper.token_version, frozenset({"nutrition"}))
+    assert choose_topics(store, "sleep@example.org", frozenset({"nutrition"}))
     engine.dispose()
     assert upgraded("articles", "import", str(five_articles(tmp_path, start=10, count=1))).code == 0
     assert upgraded("send", "--now", NEXT_MONDAY).code == 0
@@ -213,7 +233,7 @@ def test_a_digests_topics_are_fixed_at_planning_for_its_retries_web_version_and_
     rules = PlanRules(Schedule(), None, 100, "example.org")
     ledger.plan(MONDAY, rules)
     reader = store.find_subscriber("n@example.org")
-    store.set_topics(reader.id, reader.token_version, None)  # everything, after planning
+    choose_topics(store, "n@example.org", None)  # everything, after planning
     (claim,) = ledger.claim("w", MONDAY, timedelta(minutes=5), 10)
     assert claim.topics == frozenset({"nutrition"})
     ledger.record("w", MONDAY, [claim], [], FINISH)
@@ -253,17 +273,46 @@ def test_a_dry_run_counts_a_reader_with_nothing_in_their_topics_as_skipped(
     assert smtp_server.messages == []
 
 
-def test_set_topics_changes_a_signed_up_reader_and_leaves_a_stopped_one_or_an_old_link_alone(
+def test_saving_topics_changes_a_signed_up_reader_and_leaves_a_stopped_one_or_an_old_link_alone(
     store: Store,
 ) -> None:
     drafts = [SubscriberDraft(f"{name}@example.org", Frequency.WEEKLY, "UTC") for name in "ab"]
     store.add_subscribers(drafts, confirmed=True, now=MONDAY)
     a, b = (store.find_subscriber(d.email) for d in drafts)
-    changed = store.set_topics(a.id, a.token_version, frozenset({"sleep", "nutrition"}))
+    changed = choose_topics(store, a.email, frozenset({"sleep", "nutrition"}))
     assert changed is not None and changed.topics == frozenset({"sleep", "nutrition"})
-    assert store.set_topics(a.id, a.token_version + 1, None) is None  # an old link
+    old_link = store.set_preferences(
+        a.id, a.token_version + 1, a.frequency, a.timezone,
+        send_time=None, send_weekday=None, topics=None,
+    )  # fmt: skip
+    assert old_link is None
     store.unsubscribe(b.id, b.token_version, MONDAY)
-    stopped = store.set_topics(b.id, b.token_version, frozenset({"sleep"}))
+    stopped = choose_topics(store, b.email, frozenset({"sleep"}))
     assert stopped is not None and stopped.topics is None
-    back = store.set_topics(a.id, a.token_version, None)
+    back = choose_topics(store, a.email, None)
     assert back is not None and back.topics is None
+
+
+def test_planning_queries_each_group_of_hour_and_topics_its_readers_hold_and_no_other(
+    store: Store,
+) -> None:
+    # Two groups of one frequency and timezone, each with its own topic set: two INSERTs, not
+    # one per group and topic set of the timezone (four, two of them for nobody).
+    drafts = [
+        SubscriberDraft(
+            "early@example.org", Frequency.WEEKLY, "UTC", time(7), topics=TOPIC_SETS[1]
+        ),
+        SubscriberDraft("late@example.org", Frequency.WEEKLY, "UTC", topics=TOPIC_SETS[2]),
+    ]
+    store.add_subscribers(drafts, confirmed=True, now=MONDAY - timedelta(days=7))
+    publish_two(store)
+    with statements_sent(store.engine) as sent:
+        planned = Ledger(store).plan(MONDAY, PlanRules(Schedule(), None, 100, "example.org"))
+    assert planned.skipped == 1  # the Sleep reader
+    inserts = [sql for sql, _ in sent if sql.lstrip().upper().startswith("INSERT INTO DELIVERIES")]
+    assert len(inserts) == 2
+    groups = Store(store.engine).active_groups()
+    assert {(g.send_time, g.topics) for g in groups} == {
+        (time(7), TOPIC_SETS[1]),
+        (None, TOPIC_SETS[2]),
+    }
