@@ -28,6 +28,7 @@ from starlette.routing import Route
 from test_demo import _mail
 from test_pages import PAUSED, Web, _active, _confirm_path, _web
 from test_render import ARTICLES, DATE, FOOTED, HEAD_FONT_RULE, RECIPIENT, WEEK, article
+from test_topic_pages import publish
 from test_web_version import record_sent
 from test_welcome import welcome as welcome_to
 
@@ -628,5 +629,67 @@ def test_a_weekly_reader_chooses_their_hour_and_day_on_preferences_by_keyboard_i
         steps.shot("preferences-saved-sunday-0700")
         reader = web.reader("hours@example.org")
         assert (reader.send_time, reader.send_weekday) == (time(7), 6)
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize(("width", "height"), [(375, 800), (1280, 900)], ids=["375px", "1280px"])
+def test_a_reader_chooses_topics_at_sign_up_by_keyboard_and_changes_them_on_preferences_in_chromium(
+    chromium: Browser, screenshots: Path, sqlite_web: Web, width: int, height: int
+) -> None:
+    from playwright.sync_api import expect
+
+    web = sqlite_web
+    publish(web, "Nutrition", "Public Health", "Sleep", "Medical News & Research")
+    context, page = reader_page(chromium, web.base_url, width, height)
+    steps = Steps(page, screenshots, width)
+    try:
+        page.goto("/subscribe")
+        nutrition = page.get_by_label("Nutrition", exact=True)
+        expect(nutrition).to_be_hidden()  # folded away: the form stays short
+        steps.shot("subscribe-topics-folded")
+        page.get_by_label("Email address").fill("topics@example.org")
+        page.get_by_label("Weekly").check()
+        page.locator("#timezone").focus()
+        page.keyboard.press("Tab")  # from the timezone to the topics, as a keyboard user would
+        summary = page.locator("summary")
+        expect(summary).to_be_focused()
+        assert summary.evaluate("s => getComputedStyle(s).outlineStyle") != "none"
+        page.keyboard.press("Enter")
+        topics = page.get_by_role("group", name="Topics")
+        expect(topics).to_be_visible()
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("Medical News & Research")).to_be_focused()
+        page.keyboard.press("Tab")
+        expect(nutrition).to_be_focused()
+        page.keyboard.press("Space")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Space")  # Public Health
+        expect(nutrition).to_be_checked()
+        expect(page.get_by_label("Public Health")).to_be_checked()
+        steps.shot("subscribe-topics-chosen")
+        page.get_by_role("button", name="Subscribe").focus()
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        expect(page.locator("h1")).to_have_text("Check your inbox")
+        pending = web.reader("topics@example.org")
+        assert pending.topics == frozenset({"nutrition", "public health"})
+
+        page.goto(_confirm_path(web.next_mail()))
+        page.get_by_role("button", name="Yes, confirm my subscription").click()
+        expect(page.locator(".success")).to_contain_text("Your first weekly digest arrives")
+        page.get_by_role("link", name="choose its topics and when it comes").click()
+        ticked = page.get_by_role("group", name="Topics").get_by_role("checkbox", checked=True)
+        expect(ticked).to_have_count(2)
+        steps.shot("preferences-topics")
+        page.get_by_label("Public Health").uncheck()
+        page.get_by_label("Sleep").check()
+        with page.expect_navigation():
+            page.get_by_role("button", name="Save").click()
+        expect(page.get_by_role("status")).to_have_text(
+            "Saved. Weekly, on Mondays at 08:00, Madrid (Spain) time: Nutrition and Sleep."
+        )
+        steps.shot("preferences-topics-saved")
+        assert web.reader("topics@example.org").topics == frozenset({"nutrition", "sleep"})
     finally:
         context.close()
