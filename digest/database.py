@@ -133,7 +133,7 @@ def upgrade(engine: Engine, revision: str = "head") -> list[str]:
     try:
         with (
             engine.connect() as connection,
-            _foreign_keys_deferred(connection),
+            foreign_keys_deferred(connection),
             connection.begin(),
         ):
             config.attributes["connection"] = connection
@@ -145,7 +145,7 @@ def upgrade(engine: Engine, revision: str = "head") -> list[str]:
 
 
 @contextmanager
-def _foreign_keys_deferred(connection: Connection) -> Iterator[None]:
+def foreign_keys_deferred(connection: Connection) -> Iterator[None]:
     """SQLite: foreign keys off while migrating, checked before commit instead.
 
     Alembic changes a SQLite table by copying it and dropping the old one, and with foreign keys

@@ -29,9 +29,9 @@ from sqlalchemy import (
 )
 
 from digest import database
-from digest.domain import ArticleDraft, DeliveryStatus, Frequency, SubscriberStatus
+from digest.domain import ArticleDraft, DeliveryStatus, Frequency, Schedule, SubscriberStatus
 from digest.errors import DatabaseError
-from digest.ledger import Ledger
+from digest.ledger import Ledger, PlanRules
 from digest.models import ArticleRow, Base, DeliveryRow, SubscriberRow
 from digest.store import Store
 
@@ -241,7 +241,13 @@ def test_migration_0003_on_a_database_without_case_variants_says_it_merged_none(
 def migrate(engine: Engine, step: Callable[[Config, str], None], revision: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(database.MIGRATIONS))
-    with engine.begin() as connection:
+    # As database.upgrade does: on SQLite a table rebuilt with foreign keys on would take every
+    # row that refers to it along (a reader's deliveries).
+    with (
+        engine.connect() as connection,
+        database.foreign_keys_deferred(connection),
+        connection.begin(),
+    ):
         config.attributes["connection"] = connection
         step(config, revision)
 
@@ -294,6 +300,7 @@ def test_migration_0007_gives_existing_readers_every_topic_no_pause_and_the_site
     readers = {"a@example.org": Frequency.WEEKLY}
     seed(database_url, readers, [1], confirmed_at=monday - timedelta(days=7), imported_at=monday)
     engine = database.connect(database_url)
+    Ledger(Store(engine)).plan(monday, PlanRules(Schedule(), None, 100, "example.org"))
     migrate(engine, command.downgrade, "0006")
     migrate(engine, command.upgrade, "0007")
     reader = Store(engine).find_subscriber("a@example.org")
@@ -302,6 +309,8 @@ def test_migration_0007_gives_existing_readers_every_topic_no_pause_and_the_site
     migrate(engine, command.downgrade, "0006")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT email FROM subscribers")).scalar_one() == "a@example.org"
+        # The reader's planned digest is still there: the rebuilt table took no delivery along.
+        assert conn.execute(text("SELECT count(*) FROM deliveries")).scalar_one() == 1
     engine.dispose()
 
 
