@@ -64,7 +64,8 @@ def due_line(services: Services, s: Subscriber, now: datetime, *, news: bool) ->
         return f"{s.email} {NO_DIGESTS[s.status]}"
     if upcoming.due_now:
         return f"{s.email} ({s.frequency}, {s.timezone}) is due now, for {upcoming.slot.key}"
-    return f"{s.email} ({s.frequency}): next digest {_when(upcoming.slot.at, s.timezone)}"
+    paused = f", {pause_words(s)}" if is_paused(s.paused_until, now) else ""
+    return f"{s.email} ({s.frequency}{paused}): next digest {_when(upcoming.slot.at, s.timezone)}"
 
 
 def _next_digests(groups: list[Outlook]) -> str:

@@ -627,6 +627,11 @@ def test_a_paused_reader_gets_nothing_until_the_date_then_one_digest_with_what_t
         False,
         False,
     ]
+    preview = three_readers("preview", "daily@example.org", "--now", MONDAY_0900)
+    assert preview.err.splitlines()[0] == (
+        "daily@example.org (daily, paused until 2026-12-03 00:00 UTC): "
+        "next digest 2026-12-03 08:00 UTC"
+    )
     status = three_readers("status", "--now", MONDAY_0900).out
     assert "  1 active reader(s) paused" in status
     assert next_digests(status)[0] == "none soon: every reader is paused"
