@@ -31,6 +31,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.orm import InstrumentedAttribute
@@ -260,11 +261,9 @@ class Store:
         cursor) holds one in their topics: whether their next digest has anything to send."""
         with reading(self.engine) as conn:
             newest = newest_article(conn, at)
-            if reader.cursor >= newest or reader.topics is None:
+            if reader.topics is None:
                 return newest, reader.cursor < newest
-            return newest, bool(
-                conn.scalar(select(in_topics(reader.cursor, newest, reader.topics)))
-            )
+            return newest, reader.cursor < (conn.scalar(_newest_in(reader.topics, newest)) or 0)
 
     def recent_articles(self, limit: int) -> list[Article]:
         with reading(self.engine) as conn:
@@ -654,20 +653,26 @@ def read_topics(stored: str | None) -> frozenset[str] | None:
     return None if stored is None else frozenset(stored.split(","))
 
 
-def in_topics(
-    after: InstrumentedAttribute[int] | int, upto: int, topics: frozenset[str]
-) -> ColumnElement[bool]:
-    """Whether the window (after, upto] holds an article in topics: a look-up per topic on
-    ix_articles_topic, however long the window."""
-    return select(A.id).where(A.topic.in_(sorted(topics)), A.id > after, A.id <= upto).exists()
+def _newest_in(topics: frozenset[str], upto: int) -> Select[int]:
+    """The newest article in topics up to upto (NULL if none): the greatest of each topic's
+    newest, each one seek on ix_articles_topic, however many articles there are."""
+    each = union_all(
+        *(
+            select(func.max(A.id).label("id")).where(A.topic == t, A.id <= upto)
+            for t in sorted(topics)
+        )
+    ).subquery()
+    return select(func.max(each.c.id))
 
 
 def has_news(upto: int, topics: frozenset[str] | None) -> ColumnElement[bool]:
     """Whether a reader's window (cursor, upto] holds news for a reader of topics: any article
-    for a reader of every topic (None), one in their topics for the others."""
+    for a reader of every topic (None), one in their topics for the others. For the latter it
+    compares the cursor with the newest article in their topics, found once for all the readers
+    of a query (an uncorrelated subquery), not looked for in each reader's window."""
     if topics is None:
         return S.cursor < upto
-    return and_(S.cursor < upto, in_topics(S.cursor, upto, topics))
+    return S.cursor < func.coalesce(_newest_in(topics, upto).scalar_subquery(), 0)
 
 
 def _listed_in(topics: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cli_fixtures import CONFIRMED, MONDAY_0900, Cli, five_articles
 from smtp_server import SmtpServer
-from sqlalchemy import text
-from test_claims import statements_sent
+from sqlalchemy import select, text
+from test_claims import plan_of, statements_sent
 from test_cli import parsed, plain_text
 
 from digest import database
@@ -23,7 +23,8 @@ from digest.domain import (
     SubscriberDraft,
 )
 from digest.ledger import FinishRules, Ledger, PlanRules
-from digest.store import Store
+from digest.models import SubscriberRow
+from digest.store import Store, has_news
 
 NEXT_MONDAY = "2026-12-07T09:00Z"
 
@@ -316,3 +317,15 @@ def test_planning_queries_each_group_of_hour_and_topics_its_readers_hold_and_no_
         (time(7), TOPIC_SETS[1]),
         (None, TOPIC_SETS[2]),
     }
+
+
+def test_news_in_a_readers_topics_is_their_cursor_against_one_subquery_run_once_not_per_reader(
+    store: Store,
+) -> None:
+    publish_two(store)
+    query = select(SubscriberRow.id).where(has_news(2, frozenset({"nutrition", "sleep"})))
+    compiled = query.compile(store.engine, compile_kwargs={"literal_binds": True})
+    plan = plan_of(store.engine, str(compiled), {})
+    # Uncorrelated, so run once a statement: SQLite says CORRELATED, PostgreSQL SubPlan, otherwise.
+    assert "CORRELATED" not in plan and "SubPlan" not in plan, plan
+    assert "ix_articles_topic" in plan, plan
