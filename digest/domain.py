@@ -75,15 +75,13 @@ class Schedule:
 
 @dataclass(frozen=True, slots=True)
 class ReaderGroup:
-    """Readers who share their slots and their digest's articles: one frequency, timezone, choice
-    of time and weekday (None: the site's) and topic set (None: every topic). Planning and the
-    outlook work per group, never per reader; readers share few distinct choices."""
+    """Readers who share their slots: one frequency, timezone and choice of time and weekday
+    (None: the site's). Planning and the outlook work per group, never per reader."""
 
     frequency: Frequency
     timezone: str
     send_time: time | None = None
     send_weekday: int | None = None
-    topics: frozenset[str] | None = None  # topic keys (topic_key)
 
     def schedule(self, site: Schedule) -> Schedule:
         return site.for_reader(self.send_time, self.send_weekday)

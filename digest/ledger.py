@@ -59,6 +59,7 @@ from digest.errors import NotFound
 from digest.models import DeliveryRow, RunRow, SubscriberRow, UtcDateTime
 from digest.store import (
     ERROR_TEXT_LIMIT,
+    Readership,
     SelectT,
     Store,
     articles_between,
@@ -130,17 +131,22 @@ class Ledger:
         yields how many it planned to send and how many it skipped.
         """
         snapshot = self._store.newest_seq(now)
-        for slot, group in self._due_groups(now, rules, only):
-            due = _due(group, slot.at, only)
-            yield from self._plan_group(slot, due, snapshot, now, rules, group.topics)
+        readership = self._store.readership(only)
+        news = has_news(snapshot, readership.topic_sets)
+        for slot, group in _due_groups(readership, now, rules):
+            yield from self._plan_group(
+                slot, _due(group, slot.at, only), snapshot, now, rules, news
+            )
 
     def count_due(self, now: datetime, rules: PlanRules, only: Only = EVERYONE) -> int:
         """What a run at now sends, before it has planned: the deliveries claimable now, and the
         due readers with news (the ones without are skipped)."""
         snapshot = self._store.newest_seq(now)
+        readership = self._store.readership(only)
+        news = has_news(snapshot, readership.topic_sets)
         waiting = 0
-        for slot, group in self._due_groups(now, rules, only):
-            due = _due(group, slot.at, only).where(has_news(snapshot, group.topics))
+        for slot, group in _due_groups(readership, now, rules):
+            due = _due(group, slot.at, only).where(news)
             with_news = select(func.count()).select_from(due.subquery())
             with reading(self.engine) as conn:
                 waiting += conn.scalar(with_news) or 0
@@ -151,8 +157,9 @@ class Ledger:
     ) -> Iterator[list[Claim]]:
         """What plan would do, as would-be claims (delivery_id 0), in batches; writes nothing."""
         snapshot = self._store.newest_seq(now)
-        for slot, group in self._due_groups(now, rules, only):
-            news = has_news(snapshot, group.topics).label("news")
+        readership = self._store.readership(only)
+        news = has_news(snapshot, readership.topic_sets).label("news")
+        for slot, group in _due_groups(readership, now, rules):
             with_news = _due(group, slot.at, only).add_columns(news)
             for batch in self._batches(with_news, rules.batch_size):
                 yield [
@@ -169,23 +176,10 @@ class Ledger:
                         message_id=f"<{uuid.uuid4().hex}@{rules.message_domain}>",
                         planned_at=now,
                         attempts=0,
-                        topics=group.topics,
+                        topics=read_topics(row.topics),
                     )
                     for row in batch
                 ]
-
-    def _due_groups(
-        self, now: datetime, rules: PlanRules, only: Only
-    ) -> Iterator[tuple[Slot, ReaderGroup]]:
-        """Each group (frequency, timezone, send time, weekday and topic set) with a sendable
-        slot: planning takes one query a group, however many readers share it."""
-        for group in self._store.active_groups(only):
-            schedule = group.schedule(rules.schedule)
-            slot = sendable_slot(
-                group.frequency, schedule, ZoneInfo(group.timezone), now, rules.max_lateness
-            )
-            if slot is not None:
-                yield slot, group
 
     def _batches(self, due: Select[*tuple[Any, ...]], size: int) -> Iterator[list[AnyRow]]:
         # Keyset on (anchor, id) rides ix_subscribers_due: a run with nobody due costs one index
@@ -208,7 +202,7 @@ class Ledger:
         snapshot: int,
         now: datetime,
         rules: PlanRules,
-        topics: frozenset[str] | None,
+        news: ColumnElement[bool],
     ) -> Iterator[Planned]:
         """Plan one group's due readers, PLAN_CHUNK at a time."""
         key = tuple_(S.anchor, S.id)
@@ -227,7 +221,7 @@ class Ledger:
                 if last is not None:
                     chunk = chunk.where(key <= tuple_(last.anchor, last.id))
                 made = conn.execute(
-                    self._deliveries_of(chunk, slot, snapshot, now, rules, topics).returning(
+                    self._deliveries_of(chunk, slot, snapshot, now, rules, news).returning(
                         D.subscriber_id, D.status
                     )
                 ).all()
@@ -253,11 +247,11 @@ class Ledger:
         snapshot: int,
         now: datetime,
         rules: PlanRules,
-        topics: frozenset[str] | None,
+        news: ColumnElement[bool],
     ) -> Insert:
         """INSERT … SELECT: a pending delivery for each reader with news, a skipped one for the rest."""
         status = case(
-            (has_news(snapshot, topics), DeliveryStatus.PENDING.value),
+            (news, DeliveryStatus.PENDING.value),
             else_=DeliveryStatus.SKIPPED.value,
         )
         message_id = "<" + random_hex(self.engine) + f"@{rules.message_domain}>"
@@ -649,6 +643,20 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
+def _due_groups(
+    readership: Readership, now: datetime, rules: PlanRules
+) -> Iterator[tuple[Slot, ReaderGroup]]:
+    """Each group (frequency, timezone, send time and weekday) with a sendable slot: planning
+    takes one query a group, however many readers share it."""
+    for group in readership.groups:
+        schedule = group.schedule(rules.schedule)
+        slot = sendable_slot(
+            group.frequency, schedule, ZoneInfo(group.timezone), now, rules.max_lateness
+        )
+        if slot is not None:
+            yield slot, group
+
+
 def _due(group: ReaderGroup, slot_at: datetime, only: Only) -> Select[*tuple[Any, ...]]:
     """The group's readers due at the slot: active, not paused at it, anchored before it, and with
     no delivery still outstanding (they wait for it). A paused reader is left as they are, anchor
@@ -656,7 +664,7 @@ def _due(group: ReaderGroup, slot_at: datetime, only: Only) -> Select[*tuple[Any
     outstanding = exists().where(
         D.subscriber_id == S.id, D.status.in_([s.value for s in OUTSTANDING])
     )
-    due = select(S.id, S.email, S.token_version, S.cursor, S.anchor).where(
+    due = select(S.id, S.email, S.token_version, S.cursor, S.anchor, S.topics).where(
         S.status == SubscriberStatus.ACTIVE.value,
         *in_group(group),
         S.anchor < slot_at,

@@ -7,6 +7,7 @@ advances a reader's cursor when their digest is sent; nothing here reads deliver
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -59,6 +60,9 @@ from digest.errors import DatabaseError, DuplicateSubscriber, NotFound
 from digest.models import ArticleRow, FeedRow, SubscriberRow, UtcDateTime
 
 A, S = ArticleRow, SubscriberRow
+# The topic sets whose readers' news planning finds by one look-up a set (has_news); readers hold
+# few, and the readers of any other are served by a look into their window.
+COMMON_TOPIC_SETS = 64
 ERROR_TEXT_LIMIT = 500  # the longest error text kept on a row
 SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
 # Readers who are subscribed or on their way: the others need a new sign-up to change anything.
@@ -103,6 +107,14 @@ class Outlook:
     due_now: int
     first: Slot | None  # the earliest slot one of the others gets it at; None if all are due now
     at_first: int
+
+
+@dataclass(frozen=True, slots=True)
+class Readership:
+    """Active readers as planning and the outlook take them."""
+
+    groups: dict[ReaderGroup, int]  # readers who share their slots, and how many
+    topic_sets: tuple[str | None, ...]  # as stored_topics keeps them, most readers first
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,26 +181,23 @@ class Store:
         with reading(self.engine) as conn:
             return newest_article(conn, at)
 
-    def active_groups(self, only: Only = EVERYONE) -> dict[ReaderGroup, int]:
-        """Active readers counted by group (frequency, timezone, send time, for weekly readers
-        weekday, and topic set): each group shares its slots and its digests' articles."""
+    def readership(self, only: Only = EVERYONE) -> Readership:
+        """Active readers counted by group (frequency, timezone, send time and, for weekly
+        readers, weekday), and the topic sets they hold, in one pass over them."""
         weekday = _weekday_that_counts()
         query = (
             select(S.frequency, S.timezone, S.send_time, weekday, S.topics, func.count())
             .where(S.status == SubscriberStatus.ACTIVE.value)
             .group_by(S.frequency, S.timezone, S.send_time, weekday, S.topics)
         )
+        groups: Counter[ReaderGroup] = Counter()
+        topic_sets: Counter[str | None] = Counter()
         with reading(self.engine) as conn:
-            return {
-                ReaderGroup(
-                    Frequency(f),
-                    tz,
-                    None if at is None else time.fromisoformat(at),
-                    day,
-                    read_topics(topics),
-                ): n
-                for f, tz, at, day, topics, n in conn.execute(narrow(query, only))
-            }
+            for f, tz, at, day, topics, n in conn.execute(narrow(query, only)):
+                at_time = None if at is None else time.fromisoformat(at)
+                groups[ReaderGroup(Frequency(f), tz, at_time, day)] += n
+                topic_sets[topics] += n
+        return Readership(dict(groups), tuple(topics for topics, _ in topic_sets.most_common()))
 
     # -- articles -------------------------------------------------------------------------
 
@@ -263,7 +272,8 @@ class Store:
             newest = newest_article(conn, at)
             if reader.topics is None:
                 return newest, reader.cursor < newest
-            return newest, reader.cursor < (conn.scalar(_newest_in(reader.topics, newest)) or 0)
+            theirs = conn.scalar(select(_newest_in(reader.topics, newest))) or 0
+            return newest, reader.cursor < theirs
 
     def recent_articles(self, limit: int) -> list[Article]:
         with reading(self.engine) as conn:
@@ -531,17 +541,17 @@ class Store:
         wait for the slot after their anchor, which only a send at a later --now puts there.
         """
         newest = self.newest_seq(now)
+        readership = self.readership()
+        news = has_news(newest, readership.topic_sets)
         outlook = {}
-        for key in self.active_groups():
+        for key in readership.groups:
             frequency, zone, theirs = key.frequency, ZoneInfo(key.timezone), key.schedule(schedule)
             sendable = sendable_slot(frequency, theirs, zone, now, max_lateness)
             upcoming = next_slot(frequency, theirs, zone, now)
             due = (
                 false()
                 if sendable is None
-                else and_(
-                    S.anchor < sendable.at, has_news(newest, key.topics), not_paused(sendable.at)
-                )
+                else and_(S.anchor < sendable.at, news, not_paused(sendable.at))
             )
             group = (
                 select()
@@ -653,26 +663,33 @@ def read_topics(stored: str | None) -> frozenset[str] | None:
     return None if stored is None else frozenset(stored.split(","))
 
 
-def _newest_in(topics: frozenset[str], upto: int) -> Select[int]:
-    """The newest article in topics up to upto (NULL if none): the greatest of each topic's
-    newest, each one seek on ix_articles_topic, however many articles there are."""
+def _newest_in(topics: frozenset[str], upto: int) -> ColumnElement[int]:
+    """The newest article in topics up to upto (0 if none): the greatest of each topic's newest,
+    each one seek on ix_articles_topic, however many articles there are."""
     each = union_all(
         *(
             select(func.max(A.id).label("id")).where(A.topic == t, A.id <= upto)
             for t in sorted(topics)
         )
     ).subquery()
-    return select(func.max(each.c.id))
+    return func.coalesce(select(func.max(each.c.id)).scalar_subquery(), 0)
 
 
-def has_news(upto: int, topics: frozenset[str] | None) -> ColumnElement[bool]:
-    """Whether a reader's window (cursor, upto] holds news for a reader of topics: any article
-    for a reader of every topic (None), one in their topics for the others. For the latter it
-    compares the cursor with the newest article in their topics, found once for all the readers
-    of a query (an uncorrelated subquery), not looked for in each reader's window."""
-    if topics is None:
-        return S.cursor < upto
-    return S.cursor < func.coalesce(_newest_in(topics, upto).scalar_subquery(), 0)
+def has_news(upto: int, topic_sets: Sequence[str | None]) -> ColumnElement[bool]:
+    """Whether a reader's window (cursor, upto] holds news for them: any article for a reader of
+    every topic, one in their topics for the others. For a reader of one of the topic sets given
+    (as stored, the COMMON_TOPIC_SETS first), the cursor is compared with the newest article in
+    the set: one uncorrelated subquery a set, run once a statement, not a look into each
+    reader's window, which is left for the readers of any other set."""
+    known = [read_topics(stored) for stored in topic_sets[:COMMON_TOPIC_SETS]]
+    newest_in = [
+        (S.topics == stored_topics(topics), S.cursor < _newest_in(topics, upto))
+        for topics in known
+        if topics is not None
+    ]
+    window = select(A.id).where(A.id > S.cursor, A.id <= upto, _listed_in(S.topics)).exists()
+    anything = S.cursor < upto
+    return case((S.topics.is_(None), anything), *newest_in, else_=and_(anything, window))
 
 
 def _listed_in(topics: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:
@@ -692,15 +709,13 @@ def not_paused(at: datetime) -> ColumnElement[bool]:
 
 
 def in_group(group: ReaderGroup) -> tuple[ColumnElement[bool], ...]:
-    """The readers of a group: NULL send time and weekday are the site's and NULL topics every
-    topic, each a group of its own."""
-    at, day, topics = _hh_mm(group.send_time), _weekday_that_counts(), stored_topics(group.topics)
+    """The readers of a group: NULL send time and weekday are the site's, a group of their own."""
+    at, day = _hh_mm(group.send_time), _weekday_that_counts()
     return (
         S.frequency == group.frequency.value,
         S.timezone == group.timezone,
         S.send_time.is_(None) if at is None else S.send_time == at,
         day.is_(None) if group.send_weekday is None else day == group.send_weekday,
-        S.topics.is_(None) if topics is None else S.topics == topics,
     )
 
 

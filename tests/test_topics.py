@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from cli_fixtures import CONFIRMED, MONDAY_0900, Cli, five_articles
 from smtp_server import SmtpServer
-from sqlalchemy import select, text
-from test_claims import plan_of, statements_sent
+from sqlalchemy import text
+from test_claims import statements_sent
 from test_cli import parsed, plain_text
 
 from digest import database
+from digest import store as store_module
 from digest.domain import (
     ArticleDraft,
     Claim,
@@ -23,8 +24,7 @@ from digest.domain import (
     SubscriberDraft,
 )
 from digest.ledger import FinishRules, Ledger, PlanRules
-from digest.models import SubscriberRow
-from digest.store import Store, has_news
+from digest.store import Store
 
 NEXT_MONDAY = "2026-12-07T09:00Z"
 
@@ -294,11 +294,11 @@ def test_saving_topics_changes_a_signed_up_reader_and_leaves_a_stopped_one_or_an
     assert back is not None and back.topics is None
 
 
-def test_planning_queries_each_group_of_hour_and_topics_its_readers_hold_and_no_other(
+def test_planning_queries_each_group_once_whatever_topic_sets_its_readers_hold(
     store: Store,
 ) -> None:
     # Two groups of one frequency and timezone, each with its own topic set: two INSERTs, not
-    # one per group and topic set of the timezone (four, two of them for nobody).
+    # one per group and topic set (four, two of them for nobody).
     drafts = [
         SubscriberDraft(
             "early@example.org", Frequency.WEEKLY, "UTC", time(7), topics=TOPIC_SETS[1]
@@ -312,20 +312,45 @@ def test_planning_queries_each_group_of_hour_and_topics_its_readers_hold_and_no_
     assert planned.skipped == 1  # the Sleep reader
     inserts = [sql for sql, _ in sent if sql.lstrip().upper().startswith("INSERT INTO DELIVERIES")]
     assert len(inserts) == 2
-    groups = Store(store.engine).active_groups()
-    assert {(g.send_time, g.topics) for g in groups} == {
-        (time(7), TOPIC_SETS[1]),
-        (None, TOPIC_SETS[2]),
-    }
+    readership = store.readership()
+    assert {group.send_time for group in readership.groups} == {time(7), None}
+    assert set(readership.topic_sets) == {"nutrition", "sleep"}
 
 
-def test_news_in_a_readers_topics_is_their_cursor_against_one_subquery_run_once_not_per_reader(
-    store: Store,
+@pytest.mark.parametrize("common", [64, 1, 0], ids=["every-set", "one-set", "no-set"])
+def test_news_is_the_same_whether_a_readers_topic_set_is_looked_up_once_or_in_their_window(
+    store: Store, monkeypatch: pytest.MonkeyPatch, common: int
 ) -> None:
+    # The common topic sets' news comes from one look-up a set, any other's from each reader's
+    # window (store.has_news): both say the same, for readers with and without news.
+    monkeypatch.setattr(store_module, "COMMON_TOPIC_SETS", common)
+    sets = {
+        "all": None,
+        "nutrition": frozenset({"nutrition"}),
+        "health": frozenset({"public health", "sleep"}),
+        "sleep": frozenset({"sleep"}),
+        "fitness": frozenset({"fitness", "sleep"}),
+    }
+    drafts = [
+        SubscriberDraft(f"{name}{n}@example.org", Frequency.WEEKLY, "UTC", topics=topics)
+        for name, topics in sets.items()
+        for n in range(1 + (name == "sleep"))  # the most common set: the one looked up first
+    ]
+    store.add_subscribers(drafts, confirmed=True, now=MONDAY - timedelta(days=7))
     publish_two(store)
-    query = select(SubscriberRow.id).where(has_news(2, frozenset({"nutrition", "sleep"})))
-    compiled = query.compile(store.engine, compile_kwargs={"literal_binds": True})
-    plan = plan_of(store.engine, str(compiled), {})
-    # Uncorrelated, so run once a statement: SQLite says CORRELATED, PostgreSQL SubPlan, otherwise.
-    assert "CORRELATED" not in plan and "SubPlan" not in plan, plan
-    assert "ix_articles_topic" in plan, plan
+    Ledger(store).plan(MONDAY, PlanRules(Schedule(), None, 100, "example.org"))
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT s.email, d.status FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id"
+            )
+        )
+        planned = {email: status for email, status in rows}
+    assert planned == {
+        "all0@example.org": "pending",
+        "nutrition0@example.org": "pending",
+        "health0@example.org": "pending",
+        "sleep0@example.org": "skipped",
+        "sleep1@example.org": "skipped",
+        "fitness0@example.org": "skipped",
+    }
