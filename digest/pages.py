@@ -342,11 +342,12 @@ class ReaderPages:
     async def _confirmed(self, reader: Subscriber, *, welcome: bool = False) -> Response:
         """welcome: this click made the reader active, so the welcome mail follows (once)."""
         first_digest = await self._arrival(reader)
-        task = (
-            BackgroundTask(self._welcome.send, reader, first_digest, self._readers.now())
-            if welcome and self._welcome is not None
-            else None
-        )
+        task = None
+        if welcome and self._welcome is not None:
+            names = await run_in_threadpool(self._readers.topics)
+            task = BackgroundTask(
+                self._welcome.send, reader, first_digest, names, self._readers.now()
+            )
         return self._pages.render(
             "confirmed",
             "You're subscribed",

@@ -87,8 +87,11 @@ class WelcomeMail:
     schedule: Schedule
     one_click: bool
 
-    async def send(self, reader: Subscriber, first_digest: str, now: datetime) -> None:
-        """first_digest ends "Your first digest ...", as the confirmed page says it."""
+    async def send(
+        self, reader: Subscriber, first_digest: str, names: Mapping[str, str], now: datetime
+    ) -> None:
+        """first_digest ends "Your first digest ...", as the confirmed page says it; names names
+        the reader's topics as the pages do (Readers.topics)."""
 
         def link(purpose: Purpose) -> str:
             return self.base_url + link_path(self.tokens, purpose, reader)
@@ -99,6 +102,7 @@ class WelcomeMail:
             f"{rhythm(reader.frequency, schedule_of(reader, self.schedule))}, "
             f"{label(reader.timezone)} time",
             first_digest,
+            topics=None if reader.topics is None else topics_in_words(reader.topics, names),
             unsubscribe_url=link(Purpose.UNSUBSCRIBE),
             preferences_url=link(Purpose.PREFERENCES),
             message_id=f"<welcome.{uuid.uuid4().hex}@{self.message_domain}>",

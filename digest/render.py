@@ -326,6 +326,7 @@ class Renderer:
         rhythm: str,
         first_digest: str,
         *,
+        topics: str | None,
         unsubscribe_url: str,
         preferences_url: str,
         message_id: str,
@@ -333,7 +334,8 @@ class Renderer:
         one_click: bool,
     ) -> bytes:
         """The one welcome after confirming: rhythm says when digests come ("every Monday at
-        08:00, Madrid (Spain) time"), first_digest ends "Your first digest ..."."""
+        08:00, Madrid (Spain) time"), first_digest ends "Your first digest ...", and topics names
+        the reader's ("Nutrition and Sleep"; None: every topic)."""
         subject = f"Welcome to the {frequency.value} digest from {self.site.name}"
         context = {
             "site": self.site,
@@ -341,6 +343,7 @@ class Renderer:
             "frequency": frequency.value,
             "rhythm": rhythm,
             "first_digest": first_digest,
+            "topics": topics,
             "unsubscribe_url": unsubscribe_url,
             "preferences_url": preferences_url,
         }

@@ -30,12 +30,15 @@ def renderer() -> Renderer:
     return Renderer(PROJECT_TEMPLATES, SITE)
 
 
-def welcome(renderer: Renderer, *, one_click: bool = True) -> bytes:
+def welcome(
+    renderer: Renderer, *, one_click: bool = True, topics: str | None = "Nutrition and Sleep"
+) -> bytes:
     return renderer.welcome_message(
         RECIPIENT,
         Frequency.WEEKLY,
         "every Monday at 08:00, Madrid (Spain) time",
         "arrives Monday 30 November at 08:00",
+        topics=topics,
         unsubscribe_url=LINKS.unsubscribe,
         preferences_url=LINKS.preferences,
         message_id="<welcome.42@digest.example.org>",
@@ -48,6 +51,16 @@ def test_the_welcome_parts_match_their_golden_files(renderer: Renderer) -> None:
     message = welcome(renderer)
     assert_golden("welcome.txt", part(message, "plain"))
     assert_golden("welcome.html", part(message, "html"))
+
+
+def test_the_welcome_names_the_readers_topics_and_says_nothing_of_topics_for_every_topic(
+    renderer: Renderer,
+) -> None:
+    for subtype in ("plain", "html"):
+        chosen = " ".join(part(welcome(renderer), subtype).split())
+        assert "You'll get the new articles on Nutrition and Sleep from Mia's Feed in" in chosen
+        every = " ".join(part(welcome(renderer, topics=None), subtype).split())
+        assert "You'll get the new articles from Mia's Feed in one mail" in every
 
 
 def test_the_welcome_carries_a_digests_list_headers_each_on_one_line(
@@ -114,9 +127,12 @@ def web_without_welcome(
     yield from _web(request.param, store, smtp_server, {"DIGEST_CONFIG": str(settings)})
 
 
-def sign_up(web: Web, address: str) -> str:
-    """Sign up a weekly reader in Madrid; the path of the link in their confirmation mail."""
-    form = {"email": address, "frequency": "weekly", "timezone": "Europe/Madrid"}
+def sign_up(web: Web, address: str, *topics: str) -> str:
+    """Sign up a weekly reader in Madrid, of these topics (none: every topic); the path of the
+    link in their confirmation mail."""
+    form = {"email": address, "frequency": "weekly", "timezone": "Europe/Madrid"} | {
+        "topics": ["", *topics]
+    }
     assert web.post("/subscribe", form).status_code == 200
     return _confirm_path(web.next_mail())
 
@@ -137,7 +153,7 @@ def test_confirming_mails_one_welcome_that_says_what_comes_when_with_the_readers
     body = mail.get_body(("plain",))
     assert body is not None
     words = " ".join(body.get_content().split())
-    assert "in one mail every Monday at 08:00, Madrid (Spain) time." in words
+    assert "the new articles from Mia's Feed in one mail every Monday at 08:00, Madrid" in words
     # The same words as the page the click opened, from the same clock (Tuesday noon).
     assert "Your first weekly digest arrives Monday 30 November at 08:00." in words
     assert f"{web.base_url}{web.link(Purpose.PREFERENCES, reader)}" in words
@@ -154,6 +170,16 @@ def test_confirming_mails_one_welcome_that_says_what_comes_when_with_the_readers
     ]
     assert web.post(unsubscribe.removeprefix(web.base_url)).status_code == 200  # its link works
     assert web.reader("new@example.org").status is SubscriberStatus.UNSUBSCRIBED
+
+
+def test_a_reader_who_chose_topics_at_sign_up_is_welcomed_with_their_names(web: Web) -> None:
+    # Research is the category of the article _web publishes; sleep is one no article has yet.
+    confirm = sign_up(web, "choosy@example.org", "research", "sleep")
+    assert web.post(confirm).status_code == 200
+    body = web.next_mail().get_body(("plain",))
+    assert body is not None
+    words = " ".join(body.get_content().split())
+    assert "You'll get the new articles on Research and Sleep from Mia's Feed in one mail" in words
 
 
 def test_with_the_welcome_turned_off_confirming_mails_no_welcome(web_without_welcome: Web) -> None:
