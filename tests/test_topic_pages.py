@@ -195,6 +195,13 @@ def test_a_pending_reader_keeps_their_topics_when_they_ask_for_a_fresh_confirm_l
     assert web.reader("reader@example.org").topics == frozenset({"sleep"})
 
 
+def test_the_unsubscribe_page_offers_fewer_topics_as_another_way_to_stay(web: Web) -> None:
+    reader = _active(web, "toomuch@example.org", Frequency.MONTHLY)
+    page = web.get(web.link(Purpose.UNSUBSCRIBE, reader)).text
+    preferences = web.link(Purpose.PREFERENCES, reader)
+    assert f'Or <a href="{preferences}">choose only the topics you want</a>.' in page
+
+
 @pytest.mark.parametrize(
     ("topics", "words"),
     [
