@@ -153,3 +153,24 @@ def mask_address(email: str) -> str:
     """Enough of an address for its owner to recognise it and nobody else to harvest it."""
     local, _, domain = email.rpartition("@")
     return f"{local[:1]}***@{domain}"
+
+
+def tagged(address: str, tag: str) -> str:
+    """address with a tag after its local part (VERP): bounces@x.org, b42-… → bounces+b42-…@x.org."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}+{tag}@{domain}"
+
+
+def tag_of(recipient: str, address: str) -> str | None:
+    """The tag of a recipient that is address tagged (tagged's inverse), else None; the domain and
+    the local part are compared without regard to case, as relays may change either."""
+    local, _, domain = address.rpartition("@")
+    their_local, _, their_domain = recipient.strip().strip("<>").rpartition("@")
+    base, plus, tag = their_local.partition("+")
+    if (
+        not plus
+        or base.casefold() != local.casefold()
+        or their_domain.casefold() != domain.casefold()
+    ):
+        return None
+    return tag or None

@@ -31,6 +31,7 @@ class SubscriberStatus(StrEnum):
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+    COMPLAINED = "complained"  # marked a digest as spam: unsubscribed, and never re-added by import
 
 
 class DeliveryStatus(StrEnum):
@@ -39,6 +40,30 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"
+
+
+class NoticeKind(StrEnum):
+    """What a mail that came back, or a provider's call, says happened to a digest."""
+
+    BOUNCE = "bounce"  # a permanent failure (5.x.x): counts as a refusal in the session does
+    DELAY = "delay"  # a transient one (4.x.x): recorded, and nothing changes
+    COMPLAINT = "complaint"  # the reader reported it as spam: they are unsubscribed at once
+    UNSUBSCRIBE = "unsubscribe"  # a mail to the mailto: List-Unsubscribe address
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One thing a bounce, a complaint, a mailto unsubscribe or a provider's webhook reports. It
+    names its digest or reader by the first it has of: the delivery its VERP return path signs,
+    the reader its mailto address signs, the original Message-ID, the recipient's address."""
+
+    kind: NoticeKind
+    source: str  # where it came from: "smtp", "file", "ses", "postmark", "mailgun", "sendgrid"
+    delivery_id: int | None = None
+    reader: tuple[int, int] | None = None  # (subscriber id, token_version)
+    message_id: str | None = None  # as in the header, with its angle brackets
+    email: str | None = None
+    detail: str = ""  # one line: the status code and what the receiver said
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

@@ -149,6 +149,29 @@ class DeliveryRow(Base):
     topics: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class NoticeRow(Base):
+    """Each bounce, delay, complaint and mailto unsubscribe received, once: status and /metrics
+    count them by kind, and a notice told twice (a relay's retry, a provider's redelivery) has
+    the same fingerprint, so it changes nothing the second time."""
+
+    __tablename__ = "notices"
+    __table_args__ = (Index("ix_notices_received_at", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)  # sha256, hex
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(12))
+    source: Mapped[str] = mapped_column(String(12))
+    # Kept when the reader is erased or the delivery pruned: the counts stay, the link goes.
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), nullable=True
+    )
+    detail: Mapped[str] = mapped_column(String(500), default="")
+
+
 class RunRow(Base):
     __tablename__ = "runs"
 

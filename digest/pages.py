@@ -67,6 +67,7 @@ MAX_FORM_FIELDS = 10 + 2 * OFFERED_TOPICS  # the fields, and a reader's topics (
 STOPPED = {
     SubscriberStatus.UNSUBSCRIBED: "This address is unsubscribed and gets no digests.",
     SubscriberStatus.BOUNCED: "This address gets no digests: mail to it kept bouncing.",
+    SubscriberStatus.COMPLAINED: "This address gets no digests: a digest to it was reported as spam.",
 }
 # What the sign-up form says to a reader; the CLI says what the validator found, precisely.
 ADDRESS_PROBLEMS = {

@@ -53,6 +53,7 @@ NO_DIGESTS = {
     SubscriberStatus.PENDING: "is pending confirmation: no digests until they confirm",
     SubscriberStatus.UNSUBSCRIBED: "is unsubscribed: no digests",
     SubscriberStatus.BOUNCED: "is bounced (mail to them kept failing): no digests",
+    SubscriberStatus.COMPLAINED: "reported a digest as spam: unsubscribed, no digests",
 }
 
 

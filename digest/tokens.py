@@ -7,6 +7,8 @@ a confirm token names its address by a short hash and carries its issue time.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +17,12 @@ from enum import StrEnum
 from itsdangerous import BadData, URLSafeSerializer
 
 from digest.errors import ExpiredToken, InvalidToken
+
+MAC_HEX = 20  # 80 bits of HMAC-SHA256: a forger has to guess, one mail at a time
+# Ids as the database gives them: no sign, no leading zero, at most 18 digits.
+_ID = r"([1-9][0-9]{0,17})"
+_RETURN_PATH = re.compile(rf"b{_ID}-([0-9a-f]{{{MAC_HEX}}})")
+_MAILTO = re.compile(rf"u{_ID}-{_ID}-([0-9a-f]{{{MAC_HEX}}})")
 
 
 class Purpose(StrEnum):
@@ -49,6 +57,46 @@ class Tokens:
             for purpose in Purpose
         }
         self._confirm_max_age = confirm_max_age
+        self._keys = [key.encode("utf-8") for key in secret_keys]  # the signing key first
+
+    # -- tokens in a mail address: VERP return paths and mailto unsubscribes ---------------------
+    # Lowercase hex only, as some relays change the case of an address's local part.
+
+    def return_path_token(self, delivery_id: int) -> str:
+        """The tag of a digest's envelope sender (bounces+TAG@…): names its delivery, signed."""
+        return f"b{delivery_id}-{self._mac('bounce', delivery_id, key=self._keys[0])}"
+
+    def read_return_path(self, token: str) -> int:
+        """The delivery a return path's tag names; InvalidToken for anything else."""
+        found = _RETURN_PATH.fullmatch(token.lower())
+        if found is None or not self._signed(found[2], "bounce", int(found[1])):
+            raise InvalidToken("not a return path of ours")
+        return int(found[1])
+
+    def mailto_token(self, subscriber_id: int, token_version: int) -> str:
+        """The tag of a reader's mailto: List-Unsubscribe address (unsubscribe+TAG@…)."""
+        mac = self._mac("mailto", subscriber_id, token_version, key=self._keys[0])
+        return f"u{subscriber_id}-{token_version}-{mac}"
+
+    def read_mailto(self, token: str) -> TokenSubject:
+        """The reader a mailto address's tag names; InvalidToken for anything else."""
+        found = _MAILTO.fullmatch(token.lower())
+        if found is None:
+            raise InvalidToken("not an unsubscribe address of ours")
+        subscriber_id, token_version = int(found[1]), int(found[2])
+        if not self._signed(found[3], "mailto", subscriber_id, token_version):
+            raise InvalidToken("not an unsubscribe address of ours")
+        return TokenSubject(subscriber_id, token_version)
+
+    def _mac(self, purpose: str, *ids: int, key: bytes) -> str:
+        message = "|".join(["digest", purpose, *map(str, ids)]).encode("ascii")
+        return hmac.new(key, message, hashlib.sha256).hexdigest()[:MAC_HEX]
+
+    def _signed(self, mac: str, purpose: str, *ids: int) -> bool:
+        """Whether mac is the tag's signature under any of the keys (a rotated one too)."""
+        return any(
+            hmac.compare_digest(mac, self._mac(purpose, *ids, key=key)) for key in self._keys
+        )
 
     def link_token(self, purpose: Purpose, subscriber_id: int, token_version: int) -> str:
         if purpose in (Purpose.CONFIRM, Purpose.DIGEST):

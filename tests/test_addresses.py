@@ -10,6 +10,8 @@ from digest.addresses import (
     check_timezone,
     normalise_address,
     parse_frequency,
+    tag_of,
+    tagged,
 )
 from digest.domain import Frequency
 from digest.errors import InvalidInput
@@ -127,3 +129,13 @@ def test_parse_frequency_is_case_insensitive(text: str, expected: Frequency) -> 
 def test_parse_frequency_refuses_other_words_and_lists_the_choices(text: str) -> None:
     with pytest.raises(InvalidInput, match=r"choose daily, weekly or monthly"):
         parse_frequency(text)
+
+
+def test_a_tagged_address_gives_its_tag_back_whatever_the_case_and_only_its_own() -> None:
+    address = "Bounces@Mail.Example.org"
+    assert tagged(address, "b42-abc") == "Bounces+b42-abc@Mail.Example.org"
+    assert tag_of("<bounces+B42-ABC@mail.example.ORG>", address) == "B42-ABC"
+    assert tag_of("bounces@mail.example.org", address) is None  # no tag
+    assert tag_of("bounces+@mail.example.org", address) is None
+    assert tag_of("other+b42-abc@mail.example.org", address) is None
+    assert tag_of("bounces+b42-abc@example.org", address) is None

@@ -396,3 +396,27 @@ def delivery_indexes(engine: Engine) -> dict[str, str]:
         for index in inspect(engine).get_indexes("deliveries")
         if str(index["name"]).startswith("ix_")
     }
+
+
+def test_migration_0009_adds_the_notices_and_going_back_leaves_a_complained_reader_unsubscribed(
+    database_url: str,
+) -> None:
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    seed(
+        database_url,
+        {"a@example.org": Frequency.WEEKLY},
+        [1],
+        confirmed_at=monday,
+        imported_at=monday,
+    )
+    engine = database.connect(database_url)
+    assert "notices" in inspect(engine).get_table_names()
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE subscribers SET status = 'complained'"))
+    migrate(engine, command.downgrade, "0008")
+    assert "notices" not in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM subscribers")).scalar_one() == "unsubscribed"
+    migrate(engine, command.upgrade, "0009")
+    assert "notices" in inspect(engine).get_table_names()
+    engine.dispose()

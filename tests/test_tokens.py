@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,3 +107,51 @@ def test_no_token_carries_the_address_in_its_readable_payload() -> None:
         decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
         assert b"reader" not in decoded
         assert b"example.org" not in decoded
+
+
+# -- tokens in a mail address (issue 16): VERP return paths and mailto unsubscribes -------------
+
+
+def test_a_return_path_tag_names_its_delivery_in_any_case_and_under_a_rotated_key() -> None:
+    old = tokens(OLD_KEY)
+    tag = old.return_path_token(42)
+    assert re.fullmatch(r"b42-[0-9a-f]{20}", tag)
+    assert old.read_return_path(tag) == 42
+    assert old.read_return_path(tag.upper()) == 42  # a relay that changed the local part's case
+    assert tokens(NEW_KEY, OLD_KEY).read_return_path(tag) == 42  # signed before the rotation
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "b43-" + "0" * 20,  # another delivery, a guessed signature
+        "b-12",
+        "b042-" + "0" * 20,
+        "u42-1-" + "0" * 20,  # a mailto tag is no return path
+        "",
+        "b" + "9" * 19 + "-" + "0" * 20,  # an id no database gives
+    ],
+)
+def test_a_return_path_tag_not_signed_by_us_names_nothing(forged: str) -> None:
+    with pytest.raises(InvalidToken):
+        tokens(NEW_KEY).read_return_path(forged)
+
+
+def test_a_return_path_tag_for_another_delivery_is_refused() -> None:
+    t = tokens(NEW_KEY)
+    mac = t.return_path_token(42).split("-")[1]
+    with pytest.raises(InvalidToken):
+        t.read_return_path(f"b43-{mac}")
+    with pytest.raises(InvalidToken):
+        tokens(OLD_KEY).read_return_path(t.return_path_token(42))  # a key we never had
+
+
+def test_a_mailto_tag_names_its_reader_and_version_and_nothing_else() -> None:
+    t = tokens(NEW_KEY)
+    tag = t.mailto_token(7, 3)
+    subject = t.read_mailto(tag.upper())
+    assert (subject.subscriber_id, subject.token_version) == (7, 3)
+    mac = tag.rsplit("-", 1)[1]
+    for forged in (f"u7-4-{mac}", f"u8-3-{mac}", t.return_path_token(7)):
+        with pytest.raises(InvalidToken):
+            t.read_mailto(forged)
