@@ -113,6 +113,8 @@ KEYS: tuple[Key, ...] = (
     Key("signup_limit_per_address", 3, "sign-ups (so confirmation mails) per address per hour; more get 429", bounds=(1, 1000)),
     Key("signup_limit_per_client", 20, "sign-ups per client IP address per hour; more get 429", bounds=(1, 100_000)),
     Key("templates_dir", "", "folder of the mail and page templates; empty means the ones shipped with digest"),
+    Key("bounce_address", None, "where bounces come back to, e.g. bounces@mail.example.org: each digest's envelope sender is it with a signed tag naming the digest (VERP: bounces+TAG@mail.example.org); empty means the From address, untagged"),
+    Key("unsubscribe_address", None, "e.g. unsubscribe@mail.example.org: each digest's List-Unsubscribe carries it with a signed tag naming the reader (mailto:unsubscribe+TAG@…) beside the https link; empty means no mailto form"),
 )  # fmt: skip
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -158,6 +160,8 @@ class Settings:
     signup_limit_per_address: int
     signup_limit_per_client: int
     templates_dir: Path
+    bounce_address: str | None
+    unsubscribe_address: str | None
 
     def require_secret_keys(self) -> tuple[str, ...]:
         if not self.secret_keys:
@@ -279,6 +283,8 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         signup_limit_per_address=whole("signup_limit_per_address"),
         signup_limit_per_client=whole("signup_limit_per_client"),
         templates_dir=Path(templates) if templates else PROJECT_TEMPLATES,
+        bounce_address=get("bounce_address", _optional_address),
+        unsubscribe_address=get("unsubscribe_address", _optional_address),
     )
 
 
@@ -394,6 +400,17 @@ def _origins(value: Raw) -> tuple[str, ...]:
             raise ValueError(f"an origin has no path, like https://miasfeed.example; got {part!r}")
         origins.append(origin_of(origin))
     return tuple(origins)
+
+
+def _optional_address(value: Raw) -> str | None:
+    """A plain address (bounces@mail.example.org), without a tag of its own: we add one."""
+    text = _optional_text(value)
+    if text is None:
+        return None
+    address = normalise_address(text)
+    if "+" in address.rpartition("@")[0]:
+        raise ValueError(f"must be an address without a + tag (digest adds one), got {text!r}")
+    return address
 
 
 def _sender(value: Raw) -> str | None:
