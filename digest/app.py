@@ -175,6 +175,8 @@ class Services:
             base_url=s.base_url,
             envelope_sender=sender_address(s.require_sender()),
             one_click=s.one_click,
+            bounce_address=s.bounce_address,
+            unsubscribe_address=s.unsubscribe_address,
         )
 
     def job(self, now: datetime, only: Only = EVERYONE) -> Job:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from digest.addresses import mask_address
+from digest.addresses import mask_address, tagged
 from digest.domain import (
     EVERYONE,
     Article,
@@ -63,13 +63,19 @@ class DigestMail:
         base_url: str,
         envelope_sender: str,
         one_click: bool,
+        bounce_address: str | None = None,
+        unsubscribe_address: str | None = None,
     ) -> None:
+        """bounce_address tags each digest's envelope sender with its delivery (VERP), and
+        unsubscribe_address each reader's List-Unsubscribe mailto: with the reader."""
         self._store = store
         self._renderer = renderer
         self._tokens = tokens
         self._base_url = base_url
         self._envelope_sender = envelope_sender
         self._one_click = one_click
+        self._bounce_address = bounce_address
+        self._unsubscribe_address = unsubscribe_address
         self._bodies: dict[
             tuple[Frequency, int, int, str, frozenset[str] | None, bool], DigestBody
         ] = {}
@@ -104,11 +110,14 @@ class DigestMail:
             token = self._tokens.link_token(purpose, subscriber_id, token_version)
             return f"{self._base_url}/{purpose.value}/{token}"
 
-        web_version = None
+        web_version = mailto = None
         if delivery_id is not None:
             token = self._tokens.digest_token(delivery_id, token_version)
             web_version = f"{self._base_url}/{Purpose.DIGEST.value}/{token}"
-        return Links(link(Purpose.UNSUBSCRIBE), link(Purpose.PREFERENCES), web_version)
+        if self._unsubscribe_address is not None:
+            tag = self._tokens.mailto_token(subscriber_id, token_version)
+            mailto = f"mailto:{tagged(self._unsubscribe_address, tag)}?subject=unsubscribe"
+        return Links(link(Purpose.UNSUBSCRIBE), link(Purpose.PREFERENCES), web_version, mailto)
 
     def outgoing(self, claim: Claim) -> Outgoing:
         message = self._renderer.digest_message(
@@ -119,7 +128,14 @@ class DigestMail:
             date=claim.planned_at,
             one_click=self._one_click,
         )
-        return Outgoing(claim.delivery_id, self._envelope_sender, claim.email, message)
+        return Outgoing(claim.delivery_id, self._return_path(claim), claim.email, message)
+
+    def _return_path(self, claim: Claim) -> str:
+        """The envelope sender: the bounce address tagged with the delivery (VERP), so that a
+        bounce names its digest; else the From address."""
+        if self._bounce_address is None:
+            return self._envelope_sender
+        return tagged(self._bounce_address, self._tokens.return_path_token(claim.delivery_id))
 
 
 async def run_once(

@@ -69,6 +69,7 @@ class Links:
     unsubscribe: str
     preferences: str
     web_version: str | None = None  # the digest's own page; none for a preview, or on that page
+    mailto: str | None = None  # List-Unsubscribe's mailto: form, where inbound mail is set up
 
     @property
     def urls(self) -> tuple[str, str, str]:
@@ -102,6 +103,7 @@ class DigestBody:
     total: int  # articles in the window; the rest are "N more on the site"
     links_web_version: bool  # whether the mail links its web version, so needs that link
     subject_header: bytes
+    feedback_id_header: bytes  # Gmail's feedback loop: edition, frequency, the list, the sender
     html: Part
     text: Part
 
@@ -109,6 +111,12 @@ class DigestBody:
         if self.links_web_version and links.web_version is None:
             raise ValueError("this digest links its web version: Links.web_version is needed")
         return links.urls
+
+
+def _list_unsubscribe(links: Links) -> str:
+    """The https link (RFC 8058's one-click target), then the mailto: form where there is one."""
+    https = f"<{links.unsubscribe}>"
+    return https if links.mailto is None else f"{https}, <{links.mailto}>"
 
 
 def preview_html(body: DigestBody, links: Links) -> str:
@@ -172,6 +180,8 @@ class Renderer:
         self._placeholders = (f"unsubscribe{nonce}", f"preferences{nonce}", f"webversion{nonce}")
         self._from = f"From: {mailbox(site.sender)}".encode()
         self._list_id = f"List-Id: {mailbox(site.list_id)}".encode()
+        # Feedback-ID's last field names the sender: the List-Id's address, one per site.
+        self._feedback_sender = site.list_id.rpartition("<")[2].rstrip(">").strip()
 
     def digest_body(
         self,
@@ -229,6 +239,9 @@ class Renderer:
             total=len(articles),
             links_web_version=web_version,
             subject_header=unstructured("Subject", context["subject"]),
+            feedback_id_header=structured(
+                "Feedback-ID", f"{period_key}:{frequency.value}:digest:{self._feedback_sender}"
+            ),
             html=encoded[shown],
             text=self._part(text_body, is_html=False),
         )
@@ -250,7 +263,8 @@ class Renderer:
             structured("Date", format_datetime(date)),
             structured("Message-ID", message_id),
             self._list_id,
-            structured("List-Unsubscribe", f"<{links.unsubscribe}>"),
+            structured("List-Unsubscribe", _list_unsubscribe(links)),
+            body.feedback_id_header,
         ]
         if one_click:
             headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")

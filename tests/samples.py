@@ -35,5 +35,7 @@ DIGEST_HEADERS = (
     "MIME-Version",
     "Content-Type",
 )
+# A digest's headers: those it shares with the welcome mail, and Gmail's feedback loop's.
+DIGEST_ONLY_HEADERS = (*DIGEST_HEADERS, "Feedback-ID")
 # Every character str.splitlines() breaks at: any of them in a header would start a new one.
 LINE_BOUNDARIES = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"

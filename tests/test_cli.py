@@ -26,7 +26,7 @@ from cli_fixtures import (
 )
 from db_fixtures import snapshot
 from processes import run_entry_point
-from samples import DIGEST_HEADERS
+from samples import DIGEST_ONLY_HEADERS
 from smtp_server import SmtpServer
 from sqlalchemy import create_engine, select, update
 
@@ -56,7 +56,7 @@ def test_send_mails_exactly_the_due_readers_once_with_both_parts_and_every_heade
         assert message.get_content_type() == "multipart/alternative"
         parts = [part.get_content_type() for part in message.iter_parts()]
         assert parts == ["text/plain", "text/html"]
-        for header in DIGEST_HEADERS:
+        for header in DIGEST_ONLY_HEADERS:
             assert message[header], header
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert message["List-Unsubscribe"].startswith("<https://news.example/unsubscribe/")

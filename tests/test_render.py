@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from samples import DIGEST_HEADERS, LINE_BOUNDARIES, LINKS, PERIOD_KEYS, SITE
+from samples import DIGEST_ONLY_HEADERS, LINE_BOUNDARIES, LINKS, PERIOD_KEYS, SITE
 from smtp_server import SmtpServer
 
 from digest.config import PROJECT_TEMPLATES
@@ -266,7 +266,7 @@ def test_digest_parses_back_as_alternative_with_text_then_html_in_utf8(
 def test_digest_carries_every_required_header_with_the_given_values(renderer: Renderer) -> None:
     raw = send(renderer, ARTICLES)
     message = parse(raw)
-    assert set(message.keys()) == set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"}
+    assert set(message.keys()) == set(DIGEST_ONLY_HEADERS) | {"List-Unsubscribe-Post"}
     assert message["From"] == SITE.sender
     assert message["To"] == RECIPIENT
     assert message["Subject"] == "Your weekly digest · 23–29 November"
@@ -275,12 +275,12 @@ def test_digest_carries_every_required_header_with_the_given_values(renderer: Re
     assert message["List-Id"] == SITE.list_id
     assert message["List-Unsubscribe"] == f"<{LINKS.unsubscribe}>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert_headers_are_single_lines(raw, set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"})
+    assert_headers_are_single_lines(raw, set(DIGEST_ONLY_HEADERS) | {"List-Unsubscribe-Post"})
 
 
 def test_one_click_header_is_absent_without_one_click(renderer: Renderer) -> None:
     raw = send(renderer, ARTICLES, one_click=False)
-    assert set(parse(raw).keys()) == set(DIGEST_HEADERS)
+    assert set(parse(raw).keys()) == set(DIGEST_ONLY_HEADERS)
     assert b"List-Unsubscribe-Post" not in raw
 
 
@@ -770,7 +770,7 @@ def test_a_digest_whose_lines_start_with_dots_arrives_byte_for_byte_and_parses_b
 
     assert received == sent  # the relay un-stuffs nothing, and no line end changed on the way
     message = parse(received)
-    assert set(message.keys()) == set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"}
+    assert set(message.keys()) == set(DIGEST_ONLY_HEADERS) | {"List-Unsubscribe-Post"}
     assert message["Subject"] == "Your weekly digest · 23–29 November"
     assert message["List-Unsubscribe"] == f"<{links.unsubscribe}>"
     text = part(received, "plain")
@@ -860,7 +860,7 @@ def test_line_breaks_in_site_and_links_never_reach_a_header(boundary: str) -> No
     hostile = replace(ARTICLES[0], title=f"Title{boundary}Bcc: victim@example.com")
     links = Links(f"https://x.example/u{boundary}Bcc: v@example.com", LINKS.preferences, "w")
     raw = send(Renderer(TEMPLATES, site, subjects=NAMED_SUBJECTS), [hostile], links=links)
-    assert_headers_are_single_lines(raw, set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"})
+    assert_headers_are_single_lines(raw, set(DIGEST_ONLY_HEADERS) | {"List-Unsubscribe-Post"})
     assert "Bcc" not in parse(raw)
     assert (
         parse(raw)["Subject"]
@@ -958,7 +958,7 @@ def test_any_text_renders_to_a_parseable_mail_without_injected_headers_or_tags(
         for i, (before, after, category) in enumerate(titles)
     ]
     raw = send(Renderer(TEMPLATES, site, subjects=NAMED_SUBJECTS), articles)
-    assert_headers_are_single_lines(raw, set(DIGEST_HEADERS) | {"List-Unsubscribe-Post"})
+    assert_headers_are_single_lines(raw, set(DIGEST_ONLY_HEADERS) | {"List-Unsubscribe-Post"})
     message = parse(raw)
     flat = re.sub("\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", " ", name)
     assert message["Subject"] == f"Your weekly digest from {flat} · 23–29 November"
