@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from digest import database, ingest, logs
+from digest import database, inbound, ingest, logs
 from digest.addresses import (
     check_timezone,
     normalise_address,
@@ -32,6 +32,7 @@ from digest.domain import (
     Clock,
     DeliveryStatus,
     Frequency,
+    Notice,
     Only,
     Progress,
     ReaderGroup,
@@ -49,6 +50,7 @@ from digest.errors import InvalidInput, NotFound
 from digest.feeds import Imported, import_articles
 from digest.ledger import FinishRules, Ledger, PlanRules
 from digest.mailer import DryRunSender, SmtpSender, SmtpSettings
+from digest.notices import Notices, Taken
 from digest.render import Renderer, preview_html, preview_text
 from digest.sources import read_source
 from digest.store import FeedState, Outlook, Store, already_subscribed
@@ -96,6 +98,13 @@ class SubscriberImport:
     added: int
     known: list[tuple[str, str]]  # (where, how it is reported) of each address already on file
     errors: list[RowError]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundImport:
+    taken: Taken
+    mails: int  # read
+    skipped: list[RowError]  # mails too big to read, by file and place
 
 
 class Services:
@@ -356,6 +365,31 @@ class Services:
 
     def recent_articles(self, limit: int) -> list[Article]:
         return self.store.recent_articles(limit)
+
+    # -- what comes back after sending (issue 16) ----------------------------------------------
+
+    def inbound_reader(self) -> inbound.Reader:
+        s = self.settings
+        return inbound.Reader(
+            self.tokens(), inbound.Mailboxes(s.bounce_address, s.unsubscribe_address)
+        )
+
+    def take_notices(self, notices: Sequence[Notice], now: datetime) -> Taken:
+        """Apply bounces, complaints and mailto unsubscribes to their readers, each once."""
+        return Notices(self.store.engine, self.settings.bounce_limit).take(notices, now)
+
+    def import_inbound(self, paths: Sequence[Path], now: datetime) -> InboundImport:
+        """Read each mail of each file (.eml, or an mbox of many) as if it had come in over SMTP,
+        and take what it says. OSError for a file that cannot be read."""
+        reader, notices, mails, skipped = self.inbound_reader(), [], 0, []
+        for path in paths:
+            for where, raw in inbound.mails_in(path):
+                mails += 1
+                if len(raw) > inbound.MAX_BYTES:
+                    skipped.append(RowError(where, f"over {inbound.MAX_BYTES:,} bytes: not read"))
+                    continue
+                notices += reader.notices(raw, source="file")
+        return InboundImport(self.take_notices(notices, now), mails, skipped)
 
     def upgrade_schema(self) -> list[str]:
         """Create or migrate the schema; returns what the migrations had to tell."""

@@ -36,7 +36,11 @@ subscribers_cli = typer.Typer(no_args_is_help=True, help="Manage subscribers.")
 articles_cli = typer.Typer(no_args_is_help=True, help="Manage articles.")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(subscribers_cli, name="subscribers")
+inbound_cli = typer.Typer(
+    no_args_is_help=True, help="Bounces, complaints and unsubscribes that come back."
+)
 cli.add_typer(articles_cli, name="articles")
+cli.add_typer(inbound_cli, name="inbound")
 
 NowOption = Annotated[
     str | None,
@@ -471,6 +475,33 @@ def articles_list(
     """List the newest articles."""
     for article in _services(ctx).recent_articles(limit):
         typer.echo(reports.article_line(article))
+
+
+@inbound_cli.command("import")
+def inbound_import(
+    ctx: typer.Context,
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            help=".eml files, or mbox files of many mails, as a relay's bounce mailbox keeps them.",
+        ),
+    ],
+    now: NowOption = None,
+) -> None:
+    """Take bounces, complaints and unsubscribes from mail files.
+
+    As if they had come over SMTP; each is taken once, so importing a file again changes nothing.
+    """
+    services = _services(ctx)
+    try:
+        result = services.import_inbound(files, _instant(now))
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {exc.filename}: {exc.strerror}") from None
+    _echo_errors(result.skipped)
+    typer.echo(f"read {result.mails} mail(s): {result.taken}")
+    if result.skipped:
+        raise typer.Exit(1)
 
 
 # -- entry point ---------------------------------------------------------------------------

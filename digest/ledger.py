@@ -63,6 +63,7 @@ from digest.store import (
     SelectT,
     Store,
     articles_between,
+    count_bounce,
     has_news,
     in_group,
     is_address,
@@ -443,20 +444,9 @@ class Ledger:
         if not give_up:
             return RunSummary(retrying=1)
         # The slot is over either way; the cursor stays, so the articles come in the next digest.
-        advance: dict[str, object] = {"anchor": row.slot_at}
+        conn.execute(update(S).where(S.id == row.subscriber_id).values(anchor=row.slot_at))
         if failure.permanent:
-            advance["bounces"] = S.bounces + 1
-        conn.execute(update(S).where(S.id == row.subscriber_id).values(**advance))
-        if failure.permanent:
-            conn.execute(
-                update(S)
-                .where(
-                    S.id == row.subscriber_id,
-                    S.bounces >= rules.bounce_limit,
-                    S.status == SubscriberStatus.ACTIVE.value,
-                )
-                .values(status=SubscriberStatus.BOUNCED.value)
-            )
+            count_bounce(conn, row.subscriber_id, rules.bounce_limit)
         return RunSummary(failed=1)
 
     def extend_lease(self, owner: str, claims: Sequence[Claim], until: datetime) -> set[int]:

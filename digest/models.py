@@ -140,7 +140,8 @@ class DeliveryRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    message_id: Mapped[str] = mapped_column(String(255))
+    # Indexed: a report that names its digest by Message-ID only finds it by this.
+    message_id: Mapped[str] = mapped_column(String(255), index=True)
     planned_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

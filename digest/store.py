@@ -703,6 +703,21 @@ def is_address(email: str) -> ColumnElement[bool]:
     return S.email_key == address_key(email)
 
 
+def count_bounce(conn: Connection, subscriber_id: int, limit: int) -> None:
+    """One more permanent failure for the reader, in the caller's transaction: an active reader
+    with `limit` of them in a row is marked bounced (a digest sent starts the count again)."""
+    conn.execute(update(S).where(S.id == subscriber_id).values(bounces=S.bounces + 1))
+    conn.execute(
+        update(S)
+        .where(
+            S.id == subscriber_id,
+            S.bounces >= limit,
+            S.status == SubscriberStatus.ACTIVE.value,
+        )
+        .values(status=SubscriberStatus.BOUNCED.value)
+    )
+
+
 def not_paused(at: datetime) -> ColumnElement[bool]:
     """domain.is_paused's negation in SQL: no pause, or one over by the slot at `at`."""
     return or_(S.paused_until.is_(None), S.paused_until <= at)

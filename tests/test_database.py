@@ -379,6 +379,7 @@ def test_migration_0005_swaps_the_claim_indexes_both_ways_in_place_and_claims_wh
         "ix_deliveries_due",
         "ix_deliveries_leased",
         "ix_deliveries_subscriber_id",
+        "ix_deliveries_message_id",  # 0009's
     }
     assert "'pending'" in indexes["ix_deliveries_due"]  # partial: rows of one status each
     assert "'sending'" in indexes["ix_deliveries_leased"]

@@ -389,5 +389,6 @@ def test_permanent_failures_in_a_row_mark_the_reader_bounced_and_a_success_reset
     status = two_readers("status", "--now", at(AT + 5 * day)).out
     assert "bounced" in status.splitlines()[1]
     daily_row = next(line for line in status.splitlines() if line.strip().startswith("daily"))
-    assert daily_row.split()[1:] == ["0", "1", "0", "1"]  # pending active unsubscribed bounced
+    # pending active unsubscribed bounced complained
+    assert daily_row.split()[1:] == ["0", "1", "0", "1", "0"]
     assert "1 bounced reader(s) get no digests: digest subscribers list --status bounced" in status

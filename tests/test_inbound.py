@@ -4,16 +4,22 @@ Feedback-ID; checked on the wire, through the entry point, on SQLite and Postgre
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import inbound_samples as samples
 import pytest
-from cli_fixtures import MONDAY_0900, SECRET, Cli, five_articles
+from cli_fixtures import MONDAY_0900, SECRET, Cli, Result, five_articles
+from db_fixtures import snapshot
+from inbound_samples import Sent
 from smtp_server import SmtpServer
 from test_cli import parsed
 
 from digest import database
 from digest.addresses import tag_of
+from digest.domain import Subscriber, SubscriberStatus
 from digest.store import Store
 from digest.tokens import Tokens
 
@@ -98,3 +104,170 @@ def test_a_bounce_address_with_a_tag_of_its_own_or_no_address_is_one_line_and_ex
     assert result.code == 2
     assert len(result.err.strip().splitlines()) == 1
     assert "DIGEST_BOUNCE_ADDRESS" in result.err
+
+
+# -- what comes back, read from files (digest inbound import) ---------------------------------
+
+
+def sent_digests(cli: Cli, smtp_server: SmtpServer) -> dict[str, Sent]:
+    """Send Monday's digests (the daily and the weekly reader's), and what each looked like."""
+    assert cli("send", "--now", MONDAY_0900).last_line.startswith("sent 2,")
+    return {
+        received.recipients[0]: Sent(
+            received.sender, received.recipients[0], parsed(received.data)["Message-ID"]
+        )
+        for received in smtp_server.messages
+    }
+
+
+def take(cli: Cli, tmp_path: Path, *mails: bytes, name: str = "inbound") -> Result:
+    paths = []
+    for n, mail in enumerate(mails):
+        path = tmp_path / f"{name}-{n}.eml"
+        path.write_bytes(mail)
+        paths.append(str(path))
+    return cli("inbound", "import", *paths, "--now", MONDAY_0900)
+
+
+def reader(database_url: str, email: str) -> Subscriber:
+    engine = database.connect(database_url)
+    try:
+        return Store(engine).find_subscriber(email)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("shape", [samples.rfc3464, samples.gmail, samples.outlook, samples.yahoo])
+def test_a_bounce_in_each_shape_the_big_receivers_send_counts_one_bounce_for_its_reader(
+    returning: Cli,
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    database_url: str,
+    shape: Callable[[Sent], bytes],
+) -> None:
+    sent = sent_digests(returning, smtp_server)["weekly@example.org"]
+    result = take(returning, tmp_path, shape(sent))
+    assert result.code == 0, result.err
+    assert result.last_line == (
+        "read 1 mail(s): bounce 1, delay 0, complaint 0, unsubscribe 0; repeated 0, unknown 0"
+    )
+    assert reader(database_url, "weekly@example.org").bounces == 1
+    assert reader(database_url, "daily@example.org").bounces == 0  # the reader beside: untouched
+
+
+def test_a_delay_is_recorded_and_changes_no_reader(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    sent = sent_digests(returning, smtp_server)["weekly@example.org"]
+    before = snapshot(database_url)
+    result = take(returning, tmp_path, samples.delay(sent))
+    assert "delay 1" in result.last_line
+    after = snapshot(database_url)
+    assert after["subscribers"] == before["subscribers"]
+    assert len(after["notices"]) == 1
+
+
+def test_an_arf_complaint_unsubscribes_at_once_and_marks_the_reader_complained(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    sent = sent_digests(returning, smtp_server)["daily@example.org"]
+    # A feedback loop reports to its own address, untagged: the quoted Return-Path names the digest.
+    result = take(returning, tmp_path, samples.arf(sent, "fbl@miasfeed.example"))
+    assert "complaint 1" in result.last_line, result.out + result.err
+    complained = reader(database_url, "daily@example.org")
+    assert complained.status is SubscriberStatus.COMPLAINED
+    listed = returning("subscribers", "list", "--status", "complained").out.split()
+    assert listed[:3] == ["daily@example.org", "daily", "complained"]
+    # The next day's run sends them nothing.
+    assert returning("send", "--now", "2026-12-01T09:00Z").code == 0
+    assert [m.recipients for m in smtp_server.messages].count(["daily@example.org"]) == 1
+
+
+def test_a_mail_to_the_mailto_address_unsubscribes_its_reader_and_no_other(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    sent_digests(returning, smtp_server)
+    message = parsed(smtp_server.messages[0].data)
+    mailto = message["List-Unsubscribe"].split(",")[1].strip().strip("<>")
+    address = mailto.removeprefix("mailto:").partition("?")[0]
+    recipient = smtp_server.messages[0].recipients[0]
+    result = take(returning, tmp_path, samples.mailto_unsubscribe(recipient, address))
+    assert "unsubscribe 1" in result.last_line
+    assert reader(database_url, recipient).status is SubscriberStatus.UNSUBSCRIBED
+    others = {"daily@example.org", "weekly@example.org", "monthly@example.org"} - {recipient}
+    assert all(reader(database_url, other).status is SubscriberStatus.ACTIVE for other in others)
+
+
+def test_an_auto_reply_a_broken_mail_and_forged_tags_change_nothing(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    sent = sent_digests(returning, smtp_server)["weekly@example.org"]
+    forged_return_path = replace(sent, return_path=f"bounces+b1-{'0' * 20}@mail.miasfeed.example")
+    another_reader = samples.mailto_unsubscribe(
+        "weekly@example.org", f"unsubscribe+u1-1-{'f' * 20}@mail.miasfeed.example"
+    )
+    broken = b'Content-Type: multipart/report; boundary="x"\r\n\r\n--x\r\nContent-Type: message/delivery-status\r\n\r\n\xff\xfe--'
+    before = snapshot(database_url)
+    result = take(
+        returning,
+        tmp_path,
+        samples.auto_reply(sent),
+        broken,
+        samples.rfc3464(
+            replace(
+                forged_return_path,
+                message_id="<not-ours@example.org>",
+                recipient="nobody@example.net",
+            )
+        ),
+        another_reader,
+    )
+    assert result.code == 0, result.err
+    assert result.last_line.startswith(
+        "read 4 mail(s): bounce 0, delay 0, complaint 0, unsubscribe 0"
+    )
+    assert snapshot(database_url) == before
+
+
+def test_a_notice_told_twice_counts_once(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    sent = sent_digests(returning, smtp_server)["weekly@example.org"]
+    first = take(returning, tmp_path, samples.rfc3464(sent), samples.rfc3464(sent))
+    assert "bounce 1" in first.last_line and "repeated 1" in first.last_line
+    again = take(returning, tmp_path, samples.gmail(sent), name="again")
+    assert "bounce 0" in again.last_line and "repeated 1" in again.last_line
+    assert reader(database_url, "weekly@example.org").bounces == 1
+
+
+def test_an_mbox_of_many_mails_is_read_mail_by_mail(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    digests = sent_digests(returning, smtp_server)
+    box = tmp_path / "bounces.mbox"
+    box.write_bytes(
+        samples.mbox(
+            samples.rfc3464(digests["weekly@example.org"]),
+            samples.outlook(digests["daily@example.org"]),
+        )
+    )
+    result = returning("inbound", "import", str(box), "--now", MONDAY_0900)
+    assert result.last_line.startswith("read 2 mail(s): bounce 2,"), result.out + result.err
+    assert reader(database_url, "daily@example.org").bounces == 1
+
+
+def test_without_a_tag_a_bounce_finds_its_digest_by_the_quoted_message_id(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    sent = sent_digests(returning, smtp_server)["weekly@example.org"]
+    untagged = replace(sent, return_path="digest@miasfeed.example")
+    result = take(returning, tmp_path, samples.rfc3464(untagged))
+    assert "bounce 1" in result.last_line
+    assert reader(database_url, "weekly@example.org").bounces == 1
+
+
+def test_a_file_that_cannot_be_read_is_one_line_and_exit_2(returning: Cli, tmp_path: Path) -> None:
+    result = returning("inbound", "import", str(tmp_path / "missing.eml"))
+    assert result.code == 2
+    assert len(result.err.strip().splitlines()) == 1
+    assert "missing.eml" in result.err

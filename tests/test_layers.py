@@ -22,8 +22,8 @@ Graph = dict[str, set[str]]  # "store" -> {"database", "domain", ..., "sqlalchem
 
 CORE = {"domain", "errors"}
 ADAPTERS = {
-    "addresses", "config", "database", "ingest", "ledger", "logs", "mailer", "mime", "models",
-    "ratelimit",
+    "addresses", "config", "database", "inbound", "ingest", "ledger", "logs", "mailer", "mime",
+    "models", "notices", "ratelimit",
     "render", "rows", "sources", "store", "subscriber_csv", "text", "timezones", "tokens",
 }  # fmt: skip
 PIPELINE = {"dispatch", "feeds", "metrics"}
@@ -41,6 +41,7 @@ ONE_MODULE = {
     "css_inline": "render",
     "email_validator": "addresses",
     "feedparser": "ingest",
+    "flufl": "inbound",
     "httpx": "sources",
     "inscriptis": "render",
     "itsdangerous": "tokens",

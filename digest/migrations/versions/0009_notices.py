@@ -32,9 +32,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_notices_received_at", "notices", ["received_at"])
     op.create_index("ix_notices_subscriber_id", "notices", ["subscriber_id"])
+    # A report that names its digest by Message-ID only (no VERP tag) finds it by this.
+    op.create_index("ix_deliveries_message_id", "deliveries", ["message_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_message_id", table_name="deliveries")
     op.drop_index("ix_notices_subscriber_id", table_name="notices")
     op.drop_index("ix_notices_received_at", table_name="notices")
     op.drop_table("notices")
