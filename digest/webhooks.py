@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 from base64 import b64decode
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -236,14 +237,16 @@ class SeenTokens:
     def __init__(self, keep: int = SEEN_TOKENS) -> None:
         self._keep = keep
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()  # calls are read in the thread pool, two at once
 
     def first_time(self, token: str) -> bool:
-        if token in self._seen:
-            return False
-        self._seen[token] = None
-        if len(self._seen) > self._keep:
-            self._seen.popitem(last=False)
-        return True
+        with self._lock:
+            if token in self._seen:
+                return False
+            self._seen[token] = None
+            if len(self._seen) > self._keep:
+                self._seen.popitem(last=False)
+            return True
 
 
 def read_mailgun(body: bytes, signing_key: str, now: datetime, seen: SeenTokens) -> list[Notice]:
