@@ -339,7 +339,7 @@ def test_ses_complaint_is_a_complaint_and_without_headers_names_the_address_only
     ]
 
 
-def test_ses_event_publishing_names_its_type_event_type() -> None:
+def test_ses_event_publishing_record_with_event_type_reads_the_same() -> None:
     event = ses_complaint()
     event["eventType"] = event.pop("notificationType")
     assert [n.kind for n in _read_ses(sns(json.dumps(event)))] == [NoticeKind.COMPLAINT]
