@@ -11,6 +11,7 @@ import html
 import re
 import string
 import tomllib
+from base64 import b64decode
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import time, timedelta
@@ -19,6 +20,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from digest.addresses import check_timezone, normalise_address, parse_frequency
 from digest.domain import SUBJECTS, WEEKDAYS, Frequency, Schedule
@@ -30,6 +35,7 @@ DEFAULT_PATH = Path("config/digest.toml")
 PROJECT_TEMPLATES = Path(__file__).resolve().parent / "templates"
 LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 MIN_SECRET_LENGTH = 32
+SNS_TOPIC_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_.-]{1,256}")
 # Longer links could push a digest's HTML past Gmail's clip: render.LINK_ROOM holds this, "/preferences/"
 # and a token of at most 100 characters.
 MAX_BASE_URL_BYTES = 280
@@ -115,6 +121,10 @@ KEYS: tuple[Key, ...] = (
     Key("templates_dir", "", "folder of the mail and page templates; empty means the ones shipped with digest"),
     Key("bounce_address", None, "where bounces come back to, e.g. bounces@mail.example.org: each digest's envelope sender is it with a signed tag naming the digest (VERP: bounces+TAG@mail.example.org); empty means the From address, untagged"),
     Key("unsubscribe_address", None, "e.g. unsubscribe@mail.example.org: each digest's List-Unsubscribe carries it with a signed tag naming the reader (mailto:unsubscribe+TAG@…) beside the https link; empty means no mailto form"),
+    Key("ses_topic_arns", "", "comma-separated Amazon SNS topic ARNs whose SES bounce and complaint notifications POST /webhooks/ses takes; empty means no such route"),
+    Key("postmark_webhook_auth", None, "USER:PASSWORD that Postmark's bounce and spam complaint webhooks send (as https://USER:PASSWORD@…/webhooks/postmark); empty means no such route"),
+    Key("mailgun_signing_key", None, "Mailgun's HTTP webhook signing key, which signs the calls to POST /webhooks/mailgun; empty means no such route"),
+    Key("sendgrid_public_key", None, "the verification key of SendGrid's signed event webhook (base64, as SendGrid shows it), which signs the calls to POST /webhooks/sendgrid; empty means no such route"),
 )  # fmt: skip
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -162,6 +172,10 @@ class Settings:
     templates_dir: Path
     bounce_address: str | None
     unsubscribe_address: str | None
+    ses_topic_arns: frozenset[str]
+    postmark_webhook_auth: str | None  # USER:PASSWORD
+    mailgun_signing_key: str | None
+    sendgrid_public_key: str | None  # base64 DER, checked to be an elliptic curve public key
 
     def require_secret_keys(self) -> tuple[str, ...]:
         if not self.secret_keys:
@@ -285,6 +299,10 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         templates_dir=Path(templates) if templates else PROJECT_TEMPLATES,
         bounce_address=get("bounce_address", _optional_address),
         unsubscribe_address=get("unsubscribe_address", _optional_address),
+        ses_topic_arns=frozenset(get("ses_topic_arns", _topic_arns)),
+        postmark_webhook_auth=get("postmark_webhook_auth", _user_and_password),
+        mailgun_signing_key=get("mailgun_signing_key", _optional_text),
+        sendgrid_public_key=get("sendgrid_public_key", _ec_public_key),
     )
 
 
@@ -411,6 +429,37 @@ def _optional_address(value: Raw) -> str | None:
     if "+" in address.rpartition("@")[0]:
         raise ValueError(f"must be an address without a + tag (digest adds one), got {text!r}")
     return address
+
+
+def _topic_arns(value: Raw) -> tuple[str, ...]:
+    arns = _comma_list(value)
+    for arn in arns:
+        if not SNS_TOPIC_ARN.fullmatch(arn):
+            raise ValueError(
+                f"each must be an SNS topic ARN like arn:aws:sns:eu-west-1:123456789012:bounces, "
+                f"got {arn!r}"
+            )
+    return arns
+
+
+def _user_and_password(value: Raw) -> str | None:
+    text = _optional_text(value)
+    if text is not None and not all(text.partition(":")[::2]):
+        raise ValueError("must be USER:PASSWORD, both non-empty")
+    return text
+
+
+def _ec_public_key(value: Raw) -> str | None:
+    text = _optional_text(value)
+    if text is None:
+        return None
+    try:
+        key = load_der_public_key(b64decode(text, validate=True))
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, EllipticCurvePublicKey):
+        raise ValueError("must be the base64 elliptic curve public key SendGrid shows")
+    return text
 
 
 def _sender(value: Raw) -> str | None:

@@ -8,6 +8,7 @@
     ├── NotFound                   no such subscriber
     ├── InvalidToken               a link token is tampered, of another purpose, stale or unknown
     │   └── ExpiredToken           a confirm token that was valid but is too old
+    ├── Forbidden                  a webhook call its provider did not sign, or a stale or replayed one
     ├── DatabaseError              the database is unreachable, busy, or its schema is not current
     └── DeliveryError              an SMTP transaction failed
         └── SmtpConfigError            our own settings are wrong (5xx on MAIL FROM or AUTH): stop the run
@@ -68,6 +69,10 @@ class InvalidToken(DigestError):
 
 
 class ExpiredToken(InvalidToken):
+    pass
+
+
+class Forbidden(DigestError):
     pass
 
 

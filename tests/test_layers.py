@@ -29,9 +29,9 @@ ADAPTERS = {
 PIPELINE = {"dispatch", "feeds", "metrics"}
 EDGES = {
     "cli", "daemon", "pages", "readers", "reports", "scheduler", "sending_process", "stopping", "web",
-    "demo",
+    "webhooks", "demo",
 }  # fmt: skip
-WEB = {"web", "pages", "daemon", "demo.pages"}  # the modules that may import Starlette
+WEB = {"web", "pages", "webhooks", "daemon", "demo.pages"}  # the modules that may import Starlette
 # Each of these libraries is imported by this one module of ours, and no other.
 ONE_MODULE = {
     "aiosmtplib": "mailer",
