@@ -21,6 +21,7 @@ from digest.scheduler import Dispatcher, Every, InProcess, Sending, build_schedu
 from digest.sending_process import SendingProcess
 from digest.stopping import handling, leave_at_once
 from digest.web import create_app
+from digest.webhooks import Fetcher, fetch_https
 
 log = logging.getLogger("digest.daemon")
 
@@ -59,9 +60,11 @@ def asgi_app(
     extra_routes: Sequence[BaseRoute] = (),
     extra_jobs: Sequence[Every] = (),
     sending: Sending | None = None,
+    fetch: Fetcher = fetch_https,
 ) -> Starlette:
     """The daemon's web app, its scheduler started by its lifespan; it sends in this process
-    unless told otherwise (tests drive it so, with a fake clock)."""
+    unless told otherwise (tests drive it so, with a fake clock). fetch reads Amazon SNS's
+    signing certificates for the SES webhook (tests serve their own)."""
     dispatcher = Dispatcher(sending or InProcess(services), clock)
     health = _Health(services, dispatcher, clock)
     settings = services.settings
@@ -98,7 +101,7 @@ def asgi_app(
             scheduler.shutdown(wait=False)
             health.scheduler_running = False
 
-    return create_app(services, health, clock, lifespan, extra_routes)
+    return create_app(services, health, clock, lifespan, extra_routes, fetch)
 
 
 class _Server(uvicorn.Server):

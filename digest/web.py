@@ -26,11 +26,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.app import Services
 from digest.config import sender_address
-from digest.domain import WEEKDAYS, Clock
+from digest.domain import WEEKDAYS, Clock, Notice
 from digest.errors import DatabaseError, ExpiredToken, InvalidToken
 from digest.pages import Pages, PageSettings, ReaderPages
 from digest.ratelimit import RateLimiter
 from digest.readers import ConfirmationMail, Readers, WelcomeMail
+from digest.webhooks import Fetcher, Webhooks, fetch_https
 
 log = logging.getLogger("digest.web")
 SIGNUP_WINDOW = timedelta(hours=1)
@@ -138,10 +139,17 @@ def create_app(
     clock: Clock,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    fetch: Fetcher = fetch_https,
 ) -> Starlette:
-    """The reader's pages and the operator's endpoints, with extra_routes (the demo's) beside them."""
+    """The reader's pages, the providers' webhooks and the operator's endpoints, with extra_routes
+    (the demo's) beside them."""
     pages = _pages(services)
-    routes = [*_reader_routes(services, clock, pages), *extra_routes]
+
+    def take(notices: Sequence[Notice]) -> None:
+        services.take_notices(notices, clock())
+
+    webhooks = Webhooks(services.settings, take, clock, fetch).routes()
+    routes = [*_reader_routes(services, clock, pages), *webhooks, *extra_routes]
 
     # Plain functions: Starlette runs them in its thread pool, so a slow database cannot stall
     # the event loop that also drives the scheduler and the SMTP connections.

@@ -41,6 +41,7 @@ from digest.ledger import PlanRules
 from digest.models import SubscriberRow
 from digest.store import Store
 from digest.tokens import Purpose
+from digest.webhooks import Fetcher, fetch_https
 
 TUESDAY_NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 MONDAY_NOON = TUESDAY_NOON - timedelta(days=1)  # when the first article arrives
@@ -127,20 +128,30 @@ def web(request: pytest.FixtureRequest, store: Store, smtp_server: SmtpServer) -
     yield from _web(request.param, store, smtp_server, {})
 
 
-def _web(mode: str, store: Store, smtp: SmtpServer, extra: dict[str, str]) -> Iterator[Web]:
+def _web(
+    mode: str,
+    store: Store,
+    smtp: SmtpServer,
+    extra: dict[str, str],
+    fetch: Fetcher = fetch_https,
+) -> Iterator[Web]:
     clock = Clock()
     store.upsert_articles([_article(1)], MONDAY_NOON)
     if mode == "in-process":
         base_url = "http://testserver"
         services = Services(load(None, _settings_env(smtp, base_url, **extra)), store)
-        with in_process_client(asgi_app(services, clock)) as client:
+        with in_process_client(asgi_app(services, clock, fetch=fetch)) as client:
             yield Web(client, services, clock, smtp, base_url)
         return
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     services = Services(load(None, _settings_env(smtp, base_url, **extra)), store)
     config = uvicorn.Config(
-        asgi_app(services, clock), host="127.0.0.1", port=port, lifespan="off", log_config=None
+        asgi_app(services, clock, fetch=fetch),
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_config=None,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
