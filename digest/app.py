@@ -28,9 +28,11 @@ from digest.config import LogFormat, Settings, origin_of, sender_address
 from digest.dispatch import DigestMail, Job, dry_run, run_once
 from digest.domain import (
     EVERYONE,
+    FEEDBACK_DAYS,
     Article,
     Clock,
     DeliveryStatus,
+    Feedback,
     Frequency,
     Notice,
     Only,
@@ -50,7 +52,7 @@ from digest.errors import InvalidInput, NotFound
 from digest.feeds import Imported, import_articles
 from digest.ledger import FinishRules, Ledger, PlanRules
 from digest.mailer import DryRunSender, SmtpSender, SmtpSettings
-from digest.notices import Notices, Taken
+from digest.notices import Notices, Taken, notice_counts
 from digest.render import Renderer, preview_html, preview_text
 from digest.sources import read_source
 from digest.store import FeedState, Outlook, Store, already_subscribed
@@ -91,6 +93,7 @@ class Status:
     retries: int  # deliveries pending a retry
     runs: list[Run]  # the last ones, newest first
     feeds: list[tuple[str, FeedState | None]]  # each configured feed; None if not polled yet
+    feedback: Feedback  # what came back over the last FEEDBACK_DAYS days
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +287,14 @@ class Services:
             retries=self.ledger.retry_count(),
             runs=self.ledger.last_runs(runs),
             feeds=[(source, states.get(source)) for source in s.feeds],
+            feedback=self.feedback(now),
         )
+
+    def feedback(self, now: datetime) -> Feedback:
+        """Bounces, delays, complaints and mailto unsubscribes of the last FEEDBACK_DAYS days,
+        against the digests sent in them."""
+        since = now - timedelta(days=FEEDBACK_DAYS)
+        return Feedback(self.ledger.sent_since(since), notice_counts(self.store.engine, since))
 
     # -- readers and articles -----------------------------------------------------------------
 

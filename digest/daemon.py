@@ -30,7 +30,9 @@ class _Health:
     def __init__(self, services: Services, dispatcher: Dispatcher, clock: Clock) -> None:
         self._services = services
         self._dispatcher = dispatcher
-        self._metrics = Metrics(services.ledger, services.store, clock, services.settings.feeds)
+        self._metrics = Metrics(
+            services.ledger, services.store, clock, services.settings.feeds, services.feedback
+        )
         self.scheduler_running = False
 
     def metrics(self) -> bytes:

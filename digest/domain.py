@@ -66,6 +66,38 @@ class Notice:
     detail: str = ""  # one line: the status code and what the receiver said
 
 
+# Over these, a list is in trouble: Gmail and Yahoo throttle bulk senders whose spam rate passes
+# 0.3 % (their 2024 rules), so warn well before; a bounce rate over 2 % means a stale list.
+COMPLAINT_RATE_LIMIT = 0.001
+BOUNCE_RATE_LIMIT = 0.02
+FEEDBACK_DAYS = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What came back over the last FEEDBACK_DAYS days, against the digests sent in them."""
+
+    sent: int
+    counts: dict[NoticeKind, int]
+
+    def rate(self, kind: NoticeKind) -> float:
+        return self.counts.get(kind, 0) / self.sent if self.sent else 0.0
+
+    def warnings(self) -> list[str]:
+        """One line for each rate over its limit."""
+        limits = {NoticeKind.COMPLAINT: COMPLAINT_RATE_LIMIT, NoticeKind.BOUNCE: BOUNCE_RATE_LIMIT}
+        return [
+            f"the {kind.value} rate, {self.rate(kind):.2%}, is over {limit:.1%}"
+            + (
+                " (Gmail and Yahoo throttle senders over 0.3 %)"
+                if kind is NoticeKind.COMPLAINT
+                else " (the list holds addresses that no longer exist)"
+            )
+            for kind, limit in limits.items()
+            if self.rate(kind) > limit
+        ]
+
+
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 # The site's words for dates, fixed here rather than taken from the process's locale.
 MONTHS = (

@@ -494,6 +494,12 @@ class Ledger:
                 },
             )
 
+    def sent_since(self, since: datetime) -> int:
+        """Digests sent by the runs that started after since (runs.sent: no scan of deliveries)."""
+        query = select(func.coalesce(func.sum(RunRow.sent), 0)).where(RunRow.started_at > since)
+        with reading(self.engine) as conn:
+            return int(conn.scalar(query) or 0)
+
     def last_runs(self, limit: int) -> list[Run]:
         with reading(self.engine) as conn:
             rows = conn.execute(

@@ -6,20 +6,29 @@ across several daemons sharing one database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from digest.domain import Clock
+from digest.domain import Clock, Feedback, NoticeKind
 from digest.ledger import Ledger
 from digest.store import Store
 from digest.text import display_name
 
 
 class _LedgerCollector(Collector):
-    def __init__(self, ledger: Ledger, store: Store, clock: Clock, feeds: Sequence[str]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: Store,
+        clock: Clock,
+        feeds: Sequence[str],
+        feedback: Callable[[datetime], Feedback],
+    ) -> None:
+        self._feedback = feedback
         self._ledger = ledger
         self._store = store
         self._clock = clock
@@ -55,6 +64,29 @@ class _LedgerCollector(Collector):
                 value=(run.finished_at - run.started_at).total_seconds(),
             )
         yield from self._feed_metrics()
+        yield from self._feedback_metrics()
+
+    def _feedback_metrics(self) -> Iterator[Metric]:
+        feedback = self._feedback(self._clock())
+        notices = GaugeMetricFamily(
+            "digest_notices_7d",
+            "Bounces, delays, complaints and mailto unsubscribes taken over the last 7 days",
+            labels=["kind"],
+        )
+        rates = GaugeMetricFamily(
+            "digest_feedback_rate_7d",
+            "Bounces and complaints over the last 7 days per digest sent in them",
+            labels=["kind"],
+        )
+        for kind in NoticeKind:
+            notices.add_metric([kind.value], feedback.counts.get(kind, 0))
+        for kind in (NoticeKind.BOUNCE, NoticeKind.COMPLAINT):
+            rates.add_metric([kind.value], feedback.rate(kind))
+        yield notices
+        yield rates
+        yield GaugeMetricFamily(
+            "digest_sent_7d", "Digests sent over the last 7 days", value=feedback.sent
+        )
 
     def _feed_metrics(self) -> Iterator[Metric]:
         errors = CounterMetricFamily(
@@ -73,9 +105,17 @@ class _LedgerCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, ledger: Ledger, store: Store, clock: Clock, feeds: Sequence[str]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: Store,
+        clock: Clock,
+        feeds: Sequence[str],
+        feedback: Callable[[datetime], Feedback],
+    ) -> None:
+        """feedback gives what came back over the last days as of an instant (Services.feedback)."""
         self._registry = CollectorRegistry()
-        self._registry.register(_LedgerCollector(ledger, store, clock, feeds))
+        self._registry.register(_LedgerCollector(ledger, store, clock, feeds, feedback))
 
     def render(self) -> bytes:
         return generate_latest(self._registry)

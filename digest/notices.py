@@ -18,7 +18,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine, func, select, update
 
@@ -105,15 +105,12 @@ class Notices:
                 )
             )
 
-    def counts(self, now: datetime, days: int = 7) -> dict[NoticeKind, int]:
-        """Notices taken in the last `days` days, by kind: for status and /metrics."""
-        query = (
-            select(N.kind, func.count())
-            .where(N.received_at > now - timedelta(days=days))
-            .group_by(N.kind)
-        )
-        with reading(self.engine) as conn:
-            return {NoticeKind(kind): n for kind, n in conn.execute(query)}
+
+def notice_counts(engine: Engine, since: datetime) -> dict[NoticeKind, int]:
+    """Notices taken after since, by kind: for status and /metrics."""
+    query = select(N.kind, func.count()).where(N.received_at > since).group_by(N.kind)
+    with reading(engine) as conn:
+        return {NoticeKind(kind): n for kind, n in conn.execute(query)}
 
 
 def _named(conn: Connection, notice: Notice) -> tuple[int | None, int | None]:

@@ -12,9 +12,12 @@ from rich.progress import Progress as RichProgress
 
 from digest.app import Services
 from digest.domain import (
+    FEEDBACK_DAYS,
     Article,
     DeliveryStatus,
+    Feedback,
     Frequency,
+    NoticeKind,
     Progress,
     Subscriber,
     SubscriberStatus,
@@ -111,6 +114,8 @@ def status(services: Services, now: datetime) -> str:
         "  " + ", ".join(f"{st.value} {deliveries.get(st, 0)}" for st in DeliveryStatus),
         f"  pending retries: {facts.retries}",
         "",
+        *_feedback_lines(facts.feedback),
+        "",
         "Last runs",
     ]
     lines += [
@@ -122,6 +127,24 @@ def status(services: Services, now: datetime) -> str:
 
 
 TOPIC_SETS_SHOWN = 8
+
+
+def _feedback_lines(feedback: Feedback) -> list[str]:
+    """What came back over the last days, by kind, the rates beside the counts, and a warning
+    for each rate over its limit."""
+    kinds = ", ".join(
+        f"{kind.value} {feedback.counts.get(kind, 0)}"
+        + (f" ({feedback.rate(kind):.2%})" if kind in RATED else "")
+        for kind in NoticeKind
+    )
+    return [
+        f"What came back (last {FEEDBACK_DAYS} days, {feedback.sent} digest(s) sent)",
+        f"  {kinds}",
+        *(f"  warning: {warning}" for warning in feedback.warnings()),
+    ]
+
+
+RATED = (NoticeKind.BOUNCE, NoticeKind.COMPLAINT)
 
 
 def _topic_lines(mix: dict[frozenset[str] | None, int]) -> list[str]:

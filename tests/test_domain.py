@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from digest.domain import (
+    Feedback,
     Frequency,
+    NoticeKind,
     ReplyClass,
     RunSummary,
     Schedule,
@@ -588,3 +590,19 @@ def test_a_pause_ends_at_the_readers_midnight_of_the_day_it_comes_to(
     now: str, zone: ZoneInfo, months: int, weeks: int, expected: str
 ) -> None:
     assert pause_end(utc(now), zone, months=months, weeks=weeks) == utc(expected)
+
+
+@pytest.mark.parametrize(
+    ("sent", "counts", "warned"),
+    [
+        (1000, {NoticeKind.COMPLAINT: 1, NoticeKind.BOUNCE: 20}, []),  # at the limits: no warning
+        (1000, {NoticeKind.COMPLAINT: 2}, ["complaint"]),
+        (1000, {NoticeKind.BOUNCE: 21, NoticeKind.DELAY: 500}, ["bounce"]),  # delays never warn
+        (0, {NoticeKind.COMPLAINT: 3}, []),  # nothing sent: no rate to speak of
+    ],
+)
+def test_feedback_warns_for_each_rate_over_its_limit(
+    sent: int, counts: dict[NoticeKind, int], warned: list[str]
+) -> None:
+    warnings = Feedback(sent, counts).warnings()
+    assert [warning.split()[1] for warning in warnings] == warned

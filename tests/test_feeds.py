@@ -180,7 +180,10 @@ def test_metrics_count_feed_poll_errors_per_feed(store: Store, tmp_path: Path) -
     clock = Clock(NOW)
     for _ in range(2):
         poll(store, [good, missing], clock)
-    text = Metrics(Ledger(store), store, clock, [good, missing]).render().decode()
+    services = services_with_feeds(store, [good, missing])
+    text = (
+        Metrics(Ledger(store), store, clock, [good, missing], services.feedback).render().decode()
+    )
     assert f'digest_feed_poll_errors_total{{feed="{missing}"}} 2.0' in text
     assert f'digest_feed_poll_errors_total{{feed="{good}"}} 0.0' in text
     assert f'digest_feed_failing{{feed="{missing}"}} 1.0' in text

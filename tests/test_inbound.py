@@ -271,3 +271,26 @@ def test_a_file_that_cannot_be_read_is_one_line_and_exit_2(returning: Cli, tmp_p
     assert result.code == 2
     assert len(result.err.strip().splitlines()) == 1
     assert "missing.eml" in result.err
+
+
+def test_status_shows_what_came_back_by_kind_with_the_rates_and_warns_over_the_limits(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    digests = sent_digests(returning, smtp_server)
+    quiet = returning("status", "--now", MONDAY_0900).out
+    assert "What came back (last 7 days, 2 digest(s) sent)" in quiet
+    assert "bounce 0 (0.00%), delay 0, complaint 0 (0.00%), unsubscribe 0" in quiet
+    assert "warning:" not in quiet
+    take(
+        returning,
+        tmp_path,
+        samples.rfc3464(digests["weekly@example.org"]),
+        samples.arf(digests["daily@example.org"], "fbl@miasfeed.example"),
+    )
+    status = returning("status", "--now", MONDAY_0900).out
+    assert "bounce 1 (50.00%), delay 0, complaint 1 (50.00%), unsubscribe 0" in status
+    assert "warning: the complaint rate, 50.00%, is over 0.1%" in status
+    assert "warning: the bounce rate, 50.00%, is over 2.0%" in status
+    # A week later the window has moved past them.
+    later = returning("status", "--now", "2026-12-08T09:00Z").out
+    assert "bounce 0 (0.00%)" in later

@@ -159,3 +159,13 @@ def test_a_badly_signed_call_over_http_gets_403_and_changes_nothing(
     )
     assert answer.status_code == 403
     assert snapshot(web.store.engine) == before
+
+
+def test_metrics_count_what_came_back_over_seven_days_and_the_rates(web: Web) -> None:
+    message_id = mailed(web)
+    assert post(web, BOUNCES["postmark"], message_id).status_code == 200
+    text = web.get("/metrics").text
+    assert 'digest_notices_7d{kind="bounce"} 1.0' in text
+    assert 'digest_notices_7d{kind="complaint"} 0.0' in text
+    assert "digest_sent_7d 1.0" in text
+    assert 'digest_feedback_rate_7d{kind="bounce"} 1.0' in text
