@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --latency 20             # through a relay 20 ms away each way
     .venv/bin/python bench/run.py --readers 1000000 --rounds 1 --give-up 900   # smtp-source, digest
     .venv/bin/python bench/run.py --topics      # readers in 8 topic sets (issue 15), not all in one
+    .venv/bin/python bench/run.py --return-paths    # VERP return paths, mailto: unsubscribes (16)
 
 One run measures every configuration once per round, interleaved (round 1: A B C D, round 2:
 A B C D, ...), so that the ratios pair figures taken in the same minute on a shared machine:
@@ -96,7 +97,8 @@ class Bench:
         self._runs = 0
 
     def env(self, url: str, connections: int | None = None) -> dict[str, str]:
-        return workloads.environment(url, self.port, connections or self.args.connections)
+        env = workloads.environment(url, self.port, connections or self.args.connections)
+        return env | (workloads.RETURN_PATHS if self.args.return_paths else {})
 
     def capture_message(self) -> int:
         """Send one digest to a sink that keeps it: smtp-source sends exactly what digest sends."""
@@ -104,7 +106,9 @@ class Bench:
         port = free_port()
         sink = servers.script("sink.py", str(port), "--keep", str(self.message))
         try:
-            workloads.send_one(workloads.environment(url, port, 1), self.args.articles)
+            one = workloads.environment(url, port, 1)
+            one |= workloads.RETURN_PATHS if self.args.return_paths else {}
+            workloads.send_one(one, self.args.articles)
         finally:
             servers.stop(sink)
         wire = self.message.read_bytes()
@@ -335,6 +339,11 @@ def _arguments() -> argparse.Namespace:
         "--topics",
         action="store_true",
         help="readers hold a realistic mix of topic sets (8, a quarter every topic), not all",
+    )
+    parser.add_argument(
+        "--return-paths",
+        action="store_true",
+        help="each digest from its own VERP return path, with a mailto: unsubscribe (issue 16)",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16, help="DIGEST_SMTP_CONNECTIONS")

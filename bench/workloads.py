@@ -50,6 +50,11 @@ SUMMARY = (
     "matters as much as its length. <em>Small, steady habits</em> made the largest difference. "
 )
 SENDER = "Mia's Feed <digest@miasfeed.example>"
+# With --return-paths: each digest's own signed envelope sender and mailto: unsubscribe.
+RETURN_PATHS = {
+    "DIGEST_BOUNCE_ADDRESS": "bounces@mail.miasfeed.example",
+    "DIGEST_UNSUBSCRIBE_ADDRESS": "unsubscribe@mail.miasfeed.example",
+}
 ENVELOPE_SENDER = "digest@miasfeed.example"
 PROGRESS_EVERY = 60.0  # seconds between the notes a long run prints
 
