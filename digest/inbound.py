@@ -46,8 +46,11 @@ class Mailboxes:
     unsubscribe: str | None
 
     def ours(self, recipient: str) -> bool:
-        """Whether a recipient is one of ours, tagged: the only ones inbound SMTP takes."""
-        return any(
+        """Whether a recipient is one of ours: the only ones inbound SMTP takes. The bounce
+        address tagged or as it is (where a feedback loop sends its complaints), the unsubscribe
+        address tagged."""
+        bare = recipient.strip().strip("<>").casefold()
+        return (self.bounce is not None and bare == self.bounce.casefold()) or any(
             address is not None and tag_of(recipient, address) is not None
             for address in (self.bounce, self.unsubscribe)
         )

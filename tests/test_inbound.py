@@ -20,6 +20,7 @@ from test_cli import parsed
 from digest import database
 from digest.addresses import tag_of
 from digest.domain import Subscriber, SubscriberStatus
+from digest.inbound import Mailboxes
 from digest.store import Store
 from digest.tokens import Tokens
 
@@ -294,3 +295,13 @@ def test_status_shows_what_came_back_by_kind_with_the_rates_and_warns_over_the_l
     # A week later the window has moved past them.
     later = returning("status", "--now", "2026-12-08T09:00Z").out
     assert "bounce 0 (0.00%)" in later
+
+
+def test_inbound_mail_is_ours_only_at_the_bounce_address_or_a_tag_of_either_address() -> None:
+    mailboxes = Mailboxes(BOUNCES, UNSUBSCRIBE)
+    assert mailboxes.ours("bounces+b1-abc@mail.miasfeed.example")
+    assert mailboxes.ours("<Bounces@Mail.Miasfeed.Example>")  # a feedback loop's reports
+    assert mailboxes.ours("unsubscribe+u1-1-abc@mail.miasfeed.example")
+    assert not mailboxes.ours("unsubscribe@mail.miasfeed.example")  # names no reader
+    assert not mailboxes.ours("postmaster@mail.miasfeed.example")
+    assert not Mailboxes(None, None).ours("bounces@mail.miasfeed.example")
