@@ -1,4 +1,5 @@
-"""`digest serve`: the scheduler and the web endpoints in one process, on one event loop."""
+"""`digest serve`: the scheduler and the web endpoints in one process, on one event loop; and
+inbound SMTP, when DIGEST_INBOUND_PORT is set, beside them (inbound_smtp.py)."""
 
 from __future__ import annotations
 

@@ -170,6 +170,8 @@ def receiving(services: Services, clock: Clock, host: str, port: int) -> Iterato
         return _Session(handler, connections, loop, settings.inbound_max_bytes, domain)
 
     listener = _listening(host, port)
+    # aiosmtpd logs every command at INFO: a dozen lines a mail would bury the daemon's own.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     stopping = loop.create_future()
     thread = threading.Thread(
         target=loop.run_until_complete,

@@ -289,7 +289,10 @@ def test_digest_serve_takes_inbound_smtp_on_its_port_and_logs_where_and_for_whom
 
         wait_for(answers, "inbound SMTP")
         stop_cleanly(process)
-    assert f"inbound SMTP on 127.0.0.1:{port} for {BOUNCES}, {UNSUBSCRIBE}" in log.read_text()
+    logged = log.read_text()
+    assert f"inbound SMTP on 127.0.0.1:{port} for {BOUNCES}, {UNSUBSCRIBE}" in logged
+    assert "refused (550): a mail to someone@example.org" in logged
+    assert "mail.log" not in logged  # aiosmtpd's line a command is not the daemon's log
     with pytest.raises(ConnectionRefusedError):  # stopped with the daemon
         socket.create_connection(("127.0.0.1", port), timeout=10).close()
 
