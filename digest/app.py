@@ -392,11 +392,12 @@ class Services:
         """Read each mail of each file (.eml, or an mbox of many) as if it had come in over SMTP,
         and take what it says. OSError for a file that cannot be read."""
         reader, notices, mails, skipped = self.inbound_reader(), [], 0, []
+        limit = self.settings.inbound_max_bytes
         for path in paths:
             for where, raw in inbound.mails_in(path):
                 mails += 1
-                if len(raw) > inbound.MAX_BYTES:
-                    skipped.append(RowError(where, f"over {inbound.MAX_BYTES:,} bytes: not read"))
+                if len(raw) > limit:
+                    skipped.append(RowError(where, f"over {limit:,} bytes: not read"))
                     continue
                 notices += reader.notices(raw, source="file")
         return InboundImport(self.take_notices(notices, now), mails, skipped)

@@ -121,6 +121,9 @@ KEYS: tuple[Key, ...] = (
     Key("templates_dir", "", "folder of the mail and page templates; empty means the ones shipped with digest"),
     Key("bounce_address", None, "where bounces come back to, e.g. bounces@mail.example.org: each digest's envelope sender is it with a signed tag naming the digest (VERP: bounces+TAG@mail.example.org); empty means the From address, untagged"),
     Key("unsubscribe_address", None, "e.g. unsubscribe@mail.example.org: each digest's List-Unsubscribe carries it with a signed tag naming the reader (mailto:unsubscribe+TAG@…) beside the https link; empty means no mailto form"),
+    Key("inbound_port", 0, "the port digest serve takes inbound SMTP on (bounces, complaints, mailto unsubscribes to the two addresses above), on the web's --host; 0 means off", bounds=(0, 65535)),
+    Key("inbound_max_bytes", 10_000_000, "the largest inbound mail taken, in bytes; a bigger one is refused (552 over SMTP, reported by digest inbound import)", bounds=(10_000, 100_000_000)),
+    Key("inbound_max_connections", 20, "inbound SMTP connections open at once; one more gets 421 and is closed", bounds=(1, 10_000)),
     Key("ses_topic_arns", "", "comma-separated Amazon SNS topic ARNs whose SES bounce and complaint notifications POST /webhooks/ses takes; empty means no such route"),
     Key("postmark_webhook_auth", None, "USER:PASSWORD that Postmark's bounce and spam complaint webhooks send (as https://USER:PASSWORD@…/webhooks/postmark); empty means no such route"),
     Key("mailgun_signing_key", None, "Mailgun's HTTP webhook signing key, which signs the calls to POST /webhooks/mailgun; empty means no such route"),
@@ -172,6 +175,9 @@ class Settings:
     templates_dir: Path
     bounce_address: str | None
     unsubscribe_address: str | None
+    inbound_port: int  # 0: off
+    inbound_max_bytes: int
+    inbound_max_connections: int
     ses_topic_arns: frozenset[str]
     postmark_webhook_auth: str | None  # USER:PASSWORD
     mailgun_signing_key: str | None
@@ -192,12 +198,18 @@ class Settings:
     def warnings(self) -> list[str]:
         """What is legal but should be fixed: `digest send` prints each once a run, the daemon
         logs each once."""
+        found: list[str] = []
         if self.postal_address is None:
-            return [
+            found.append(
                 f"{_label('postal_address')} is not set: the digests carry no postal address, "
                 "which US law (CAN-SPAM) requires in commercial mail"
-            ]
-        return []
+            )
+        if self.inbound_port and self.bounce_address is None and self.unsubscribe_address is None:
+            found.append(
+                f"{_label('inbound_port')} is set but neither {_label('bounce_address')} nor "
+                f"{_label('unsubscribe_address')} is: inbound SMTP refuses every recipient"
+            )
+        return found
 
     @property
     def one_click(self) -> bool:
@@ -299,6 +311,9 @@ def _build(raw: Mapping[str, Raw]) -> Settings:
         templates_dir=Path(templates) if templates else PROJECT_TEMPLATES,
         bounce_address=get("bounce_address", _optional_address),
         unsubscribe_address=get("unsubscribe_address", _optional_address),
+        inbound_port=whole("inbound_port"),
+        inbound_max_bytes=whole("inbound_max_bytes"),
+        inbound_max_connections=whole("inbound_max_connections"),
         ses_topic_arns=frozenset(get("ses_topic_arns", _topic_arns)),
         postmark_webhook_auth=get("postmark_webhook_auth", _user_and_password),
         mailgun_signing_key=get("mailgun_signing_key", _optional_text),

@@ -1,10 +1,11 @@
-"""`digest serve`: the scheduler and the web endpoints in one process, on one event loop."""
+"""`digest serve`: the scheduler and the web endpoints in one process, on one event loop; and
+inbound SMTP, when DIGEST_INBOUND_PORT is set, beside them (inbound_smtp.py)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from types import FrameType
 from typing import Any
 
@@ -16,6 +17,7 @@ from digest.app import Services
 from digest.config import LogFormat
 from digest.domain import Clock
 from digest.feeds import FeedPoller
+from digest.inbound_smtp import receiving
 from digest.metrics import Metrics
 from digest.scheduler import Dispatcher, Every, InProcess, Sending, build_scheduler
 from digest.sending_process import SendingProcess
@@ -129,8 +131,39 @@ def serve(
     """Run until SIGTERM or SIGINT; the first finishes in-flight sends, a second exits at once.
 
     The sends run in a process of their own, which logs as this one does, so that the pages
-    never wait behind a run for the GIL.
+    never wait behind a run for the GIL. With DIGEST_INBOUND_PORT set, inbound SMTP listens on
+    host too, from before the web starts until after it stops; a taken port is an InvalidInput.
     """
+    with _inbound(services, clock, host):
+        _serve_web(services, clock, host, port, log_format, extra_routes, extra_jobs)
+
+
+@contextmanager
+def _inbound(services: Services, clock: Clock, host: str) -> Iterator[None]:
+    settings = services.settings
+    if not settings.inbound_port:
+        yield
+        return
+    with receiving(services, clock, host, settings.inbound_port):
+        addresses = [settings.bounce_address, settings.unsubscribe_address]
+        log.info(
+            "inbound SMTP on %s:%d for %s",
+            host,
+            settings.inbound_port,
+            ", ".join(a for a in addresses if a) or "no address (it refuses every recipient)",
+        )
+        yield
+
+
+def _serve_web(
+    services: Services,
+    clock: Clock,
+    host: str,
+    port: int,
+    log_format: LogFormat,
+    extra_routes: Sequence[BaseRoute],
+    extra_jobs: Sequence[Every],
+) -> None:
     sending = SendingProcess(services.settings, log_format, logging.getLogger().level)
     config = uvicorn.Config(
         asgi_app(services, clock, extra_routes, extra_jobs, sending),

@@ -31,7 +31,6 @@ from digest.tokens import Tokens
 
 log = logging.getLogger("digest.inbound")
 DETAIL_LIMIT = 500
-MAX_BYTES = 10_000_000  # a bounce quotes one digest (about 60 KB): a mail this big is no bounce
 # Where a mailbox keeps the address a mail was delivered to, for mail read from a file.
 DELIVERED_TO = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
 AUTO_REPLY = re.compile(r"auto[-_ ]?repl|out of (the )?office|vacation|autorespon", re.IGNORECASE)

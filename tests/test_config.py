@@ -59,6 +59,17 @@ def test_an_unset_postal_address_is_one_line_of_warning_and_a_set_one_none() -> 
     assert settings.warnings() == []
 
 
+def test_an_inbound_port_without_either_address_is_one_line_of_warning() -> None:
+    postal = {"DIGEST_POSTAL_ADDRESS": "Mia's Feed, 1 Harbour Street, Leith"}
+    [warning] = load(None, postal | {"DIGEST_INBOUND_PORT": "2525"}).warnings()
+    assert warning.startswith("inbound_port (DIGEST_INBOUND_PORT) is set but neither")
+    assert "refuses every recipient" in warning and "\n" not in warning
+    for address in ("DIGEST_BOUNCE_ADDRESS", "DIGEST_UNSUBSCRIBE_ADDRESS"):
+        with_one = postal | {"DIGEST_INBOUND_PORT": "2525", address: "in@mail.example.org"}
+        assert load(None, with_one).warnings() == []
+    assert load(None, postal).warnings() == []  # inbound SMTP off: nothing to say
+
+
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     file = tmp_path / "digest.toml"
     file.write_text('smtp_host = "mail.example.org"\nsmtp_port = 2525\nweekly_day = "friday"\n')

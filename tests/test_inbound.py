@@ -230,6 +230,23 @@ def test_an_auto_reply_a_broken_mail_and_forged_tags_change_nothing(
     assert snapshot(database_url) == before
 
 
+def test_a_mail_over_the_inbound_size_cap_is_reported_by_place_and_not_read(
+    returning: Cli,
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = sent_digests(returning, smtp_server)["weekly@example.org"]
+    monkeypatch.setenv("DIGEST_INBOUND_MAX_BYTES", "10000")
+    big = samples.rfc3464(sent) + b"y" * 10_000  # a long epilogue
+    result = take(returning, tmp_path, samples.rfc3464(sent), big)
+    assert result.code == 1
+    assert result.err.splitlines() == [f"{tmp_path / 'inbound-1.eml'}: over 10,000 bytes: not read"]
+    assert "read 2 mail(s): bounce 1," in result.last_line
+    assert reader(database_url, "weekly@example.org").bounces == 1
+
+
 def test_a_notice_told_twice_counts_once(
     returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
 ) -> None:
