@@ -157,12 +157,14 @@ def test_a_recipient_not_ours_gets_550_at_rcpt_changes_nothing_and_is_one_log_li
 ) -> None:
     sent = inbound.sent["weekly@example.org"]
     before = snapshot(inbound.store.engine)
-    strangers = ["postmaster@mail.miasfeed.example", BOUNCES, "weekly@example.org"]
+    # UNSUBSCRIBE untagged names no reader.
+    strangers = ["postmaster@mail.miasfeed.example", UNSUBSCRIBE, "weekly@example.org"]
     with inbound.connect() as client:
         assert client.mail("<>")[0] == 250
         for stranger in strangers:
             assert client.rcpt(stranger) == (550, b"5.1.1 no such mailbox here")
         assert client.rcpt(sent.return_path)[0] == 250  # ours, tagged, in the same mail
+        assert client.rcpt(BOUNCES)[0] == 250  # as it is too: a feedback loop's reports
     assert snapshot(inbound.store.engine) == before
     assert refusals(caplog) == [
         f"inbound SMTP from 127.0.0.1 refused (550): a mail to {stranger}" for stranger in strangers
