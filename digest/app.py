@@ -55,7 +55,7 @@ from digest.mailer import DryRunSender, SmtpSender, SmtpSettings
 from digest.notices import Notices, Taken, notice_counts
 from digest.render import Renderer, preview_html, preview_text
 from digest.sources import read_source
-from digest.store import FeedState, Outlook, Store, already_subscribed
+from digest.store import FeedState, Outlook, Store
 from digest.subscriber_csv import parse_subscribers_csv
 from digest.tokens import Tokens
 
@@ -330,7 +330,7 @@ class Services:
         )
         known = self.store.add_subscribers(parsed.items, confirmed=confirmed, now=now)
         reported = [
-            (where, already_subscribed(draft.email, known[draft.email]))
+            (where, known[draft.email])
             for where, draft in zip(parsed.places, parsed.items, strict=True)
             if draft.email in known
         ]

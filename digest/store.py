@@ -285,20 +285,28 @@ class Store:
     def add_subscribers(
         self, drafts: Sequence[SubscriberDraft], *, confirmed: bool, now: datetime
     ) -> dict[str, str]:
-        """Add new readers and leave known ones alone; returns each known address as given and
-        as on file. Known means the same address without regard to case, on file or earlier in
-        drafts."""
+        """Add new readers and leave known ones alone, whatever their status (one who reported a
+        digest as spam is never re-added by an import); returns how each known address is
+        reported (already_subscribed). Known means the same address without regard to case, on
+        file or earlier in drafts."""
         with writing(self.engine) as conn:
             keys = [address_key(draft.email) for draft in drafts]
-            query = select(S.email_key, S.email).where(S.email_key.in_(keys))
-            on_file: dict[str, str] = {key: email for key, email in conn.execute(query)}
+            query = select(S.email_key, S.email, S.status).where(S.email_key.in_(keys))
+            on_file: dict[str, str] = {}
+            complained: set[str] = set()
+            for key, email, status in conn.execute(query):
+                on_file[key] = email
+                if status == SubscriberStatus.COMPLAINED.value:
+                    complained.add(key)
             cursor = newest_article(conn, now) if confirmed else 0
             status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
             known: dict[str, str] = {}
             rows = []
             for draft, key in zip(drafts, keys, strict=True):
                 if key in on_file:
-                    known[draft.email] = on_file[key]
+                    known[draft.email] = already_subscribed(
+                        draft.email, on_file[key], complained=key in complained
+                    )
                 else:
                     on_file[key] = draft.email
                     rows.append(_new_subscriber(draft, status, cursor=cursor, now=now))
@@ -311,7 +319,7 @@ class Store:
     def add_subscriber(self, draft: SubscriberDraft, *, confirmed: bool, now: datetime) -> None:
         known = self.add_subscribers([draft], confirmed=confirmed, now=now)
         if draft.email in known:
-            raise DuplicateSubscriber(already_subscribed(draft.email, known[draft.email]))
+            raise DuplicateSubscriber(known[draft.email])
 
     def find_subscriber(self, email: str) -> Subscriber:
         """The reader with this address, whatever its case."""
@@ -774,9 +782,16 @@ def _new_subscriber(
     }
 
 
-def already_subscribed(email: str, on_file: str) -> str:
-    """How a known address is reported: with the spelling on file when it differs in case."""
-    return f"{email} is already subscribed" + ("" if on_file == email else f" as {on_file}")
+def already_subscribed(email: str, on_file: str, *, complained: bool = False) -> str:
+    """How a known address is reported: with the spelling on file when it differs in case, and
+    for a reader who reported a digest as spam, that only their own sign-up brings them back."""
+    spelled = "" if on_file == email else f" as {on_file}"
+    if complained:
+        return (
+            f"{email}{spelled} reported a digest as spam: not added again "
+            "(only their own sign-up, confirmed, brings them back)"
+        )
+    return f"{email} is already subscribed{spelled}"
 
 
 def _article_values(draft: ArticleDraft, now: datetime) -> dict[str, object]:

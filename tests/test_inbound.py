@@ -322,3 +322,22 @@ def test_inbound_mail_is_ours_only_at_the_bounce_address_or_a_tag_of_either_addr
     assert not mailboxes.ours("unsubscribe@mail.miasfeed.example")  # names no reader
     assert not mailboxes.ours("postmaster@mail.miasfeed.example")
     assert not Mailboxes(None, None).ours("bounces@mail.miasfeed.example")
+
+
+def test_a_reader_who_complained_is_not_re_added_by_an_import_and_is_told_why(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    sent = sent_digests(returning, smtp_server)["daily@example.org"]
+    take(returning, tmp_path, samples.arf(sent, "fbl@miasfeed.example"))
+    rows = tmp_path / "readers.csv"
+    rows.write_text("email,frequency\nDAILY@example.org,daily\nnew@example.org,weekly\n")
+    result = returning("subscribers", "import", str(rows), "--confirmed", "--now", MONDAY_0900)
+    assert (
+        "DAILY@example.org as daily@example.org reported a digest as spam: not added again "
+        "(only their own sign-up, confirmed, brings them back)"
+    ) in result.out + result.err
+    assert reader(database_url, "daily@example.org").status is SubscriberStatus.COMPLAINED
+    assert reader(database_url, "new@example.org").status is SubscriberStatus.ACTIVE
+    again = returning("subscribers", "add", "daily@example.org", "--confirmed")
+    assert again.code == 2
+    assert "reported a digest as spam" in again.err

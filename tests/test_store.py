@@ -581,8 +581,8 @@ def test_an_address_in_another_case_is_the_known_reader_and_keeps_its_first_spel
         now=MONDAY_0900,
     )
     assert known == {
-        "READER@example.org": "Reader@example.org",
-        "NEW@example.org": "new@example.org",
+        "READER@example.org": "READER@example.org is already subscribed as Reader@example.org",
+        "NEW@example.org": "NEW@example.org is already subscribed as new@example.org",
     }
     assert sorted(s.email for s in store.subscribers()) == ["Reader@example.org", "new@example.org"]
     assert store.find_subscriber("rEADER@example.org").email == "Reader@example.org"
