@@ -18,7 +18,7 @@ from digest.config import LogFormat
 from digest.domain import Clock
 from digest.feeds import FeedPoller
 from digest.inbound_smtp import receiving
-from digest.metrics import Metrics
+from digest.metrics import Metrics, Sources
 from digest.scheduler import Dispatcher, Every, InProcess, Sending, build_scheduler
 from digest.sending_process import SendingProcess
 from digest.stopping import handling, leave_at_once
@@ -33,7 +33,9 @@ class _Health:
         self._services = services
         self._dispatcher = dispatcher
         self._metrics = Metrics(
-            services.ledger, services.store, clock, services.settings.feeds, services.feedback
+            Sources(
+                services.ledger, services.store, clock, services.settings.feeds, services.feedback
+            )
         )
         self.scheduler_running = False
 

@@ -7,6 +7,7 @@ across several daemons sharing one database.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,20 +20,20 @@ from digest.store import Store
 from digest.text import display_name
 
 
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What the metrics are read from at each scrape."""
+
+    ledger: Ledger
+    store: Store
+    clock: Clock
+    feeds: Sequence[str]
+    feedback: Callable[[datetime], Feedback]  # what came back, as of an instant
+
+
 class _LedgerCollector(Collector):
-    def __init__(
-        self,
-        ledger: Ledger,
-        store: Store,
-        clock: Clock,
-        feeds: Sequence[str],
-        feedback: Callable[[datetime], Feedback],
-    ) -> None:
-        self._feedback = feedback
-        self._ledger = ledger
-        self._store = store
-        self._clock = clock
-        self._feeds = tuple(feeds)
+    def __init__(self, sources: Sources) -> None:
+        self._sources = sources
 
     def collect(self) -> Iterator[Metric]:
         deliveries = GaugeMetricFamily(
@@ -41,16 +42,16 @@ class _LedgerCollector(Collector):
             labels=["status", "frequency"],
         )
         for (status, frequency), count in sorted(
-            self._ledger.delivery_counts_by_frequency().items()
+            self._sources.ledger.delivery_counts_by_frequency().items()
         ):
             deliveries.add_metric([status.value, frequency.value], count)
         yield deliveries
         yield GaugeMetricFamily(
             "digest_due_backlog",
             "Deliveries that are due and not yet claimed",
-            value=self._ledger.count_claimable(self._clock()),
+            value=self._sources.ledger.count_claimable(self._sources.clock()),
         )
-        runs = self._ledger.last_runs(1)
+        runs = self._sources.ledger.last_runs(1)
         if runs:
             run = runs[0]
             yield GaugeMetricFamily(
@@ -67,7 +68,7 @@ class _LedgerCollector(Collector):
         yield from self._feedback_metrics()
 
     def _feedback_metrics(self) -> Iterator[Metric]:
-        feedback = self._feedback(self._clock())
+        feedback = self._sources.feedback(self._sources.clock())
         notices = GaugeMetricFamily(
             "digest_notices_7d",
             "Bounces, delays, complaints and mailto unsubscribes taken over the last 7 days",
@@ -95,8 +96,8 @@ class _LedgerCollector(Collector):
         failing = GaugeMetricFamily(
             "digest_feed_failing", "1 while the feed's latest poll failed", labels=["feed"]
         )
-        states = self._store.feed_states(self._feeds)
-        for source in self._feeds:
+        states = self._sources.store.feed_states(self._sources.feeds)
+        for source in self._sources.feeds:
             state, name = states.get(source), display_name(source)
             errors.add_metric([name], state.errors_total if state else 0)
             failing.add_metric([name], int(state is not None and state.failures > 0))
@@ -105,17 +106,9 @@ class _LedgerCollector(Collector):
 
 
 class Metrics:
-    def __init__(
-        self,
-        ledger: Ledger,
-        store: Store,
-        clock: Clock,
-        feeds: Sequence[str],
-        feedback: Callable[[datetime], Feedback],
-    ) -> None:
-        """feedback gives what came back over the last days as of an instant (Services.feedback)."""
+    def __init__(self, sources: Sources) -> None:
         self._registry = CollectorRegistry()
-        self._registry.register(_LedgerCollector(ledger, store, clock, feeds, feedback))
+        self._registry.register(_LedgerCollector(sources))
 
     def render(self) -> bytes:
         return generate_latest(self._registry)

@@ -18,7 +18,7 @@ from digest.config import load
 from digest.domain import Validators
 from digest.feeds import FeedPoller
 from digest.ledger import Ledger
-from digest.metrics import Metrics
+from digest.metrics import Metrics, Sources
 from digest.store import Store
 
 NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
@@ -182,7 +182,9 @@ def test_metrics_count_feed_poll_errors_per_feed(store: Store, tmp_path: Path) -
         poll(store, [good, missing], clock)
     services = services_with_feeds(store, [good, missing])
     text = (
-        Metrics(Ledger(store), store, clock, [good, missing], services.feedback).render().decode()
+        Metrics(Sources(Ledger(store), store, clock, [good, missing], services.feedback))
+        .render()
+        .decode()
     )
     assert f'digest_feed_poll_errors_total{{feed="{missing}"}} 2.0' in text
     assert f'digest_feed_poll_errors_total{{feed="{good}"}} 0.0' in text

@@ -11,7 +11,6 @@ import email.policy
 import html
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,11 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from db_fixtures import snapshot
 from smtp_server import Received, SmtpServer
 from sqlalchemy import Engine, event, update
-from web_client import in_process_client
+from web_client import in_process_client, served
 
 from digest import database
 from digest.app import Services
@@ -146,24 +144,11 @@ def _web(
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     services = Services(load(None, _settings_env(smtp, base_url, **extra)), store)
-    config = uvicorn.Config(
-        asgi_app(services, clock, fetch=fetch),
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-        log_config=None,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + PATIENCE
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    with httpx.Client(base_url=base_url, follow_redirects=False) as client:
+    with (
+        served(asgi_app(services, clock, fetch=fetch), port),
+        httpx.Client(base_url=base_url, follow_redirects=False) as client,
+    ):
         yield Web(client, services, clock, smtp, base_url)
-    server.should_exit = True
-    thread.join()
 
 
 def _article(n: int) -> ArticleDraft:

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 from base64 import b64encode
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,17 +21,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
-from processes import wait_for
 from starlette.applications import Starlette
+from web_client import served
 
 from digest.config import Settings, load
-from digest.demo.catcher import free_port
 from digest.domain import Notice, NoticeKind
 from digest.errors import ConfigError, Forbidden, InvalidInput
 from digest.webhooks import (
@@ -705,24 +702,11 @@ def _serving(settings: Settings) -> Iterator[Hooks]:
     clock = [NOW]
     fetch = Fetcher()
     hooks = Webhooks(settings, taken.extend, lambda: clock[0], fetch)
-    port = free_port()
-    config = uvicorn.Config(
-        Starlette(routes=hooks.routes()),
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-        log_config=None,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, "uvicorn to start")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            yield Hooks(client, taken, fetch, clock)
-    finally:
-        server.should_exit = True
-        thread.join()
+    with (
+        served(Starlette(routes=hooks.routes())) as base_url,
+        httpx.Client(base_url=base_url) as client,
+    ):
+        yield Hooks(client, taken, fetch, clock)
 
 
 @pytest.fixture
