@@ -309,8 +309,10 @@ class Services:
         confirmed: bool,
         now: datetime,
         topics: str = "",
+        despite_complaint: bool = False,
     ) -> SubscriberDraft:
-        """send_time (HH:MM) and weekday (a name) None: the site's."""
+        """send_time (HH:MM) and weekday (a name) None: the site's. despite_complaint takes back
+        a reader who reported a digest as spam (Store.readd_complained); else they stay out."""
         s = self.settings
         draft = SubscriberDraft(
             normalise_address(email),
@@ -320,6 +322,8 @@ class Services:
             parse_weekday(weekday or ""),
             parse_topics(topics),
         )
+        if despite_complaint and self.store.readd_complained(draft, confirmed=confirmed, now=now):
+            return draft
         self.store.add_subscriber(draft, confirmed=confirmed, now=now)
         return draft
 

@@ -287,6 +287,13 @@ def subscribers_add(
             help='Categories, comma-separated, e.g. "Nutrition, Public Health"; none: every topic.'
         ),
     ] = "",
+    despite_complaint: Annotated[
+        bool,
+        typer.Option(
+            "--despite-complaint",
+            help="Take back a reader who reported a digest as spam; otherwise they stay out.",
+        ),
+    ] = False,
     now: NowOption = None,
 ) -> None:
     """Add one reader (pending until confirmed, unless --confirmed)."""
@@ -299,6 +306,7 @@ def subscribers_add(
         confirmed=confirmed,
         now=_instant(now),
         topics=topics,
+        despite_complaint=despite_complaint,
     )
     state = "active" if confirmed else "pending confirmation"
     own = "".join(

@@ -316,6 +316,32 @@ class Store:
                 conn.execute(insert_ignoring_conflicts(self.engine, S), rows)
         return known
 
+    def readd_complained(self, draft: SubscriberDraft, *, confirmed: bool, now: datetime) -> bool:
+        """Take back a reader who reported a digest as spam, as an operator's explicit choice:
+        with the draft's choices, a new token_version (their old links stay dead), and from
+        now on, active or pending as a new reader would be. False if the address is not one."""
+        values = _new_subscriber(draft, SubscriberStatus.PENDING, cursor=0, now=now)
+        kept = ("email", "email_key", "token_version", "created_at")
+        with writing(self.engine) as conn:
+            cursor = newest_article(conn, now) if confirmed else 0
+            status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
+            changed = conn.execute(
+                update(S)
+                .where(is_address(draft.email), S.status == SubscriberStatus.COMPLAINED.value)
+                .values(
+                    {name: value for name, value in values.items() if name not in kept}
+                    | {
+                        "status": status.value,
+                        "cursor": cursor,
+                        "confirmed_at": now if confirmed else None,
+                        "unsubscribed_at": None,
+                        "paused_until": None,
+                        "token_version": S.token_version + 1,
+                    }
+                )
+            )
+        return changed.rowcount == 1
+
     def add_subscriber(self, draft: SubscriberDraft, *, confirmed: bool, now: datetime) -> None:
         known = self.add_subscribers([draft], confirmed=confirmed, now=now)
         if draft.email in known:
@@ -788,8 +814,8 @@ def already_subscribed(email: str, on_file: str, *, complained: bool = False) ->
     spelled = "" if on_file == email else f" as {on_file}"
     if complained:
         return (
-            f"{email}{spelled} reported a digest as spam: not added again "
-            "(only their own sign-up, confirmed, brings them back)"
+            f"{email}{spelled} reported a digest as spam: not added again (their own "
+            "confirmed sign-up brings them back, or subscribers add --despite-complaint)"
         )
     return f"{email} is already subscribed{spelled}"
 

@@ -19,7 +19,7 @@ from test_cli import parsed
 
 from digest import database
 from digest.addresses import tag_of
-from digest.domain import Subscriber, SubscriberStatus
+from digest.domain import Frequency, Subscriber, SubscriberStatus
 from digest.inbound import Mailboxes
 from digest.store import Store
 from digest.tokens import Tokens
@@ -333,11 +333,51 @@ def test_a_reader_who_complained_is_not_re_added_by_an_import_and_is_told_why(
     rows.write_text("email,frequency\nDAILY@example.org,daily\nnew@example.org,weekly\n")
     result = returning("subscribers", "import", str(rows), "--confirmed", "--now", MONDAY_0900)
     assert (
-        "DAILY@example.org as daily@example.org reported a digest as spam: not added again "
-        "(only their own sign-up, confirmed, brings them back)"
+        "DAILY@example.org as daily@example.org reported a digest as spam: not added again (their "
+        "own confirmed sign-up brings them back, or subscribers add --despite-complaint)"
     ) in result.out + result.err
     assert reader(database_url, "daily@example.org").status is SubscriberStatus.COMPLAINED
     assert reader(database_url, "new@example.org").status is SubscriberStatus.ACTIVE
     again = returning("subscribers", "add", "daily@example.org", "--confirmed")
     assert again.code == 2
     assert "reported a digest as spam" in again.err
+
+
+def test_subscribers_add_despite_complaint_takes_back_a_complainer_with_new_links_on_purpose(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    sent = sent_digests(returning, smtp_server)["daily@example.org"]
+    take(returning, tmp_path, samples.arf(sent, "fbl@miasfeed.example"))
+    before = reader(database_url, "daily@example.org")
+    back = returning(
+        "subscribers", "add", "daily@example.org", "--frequency", "weekly", "--confirmed",
+        "--despite-complaint", "--now", MONDAY_0900,
+    )  # fmt: skip
+    assert back.code == 0, back.err
+    after = reader(database_url, "daily@example.org")
+    assert (after.status, after.frequency) == (SubscriberStatus.ACTIVE, Frequency.WEEKLY)
+    assert after.token_version == before.token_version + 1  # the old links stay dead
+    # The flag takes back a complainer only: anyone else known is still refused.
+    other = returning("subscribers", "add", "weekly@example.org", "--despite-complaint")
+    assert other.code == 2
+    assert "is already subscribed" in other.err
+
+
+def test_a_notification_about_our_own_notification_changes_nothing(
+    returning: Cli, smtp_server: SmtpServer, tmp_path: Path, database_url: str
+) -> None:
+    # A bounce of a bounce: sent to our bare bounce address from the null sender, quoting a
+    # report that itself names none of our digests. We never answer mail, so no loop can start.
+    sent_digests(returning, smtp_server)
+    quoting_it = Sent("<>", BOUNCES, "<report.1@relay.example>")
+    loop = samples.rfc3464(quoting_it).replace(
+        b"Undelivered Mail Returned to Sender", b"Undelivered Mail Returned to Sender (again)"
+    )
+    before = snapshot(database_url)
+    result = take(returning, tmp_path, loop)
+    assert result.code == 0, result.err
+    assert result.last_line.endswith(
+        "bounce 0, delay 0, complaint 0, unsubscribe 0; repeated 0, unknown 1"
+    )
+    assert snapshot(database_url) == before
+    assert len(smtp_server.messages) == 2  # the two digests: nothing was sent in answer
