@@ -13,7 +13,7 @@ import httpx
 import pytest
 from db_fixtures import snapshot
 from smtp_server import SmtpServer
-from test_pages import TUESDAY_NOON, Web, _active, _web
+from test_pages import TUESDAY_NOON, Web, _active, _confirm_path, _web
 from test_web_version import send
 from test_webhooks import (
     MAILGUN_KEY,
@@ -37,6 +37,7 @@ from test_webhooks import (
 
 from digest.domain import SubscriberStatus
 from digest.store import Store
+from digest.tokens import Purpose
 
 # (path, body, headers) of one provider's call, given the digest's Message-ID and the app's now.
 Call = Callable[[str, Web], tuple[str, bytes, dict[str, str]]]
@@ -169,3 +170,20 @@ def test_metrics_count_what_came_back_over_seven_days_and_the_rates(web: Web) ->
     assert 'digest_notices_7d{kind="complaint"} 0.0' in text
     assert "digest_sent_7d 1.0" in text
     assert 'digest_feedback_rate_7d{kind="bounce"} 1.0' in text
+
+
+def test_a_reader_who_complained_can_come_back_only_through_a_new_confirmed_sign_up(
+    web: Web,
+) -> None:
+    message_id = mailed(web)
+    old_link = web.link(Purpose.UNSUBSCRIBE, web.reader(READER))
+    assert post(web, COMPLAINTS["postmark"], message_id).status_code == 200
+    form = {"email": READER, "frequency": "weekly", "timezone": "Europe/Madrid"}
+    assert web.post("/subscribe", form).status_code == 200
+    pending = web.reader(READER)
+    assert pending.status is SubscriberStatus.PENDING  # the double opt-in again
+    assert web.get(old_link).status_code == 400  # the links of before are dead
+    confirm = web.next_mail()
+    assert confirm["Subject"].startswith("Confirm your subscription")
+    assert web.post(_confirm_path(confirm)).status_code == 200
+    assert web.reader(READER).status is SubscriberStatus.ACTIVE
