@@ -112,6 +112,11 @@ def _instant(text: str | None) -> datetime:
         raise InvalidInput(
             f"--now must be an ISO 8601 instant like 2026-11-30T09:00Z, got {text!r}"
         ) from None
+    return _in_utc(value)
+
+
+def _in_utc(value: datetime) -> datetime:
+    """An instant as given on the command line: without an offset, it is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -405,7 +410,7 @@ def _date_or_instant(text: str) -> date | datetime:
         raise InvalidInput(
             f"--until must be an ISO 8601 date or instant like 2026-12-09, got {text!r}"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return _in_utc(value)
 
 
 @subscribers_cli.command("remove")

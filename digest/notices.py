@@ -52,7 +52,7 @@ class Notices:
 
     def take(self, notices: Sequence[Notice], now: datetime) -> Taken:
         """Apply each notice once, each in a transaction of its own."""
-        taken = Taken()
+        applied: Counter[NoticeKind] = Counter()
         repeated = unknown = 0
         for notice in notices:
             with writing(self.engine) as conn:
@@ -83,8 +83,8 @@ class Notices:
                     repeated += 1
                     continue
                 self._apply(conn, notice.kind, subscriber_id, now)
-                taken.applied[notice.kind] += 1
-        return Taken(taken.applied, repeated, unknown)
+                applied[notice.kind] += 1
+        return Taken(applied, repeated, unknown)
 
     def _apply(self, conn: Connection, kind: NoticeKind, subscriber_id: int, now: datetime) -> None:
         if kind is NoticeKind.BOUNCE:

@@ -429,13 +429,20 @@ class ReaderPages:
         )
 
     async def _preferences_form(
-        self, reader: Subscriber, *, saved: str = "", error: str = ""
+        self,
+        reader: Subscriber,
+        *,
+        saved: str = "",
+        error: str = "",
+        offered: Mapping[str, str] | None = None,
     ) -> Response:
+        """offered: the topics on offer, where the caller has read them already."""
         stopped = STOPPED.get(reader.status, "")
         paused = is_paused(reader.paused_until, self._readers.now())
         site = self._pages.settings
         own_time = "" if reader.send_time is None else f"{reader.send_time:%H:%M}"
-        offered = await run_in_threadpool(self._readers.topics)
+        if offered is None:
+            offered = await run_in_threadpool(self._readers.topics)
         return self._pages.render(
             "preferences",
             "Your digest",
@@ -505,9 +512,9 @@ class ReaderPages:
         )
         if changed.status not in SIGNED_UP:  # unsubscribed meanwhile: nothing was saved
             return await self._preferences_form(changed)
-        names = await run_in_threadpool(self._readers.topics)
+        offered = await run_in_threadpool(self._readers.topics)
         return await self._preferences_form(
-            changed, saved=f"Saved. {self._readers.when(changed, names)}."
+            changed, saved=f"Saved. {self._readers.when(changed, offered)}.", offered=offered
         )
 
     async def _act(self, request: Request, token: str, form: FormData) -> Response | None:
